@@ -1,0 +1,191 @@
+"""The database: a folder of images, VMs, remotes and caches, safe for many processes.
+
+Every mutation takes :meth:`Database.lock` (an ``flock``, released by the kernel if the
+process dies). Images and VMs are assembled in :meth:`Database.staging` folders outside
+``images/`` and ``vms/`` and renamed into place only when complete, so a reader never
+sees half an image, and a crash leaves only a staging folder that ``prune`` removes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import layout
+from .errors import DatabaseError
+from .fsutil import FileLock, remove_tree
+
+
+def default_root() -> Path:
+    """``$MINIVIRT_DB_PATH``, else ``$XDG_STATE_HOME/minivirt``, else ``~/.local/state/minivirt``."""
+    if env := os.environ.get("MINIVIRT_DB_PATH"):
+        return Path(env).expanduser()
+    if xdg := os.environ.get("XDG_STATE_HOME"):
+        return Path(xdg).expanduser() / "minivirt"
+    return Path.home() / ".local" / "state" / "minivirt"
+
+
+@dataclass
+class Staging:
+    """A folder being filled; locked while its owner lives, so ``prune`` leaves it alone."""
+
+    path: Path
+    _fd: int
+
+    def release(self) -> None:
+        """Drop the lock (the folder itself is removed or renamed by the owner)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Database:
+    """A minivirt database rooted at ``root`` (created when missing)."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = self.root.absolute()
+        self._lock = FileLock(self.root / layout.LOCK)
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.root)!r})"
+
+    # Paths -----------------------------------------------------------------
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / layout.IMAGES
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.root / layout.VMS
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / layout.STAGING
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / layout.CACHE
+
+    @property
+    def remotes_file(self) -> Path:
+        return self.root / layout.REMOTES
+
+    # Set-up ----------------------------------------------------------------
+
+    def ensure(self) -> Database:
+        """Create the folders a database needs; raise :class:`DatabaseError` if unusable."""
+        if self._ready:
+            return self
+        if self.root.exists() and not self.root.is_dir():
+            raise DatabaseError(
+                f"the database path {self.root} is not a folder",
+                hint="Set MINIVIRT_DB_PATH to a folder (it is created when missing).",
+            )
+        try:
+            for d in (self.root, self.images_dir, self.vms_dir, self.staging_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatabaseError(
+                f"cannot create the database at {self.root}: {e.strerror}",
+                hint="Set MINIVIRT_DB_PATH to a folder you can write.",
+            ) from e
+        for d in (self.root, self.images_dir, self.vms_dir):
+            if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+                raise DatabaseError(
+                    f"the database folder {d} is not readable and writable by you",
+                    hint="Fix its permissions, or set MINIVIRT_DB_PATH to another folder.",
+                )
+        self._ready = True
+        return self
+
+    def readable(self) -> bool:
+        """True when the database exists; read-only commands need not create it."""
+        return self.images_dir.is_dir()
+
+    # Concurrency -----------------------------------------------------------
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the database's exclusive lock (re-entrant within this object)."""
+        self.ensure()
+        with self._lock:
+            yield
+
+    @contextmanager
+    def staging(self, kind: str) -> Iterator[Staging]:
+        """A fresh locked staging folder; removed on exit unless the owner renamed it."""
+        self.ensure()
+        path = self.staging_dir / f"{kind}-{secrets.token_hex(8)}"
+        path.mkdir()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        staging = Staging(path, fd)
+        try:
+            yield staging
+        finally:
+            try:
+                if path.exists():
+                    remove_tree(path)
+            finally:
+                staging.release()
+
+    def stale_staging(self) -> list[Path]:
+        """Staging folders whose owner is gone (nobody holds their lock)."""
+        stale = []
+        try:
+            entries = list(os.scandir(self.staging_dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            path = Path(entry.path)
+            if not entry.is_dir(follow_symlinks=False):
+                stale.append(path)
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stale.append(path)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+        return stale
+
+    # Small shared readers -------------------------------------------------
+
+    def vm_image_ids(self) -> dict[str, str | None]:
+        """``{vm name: image id}`` for every VM folder (None when its config is unreadable)."""
+        result: dict[str, str | None] = {}
+        try:
+            entries = list(os.scandir(self.vms_dir))
+        except FileNotFoundError:
+            return result
+        for entry in entries:
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            config = read_json(Path(entry.path) / layout.VM_CONFIG)
+            image = config.get("image") if isinstance(config, dict) else None
+            result[entry.name] = image if isinstance(image, str) else None
+        return result
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``, or ``None`` when it is missing or not JSON."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

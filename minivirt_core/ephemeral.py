@@ -1,0 +1,33 @@
+"""Throw-away VMs (``miv run``, recipe tests): created, booted, and always destroyed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from .vms import DEFAULT_CPUS, DEFAULT_MEMORY_MB, VmManager, VmStatus
+
+
+@asynccontextmanager
+async def ephemeral_vm(
+    vms: VmManager,
+    image: str,
+    memory: int | str = DEFAULT_MEMORY_MB,
+    cpus: int = DEFAULT_CPUS,
+    ports: Iterable[str] = (),
+    wait_for_ssh: float | None = 120.0,
+    prefix: str = "run",
+) -> AsyncIterator[VmStatus]:
+    """A running VM of ``image`` for the block; destroyed after it, also on errors,
+    cancellation (Ctrl-C) and a QEMU that died meanwhile."""
+    name = vms.ephemeral_name(prefix)
+    created = False
+    try:
+        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports)
+        created = True
+        yield await vms.start(name, wait_for_ssh=wait_for_ssh)
+    finally:
+        if created:
+            # Shielded: a second Ctrl-C must not leave the VM behind half-destroyed.
+            await asyncio.shield(vms.destroy(name))

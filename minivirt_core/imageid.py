@@ -1,0 +1,47 @@
+"""The image id: a SHA256 over the SHA256 of every file of the image folder.
+
+For every file, in sorted order of relative path, the line
+``<relative path>:<sha256 hex>\\n``; the id is the SHA256 hex of those lines (UTF-8).
+This is the original minivirt's algorithm; ids of existing databases stay valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def combine(file_digests: Mapping[str, str]) -> str:
+    """The image id of a folder whose files have the given ``{relative path: sha256 hex}``."""
+    lines = "".join(f"{name}:{file_digests[name]}\n" for name in sorted(file_digests))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA256 hex of one file, read in large chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256 hex}`` for every file below ``folder``."""
+    digests = {}
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for filename in filenames:
+            full = Path(dirpath) / filename
+            digests[str(full.relative_to(folder))] = file_sha256(full)
+    return digests
+
+
+def compute_id(folder: Path) -> str:
+    """Recompute the image id of ``folder`` by reading all of its files."""
+    return combine(folder_digests(folder))

@@ -1,0 +1,314 @@
+"""Images: immutable VM disks named by their id, and the tags that name them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from . import layout
+from .database import Database, Staging, read_json
+from .errors import InvalidInput, NotFound
+from .fsutil import dir_size, remove_tree
+from .names import is_image_id, validate_tag
+
+if TYPE_CHECKING:
+    from .archive import ProgressCallback
+
+# asyncio and the archive code are imported where used: `miv images` needs neither.
+
+SHORT_ID = 12
+MIN_PREFIX = 4
+HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image of the database, as found on the last look."""
+
+    id: str
+    path: Path
+    tags: tuple[str, ...] = ()
+    size: int = 0
+    created: float = 0.0
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:SHORT_ID]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The image's ``config.json`` (empty when absent)."""
+        value = read_json(self.path / layout.IMAGE_CONFIG)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def disk_path(self) -> Path | None:
+        """The image's disk, or None for an image without one."""
+        disk = self.path / layout.IMAGE_DISK
+        return disk if disk.is_file() else None
+
+    @property
+    def label(self) -> str:
+        """A name for messages: the first tag, else the short id."""
+        return self.tags[0] if self.tags else self.short_id
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags)}
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """What :meth:`ImageStore.tag` did to one tag."""
+
+    tag: str
+    image_id: str
+    previous_id: str | None  # the image the tag named before, if it moved
+
+
+@dataclass
+class PruneReport:
+    """What :meth:`ImageStore.prune` removed (or would remove, on a dry run)."""
+
+    images: list[str] = field(default_factory=list)
+    leftovers: list[Path] = field(default_factory=list)
+    freed: int = 0
+    dry_run: bool = False
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_dir() and not path.is_symlink():
+        total = dir_size(path)
+        for sub in path.iterdir():
+            if sub.is_dir() and not sub.is_symlink():
+                total += _tree_size(sub)
+        return total
+    try:
+        return path.lstat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+class ImageStore:
+    """The images and tags of a :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Reading ---------------------------------------------------------------
+
+    def _scan(self) -> tuple[list[str], dict[str, str], list[Path]]:
+        """(image ids, {tag: target name}, other entries) of the images folder."""
+        ids: list[str] = []
+        tags: dict[str, str] = {}
+        other: list[Path] = []
+        try:
+            entries = list(os.scandir(self.db.images_dir))
+        except FileNotFoundError:
+            return ids, tags, other
+        for entry in entries:
+            if entry.name.startswith("."):
+                other.append(Path(entry.path))
+            elif entry.is_symlink():
+                tags[entry.name] = os.path.basename(os.readlink(entry.path).rstrip("/"))
+            elif is_image_id(entry.name) and entry.is_dir():
+                ids.append(entry.name)
+            else:
+                other.append(Path(entry.path))
+        return ids, tags, other
+
+    def list(self) -> list[Image]:
+        """Every image, with its tags and size, sorted by first tag then id."""
+        ids, tags, _ = self._scan()
+        by_id: dict[str, list[str]] = {i: [] for i in ids}
+        for tag, target in tags.items():
+            if target in by_id:
+                by_id[target].append(tag)
+        images = []
+        for image_id, image_tags in by_id.items():
+            path = self.db.images_dir / image_id
+            try:
+                created = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # removed while we looked
+            images.append(Image(image_id, path, tuple(sorted(image_tags)), dir_size(path), created))
+        images.sort(key=lambda i: (not i.tags, i.tags[0] if i.tags else "", i.id))
+        return images
+
+    def tags(self) -> dict[str, str]:
+        """``{tag: image id it names}`` (dangling tags included)."""
+        return self._scan()[1]
+
+    def get(self, image_id: str) -> Image:
+        """The image with this full id."""
+        path = self.db.images_dir / image_id
+        if not is_image_id(image_id) or not path.is_dir() or path.is_symlink():
+            raise NotFound(f"no image with id {image_id}")
+        tags = tuple(sorted(t for t, target in self.tags().items() if target == image_id))
+        return Image(image_id, path, tags, dir_size(path), path.stat().st_mtime)
+
+    def resolve(self, ref: str) -> Image:
+        """The image named by a tag, a full id, or a unique id prefix of 4+ hex digits."""
+        if not ref:
+            raise NotFound("no image named ''", hint="Name an image by tag or id: see `miv images`.")
+        images_dir = self.db.images_dir
+        if "/" not in ref and not ref.startswith("."):
+            path = images_dir / ref
+            if path.is_symlink():
+                target = os.path.basename(os.readlink(path).rstrip("/"))
+                if not (images_dir / target).is_dir():
+                    raise NotFound(
+                        f"tag {ref!r} names image {target[:SHORT_ID]}, which is missing",
+                        hint="Run `miv fsck` to see the damage; `miv untag` removes the tag.",
+                    )
+                return self.get(target)
+            if is_image_id(ref) and path.is_dir():
+                return self.get(ref)
+        lowered = ref.lower()
+        if len(lowered) >= MIN_PREFIX and set(lowered) <= HEX:
+            ids, _, _ = self._scan()
+            matches = sorted(i for i in ids if i.startswith(lowered))
+            if len(matches) == 1:
+                return self.get(matches[0])
+            if len(matches) > 1:
+                listed = ", ".join(m[:SHORT_ID] for m in matches[:10])
+                raise NotFound(
+                    f"{ref!r} is ambiguous: it starts {len(matches)} image ids ({listed})",
+                    hint="Give more digits of the id, or a tag.",
+                )
+        raise NotFound(
+            f"no image named {ref!r}",
+            hint="`miv images` lists tags and ids; `miv pull` or `miv build` make new ones.",
+        )
+
+    # Tags ------------------------------------------------------------------
+
+    def _set_tag(self, tag: str, image_id: str) -> None:
+        tmp = self.db.images_dir / f".tag-{secrets.token_hex(6)}"
+        os.symlink(image_id, tmp)
+        os.replace(tmp, self.db.images_dir / tag)
+
+    def tag(self, ref: str, tags: Iterable[str]) -> list[TagChange]:
+        """Point each tag at the image ``ref``; a tag naming another image moves."""
+        tags = [validate_tag(t) for t in tags]
+        changes = []
+        with self.db.lock():
+            image = self.resolve(ref)
+            current = self.tags()
+            for tag in tags:
+                entry = self.db.images_dir / tag
+                if entry.exists() and not entry.is_symlink():
+                    raise InvalidInput(f"cannot tag {tag!r}: an entry of that name is not a tag")
+                previous = current.get(tag)
+                self._set_tag(tag, image.id)
+                changes.append(TagChange(tag, image.id, previous if previous != image.id else None))
+        return changes
+
+    def untag(self, tags: Iterable[str]) -> list[str]:
+        """Remove tags (not the images: ``prune`` does that). Returns the ids they named."""
+        tags = list(tags)
+        ids = []
+        with self.db.lock():
+            current = self.tags()
+            missing = [t for t in tags if t not in current]
+            if missing:
+                raise NotFound(
+                    f"no tag named {', '.join(repr(t) for t in missing)}",
+                    hint="`miv images` lists the tags.",
+                )
+            for tag in tags:
+                os.unlink(self.db.images_dir / tag)
+                ids.append(current[tag])
+        return ids
+
+    # Adding ----------------------------------------------------------------
+
+    def commit_staging(self, staging: Staging, image_id: str, tags: Iterable[str] = ()) -> Image:
+        """Move a complete staging folder into place as image ``image_id`` and tag it.
+
+        If the image is already present the staging copy is dropped. Done under the
+        lock, so ``prune`` can never remove the new image before it is tagged.
+        """
+        tags = [validate_tag(t) for t in tags]
+        with self.db.lock():
+            dest = self.db.images_dir / image_id
+            if not dest.is_dir():
+                os.chmod(staging.path, 0o755)
+                os.rename(staging.path, dest)
+            for tag in tags:
+                self._set_tag(tag, image_id)
+            return self.get(image_id)
+
+    # Removing --------------------------------------------------------------
+
+    def prune(self, dry_run: bool = False) -> PruneReport:
+        """Remove images no tag and no VM uses, and leftovers of interrupted work."""
+        report = PruneReport(dry_run=dry_run)
+        with self.db.lock():
+            ids, tags, other = self._scan()
+            used = set(tags.values()) | {i for i in self.db.vm_image_ids().values() if i}
+            for image_id in sorted(ids):
+                if image_id in used:
+                    continue
+                path = self.db.images_dir / image_id
+                report.images.append(image_id)
+                report.freed += _tree_size(path)
+                if not dry_run:
+                    remove_tree(path)
+            # In images/: temporary names of ours (".tag-*") and the original
+            # minivirt's unfinished image folders (mkdtemp names). Writers hold the
+            # lock while these exist, so any seen now is stale.
+            leftovers = list(other) + self.db.stale_staging()
+            for path in leftovers:
+                report.leftovers.append(path)
+                report.freed += _tree_size(path)
+                if not dry_run:
+                    if path.is_dir() and not path.is_symlink():
+                        remove_tree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+        return report
+
+    # Archives --------------------------------------------------------------
+
+    async def load(
+        self,
+        read: Callable[[int], bytes],
+        tags: Iterable[str] = (),
+        progress: ProgressCallback | None = None,
+        total: int | None = None,
+    ) -> Image:
+        """Import a tar (or gzip'd tar) read with ``read(n)``, tag it, and return it.
+
+        The files go to a staging folder and the id is computed while they are
+        written; the image appears only when complete. On any error nothing is left.
+        """
+        import asyncio
+
+        tags = [validate_tag(t) for t in tags]
+        return await asyncio.to_thread(self._load, read, tags, progress, total)
+
+    def _load(
+        self,
+        read: Callable[[int], bytes],
+        tags: list[str],
+        progress: ProgressCallback | None,
+        total: int | None,
+    ) -> Image:
+        from . import archive
+
+        with self.db.staging("load") as staging:
+            image_id = archive.import_stream(read, staging.path, progress, total)
+            return self.commit_staging(staging, image_id, tags)
+
+    async def save(self, ref: str, out: BinaryIO, progress: ProgressCallback | None = None) -> int:
+        """Write image ``ref`` as a tar with flat members to ``out``; returns bytes written."""
+        import asyncio
+
+        from . import archive
+
+        image = self.resolve(ref)
+        return await asyncio.to_thread(archive.write_archive, image.path, out, progress)

@@ -1,0 +1,1 @@
+"""Running QEMU: the command line, the detached process, and its QMP monitor."""

@@ -1,0 +1,167 @@
+"""SSH to guests with asyncssh: waiting for sshd, commands, shells, file copy.
+
+Guests accept root with minivirt's key, which is Vagrant's well-known insecure key
+(the classic recipes' images accept it). The forwarded port listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ExternalError, Timeout
+from .fsutil import atomic_write_bytes, atomic_write_text
+from .ports import LOOPBACK
+
+if TYPE_CHECKING:
+    import asyncssh
+
+DATA = Path(__file__).parent / "data"
+PRIVATE_KEY = DATA / "vagrant-private-key"
+PUBLIC_KEY = DATA / "vagrant.pub"
+USER = "root"
+
+
+def private_key_bytes() -> bytes:
+    """The private key minivirt logs in with."""
+    return PRIVATE_KEY.read_bytes()
+
+
+def public_key_text() -> str:
+    """The public half, as one ``authorized_keys`` line (``{vagrant_pubkey}`` in recipes)."""
+    return PUBLIC_KEY.read_text().strip()
+
+
+async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] | None = None) -> None:
+    """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
+
+    QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
+    connect alone proves nothing: the banner does. ``alive`` stops the wait early
+    (e.g. when QEMU has exited).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 1)
+            try:
+                banner = await asyncio.wait_for(reader.readexactly(4), 0.5)
+                if banner == b"SSH-":
+                    return
+            finally:
+                writer.close()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            pass
+        if alive is not None and not alive():
+            raise ExternalError("the VM stopped before its SSH server answered")
+        if loop.time() >= deadline:
+            raise Timeout(
+                f"no SSH server answered on port {port} within {timeout:.0f} s",
+                hint="The guest may still be booting (see `miv logs`), or has no SSH server.",
+            )
+        await asyncio.sleep(0.05)
+
+
+async def connect(port: int, timeout: float = 30.0, key: bytes | None = None) -> asyncssh.SSHClientConnection:
+    """An authenticated SSH connection to the guest forwarded at ``port``."""
+    import asyncssh
+
+    client_key = asyncssh.import_private_key(key or private_key_bytes())
+    try:
+        return await asyncio.wait_for(
+            asyncssh.connect(
+                LOOPBACK, port, username=USER, client_keys=[client_key], known_hosts=None,
+                agent_path=None, config=None, preferred_auth="publickey", keepalive_interval=15,
+            ),
+            timeout,
+        )
+    except asyncssh.PermissionDenied as e:
+        raise ExternalError(
+            "the guest refused minivirt's SSH key",
+            hint="Images must authorize the key in minivirt_core/data/vagrant.pub for root.",
+        ) from e
+    except (TimeoutError, OSError, asyncssh.Error) as e:
+        raise ExternalError(f"SSH connection to port {port} failed: {e or type(e).__name__}") from e
+
+
+async def run(
+    conn: asyncssh.SSHClientConnection,
+    command: str,
+    on_stdout: Callable[[bytes], Any] | None = None,
+    on_stderr: Callable[[bytes], Any] | None = None,
+    stdin: bytes | None = None,
+) -> int:
+    """Run ``command``, streaming its output to the callbacks; returns its exit status."""
+    process = await conn.create_process(command, encoding=None)
+    if stdin is not None:
+        process.stdin.write(stdin)
+    process.stdin.write_eof()
+
+    async def pump(stream: Any, sink: Callable[[bytes], Any] | None) -> None:
+        while data := await stream.read(65536):
+            if sink is not None:
+                sink(data)
+
+    await asyncio.gather(pump(process.stdout, on_stdout), pump(process.stderr, on_stderr))
+    completed = await process.wait()
+    if completed.exit_status is None:
+        return 255 if completed.exit_signal else 0
+    return int(completed.exit_status)
+
+
+async def capture(conn: asyncssh.SSHClientConnection, command: str) -> tuple[int, str]:
+    """Run ``command`` and return (exit status, stdout + stderr as text)."""
+    chunks: list[bytes] = []
+    status = await run(conn, command, chunks.append, chunks.append)
+    return status, b"".join(chunks).decode(errors="replace")
+
+
+async def copy(conn: asyncssh.SSHClientConnection, src: str, dest: str, upload: bool) -> None:
+    """Copy a file or folder to (``upload``) or from the guest over SFTP."""
+    import asyncssh
+
+    try:
+        async with conn.start_sftp_client() as sftp:
+            if upload:
+                await sftp.put(src, dest, recurse=True, preserve=True)
+            else:
+                await sftp.get(src, dest, recurse=True, preserve=True)
+    except (asyncssh.SFTPError, asyncssh.ChannelOpenError) as e:
+        raise ExternalError(f"copy failed: {e}", hint="The guest needs an SFTP server.") from e
+    except OSError as e:
+        raise ExternalError(f"copy failed: {e.strerror or e}: {e.filename or ''}".rstrip(": ")) from e
+
+
+def write_client_files(vm_dir: Path, name: str, port: int, key_file: str, config_file: str) -> Path:
+    """Write the VM's private key and an ``ssh-config`` so plain ``ssh -F`` works."""
+    key_path = vm_dir / key_file
+    atomic_write_bytes(key_path, private_key_bytes(), mode=0o600)
+    config = (
+        f"Host {name} {name}.miv\n"
+        f"  HostName {LOOPBACK}\n"
+        f"  Port {port}\n"
+        f"  User {USER}\n"
+        f"  IdentityFile {key_path}\n"
+        "  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+    )
+    path = vm_dir / config_file
+    atomic_write_text(path, config)
+    return path
+
+
+def terminal_size() -> tuple[int, int]:
+    """(columns, rows) of the controlling terminal, or 80x24."""
+    import shutil
+
+    size = shutil.get_terminal_size((80, 24))
+    return size.columns, size.lines
+
+
+def stdin_is_tty() -> bool:
+    return sys.stdin.isatty()

@@ -1,0 +1,463 @@
+"""VMs: a copy-on-write disk over an image, run by one detached QEMU each.
+
+A VM's folder holds its ``config.json`` (compatible with the original minivirt:
+``image``, ``memory``, ``disk``, ``ports``, ``resources``; ours adds ``cpus``), its
+``disk.qcow2`` overlay whose backing file is the image's disk by relative path, and
+while it runs: pid file, QMP and serial sockets, logs, ``run.json``, ``ssh-config``.
+State is derived on every look from the pid file and the process, never remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import accel, layout
+from .database import Database, read_json
+from .errors import Conflict, ExternalError, InvalidInput, NotFound
+from .fsutil import atomic_write_json, dir_size, remove_tree
+from .images import Image, ImageStore
+from .names import validate_vm_name
+from .ports import PortForward, check_port_free, forwards_from_json, free_port, parse_forward
+from .qemu import process
+from .qemu.command import Drive, LaunchSpec, qemu_argv
+
+DEFAULT_MEMORY_MB = 1024
+DEFAULT_CPUS = 1
+STOP_TIMEOUT = 30.0
+
+RUNNING = "running"
+STOPPED = "stopped"
+BROKEN = "broken"
+
+
+def parse_memory(value: Any) -> int:
+    """Memory in MiB from an int (MiB) or text like ``512``, ``512M``, ``2G``."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"invalid memory size {value!r}")
+    if isinstance(value, int):
+        mb = value
+    else:
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        factor = 1
+        if text.endswith("G"):
+            factor, text = 1024, text[:-1]
+        elif text.endswith("M"):
+            text = text[:-1]
+        try:
+            mb = int(float(text) * factor)
+        except ValueError as e:
+            raise InvalidInput(f"invalid memory size {value!r}: write e.g. 512, 512M or 2G") from e
+    if not 16 <= mb <= 1 << 22:
+        raise InvalidInput(f"invalid memory size {value!r}: between 16 MiB and 4 TiB")
+    return mb
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """The persistent settings of a VM (its ``config.json``)."""
+
+    image: str | None
+    memory_mb: int = DEFAULT_MEMORY_MB
+    cpus: int = DEFAULT_CPUS
+    disk: bool = True
+    ports: tuple[PortForward, ...] = ()
+    resources: tuple[dict[str, str], ...] = ()
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> VmConfig:
+        memory = value.get("memory", DEFAULT_MEMORY_MB)
+        try:
+            memory_mb = parse_memory(memory)
+        except InvalidInput:
+            memory_mb = DEFAULT_MEMORY_MB
+        resources = tuple(r for r in value.get("resources") or () if isinstance(r, dict) and "filename" in r)
+        return cls(
+            image=value.get("image") if isinstance(value.get("image"), str) else None,
+            memory_mb=memory_mb,
+            cpus=int(value.get("cpus") or DEFAULT_CPUS),
+            disk=bool(value.get("disk", True)),
+            ports=tuple(forwards_from_json(value.get("ports"))),
+            resources=resources,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "memory": self.memory_mb,
+            "cpus": self.cpus,
+            "disk": self.disk,
+            "ports": [p.as_json() for p in self.ports],
+            "resources": list(self.resources),
+        }
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """A VM as found on the last look: config, state (and why, when broken), runtime facts."""
+
+    name: str
+    path: Path
+    config: VmConfig | None
+    state: str
+    reason: str = ""
+    pid: int | None = None
+    ssh_port: int | None = None
+    started: float | None = None
+    accel: str | None = None
+    image_label: str | None = None
+    disk_size: int = 0
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+    @property
+    def uptime(self) -> float | None:
+        return time.time() - self.started if self.running and self.started else None
+
+    def as_json(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "name": self.name,
+            "state": self.state,
+            "reason": self.reason,
+            "image": config.image if config else None,
+            "image_label": self.image_label,
+            "ssh_port": self.ssh_port,
+            "ports": [p.as_json() for p in config.ports] if config else [],
+            "memory": config.memory_mb if config else None,
+            "cpus": config.cpus if config else None,
+            "pid": self.pid,
+            "uptime": self.uptime,
+        }
+
+
+class VmManager:
+    """Create, run and remove the VMs of a database."""
+
+    def __init__(self, db: Database, images: ImageStore) -> None:
+        self.db = db
+        self.images = images
+        self._accel: accel.AccelChoice | None = None
+
+    # Looking ---------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        return self.db.vms_dir / name
+
+    def names(self) -> list[str]:
+        """Names of every VM, sorted."""
+        try:
+            return sorted(e.name for e in os.scandir(self.db.vms_dir) if e.is_dir() and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def status(self, name: str, image_labels: dict[str, str] | None = None) -> VmStatus:
+        """The VM's state derived now; stale runtime files of a dead QEMU are removed."""
+        vm_dir = self.path(name)
+        if not vm_dir.is_dir():
+            raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
+        raw = read_json(vm_dir / layout.VM_CONFIG)
+        config = VmConfig.from_json(raw) if isinstance(raw, dict) else None
+        problems = []
+        if config is None:
+            problems.append("config.json is missing or not valid JSON")
+        elif config.image and not (self.db.images_dir / config.image).is_dir():
+            problems.append(f"its image {config.image[:12]} is missing")
+        if config is not None and config.disk and not (vm_dir / layout.VM_DISK).is_file():
+            problems.append("its disk.qcow2 is missing")
+        labels = image_labels if image_labels is not None else self._image_labels()
+        label = labels.get(config.image) if config and config.image else None
+        if label is None and config and config.image:
+            label = config.image[:12]
+        pid = process.running_pid(vm_dir)
+        if pid is None:
+            if (vm_dir / layout.VM_PID).exists() or (vm_dir / layout.VM_QMP).exists():
+                process.clean_runtime(vm_dir)  # QEMU died (e.g. SIGKILL): stale files
+            state = BROKEN if problems else STOPPED
+            return VmStatus(name, vm_dir, config, state, "; ".join(problems), image_label=label,
+                            problems=tuple(problems))
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        state = RUNNING
+        if not (vm_dir / layout.VM_QMP).exists():
+            problems.append("QEMU runs but its QMP socket is gone")
+            state = BROKEN
+        return VmStatus(
+            name, vm_dir, config, state, "; ".join(problems), pid=pid,
+            ssh_port=run.get("ssh_port"), started=run.get("started"), accel=run.get("accel"),
+            image_label=label, problems=tuple(problems),
+        )
+
+    def list(self, include_stopped: bool = True) -> list[VmStatus]:
+        """Every VM's status (only running ones unless ``include_stopped``)."""
+        labels = self._image_labels()
+        result = []
+        for name in self.names():
+            try:
+                st = self.status(name, labels)
+            except NotFound:
+                continue  # removed while we looked
+            if include_stopped or st.running:
+                result.append(st)
+        return result
+
+    def _image_labels(self) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        for tag, target in sorted(self.images.tags().items()):
+            labels.setdefault(target, tag)
+        return labels
+
+    def disk_usage(self, name: str) -> int:
+        """Bytes the VM's folder uses (its own disk writes, logs)."""
+        return dir_size(self.path(name))
+
+    # Locking ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _vm_lock(self, name: str) -> AsyncIterator[Path]:
+        """Hold the VM's own lock (a flock on its folder) across start/stop/kill."""
+        vm_dir = self.path(name)
+        try:
+            fd = os.open(vm_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.") from e
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.05)
+            yield vm_dir
+        finally:
+            os.close(fd)
+
+    # Creating --------------------------------------------------------------
+
+    async def create(
+        self,
+        image_ref: str | None,
+        name: str,
+        memory: int | str = DEFAULT_MEMORY_MB,
+        cpus: int = DEFAULT_CPUS,
+        disk_size: str | None = None,
+        ports: Iterable[str | PortForward] = (),
+    ) -> VmStatus:
+        """Create VM ``name`` from an image: a qcow2 overlay over the image's disk."""
+        validate_vm_name(name)
+        memory_mb = parse_memory(memory)
+        if not 1 <= int(cpus) <= 64:
+            raise InvalidInput(f"invalid CPU count {cpus}: between 1 and 64")
+        forwards = tuple(p if isinstance(p, PortForward) else parse_forward(p) for p in ports)
+        if len({f.host_port for f in forwards}) != len(forwards):
+            raise InvalidInput("two port forwards use the same host port")
+        self.db.ensure()
+        if self.path(name).exists():
+            raise Conflict(f"a VM named {name!r} already exists", hint="Choose another name, or `miv destroy` it.")
+        image: Image | None = self.images.resolve(image_ref) if image_ref else None
+        if image is None and not disk_size:
+            raise InvalidInput("a VM without an image needs --disk SIZE")
+        with self.db.staging("vm") as staging:
+            disk = staging.path / layout.VM_DISK
+            args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+            if image is not None and image.disk_path is not None:
+                backing = os.path.join("..", "..", layout.IMAGES, image.id, layout.IMAGE_DISK)
+                args += ["-F", "qcow2", "-b", backing]
+            elif image is not None and not disk_size:
+                args = []  # an image with no disk (e.g. an installer ISO) and no new disk
+            if args:
+                args.append(str(disk))
+                if disk_size:
+                    args.append(disk_size)
+                await _run_tool(args, cwd=staging.path)
+            resources = []
+            if image is not None and (iso := image.config.get("iso")):
+                resources.append({"type": "cdrom", "filename": os.path.join("..", "..", layout.IMAGES, image.id, iso)})
+            config = VmConfig(
+                image=image.id if image else None, memory_mb=memory_mb, cpus=int(cpus), disk=bool(args),
+                ports=forwards, resources=tuple(resources),
+            )
+            atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
+            with self.db.lock():
+                if image is not None and not (self.db.images_dir / image.id).is_dir():
+                    raise NotFound(f"image {image.label} was removed meanwhile")
+                if self.path(name).exists():
+                    raise Conflict(f"a VM named {name!r} already exists")
+                os.rename(staging.path, self.path(name))
+        return self.status(name)
+
+    def update_config(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``change`` to the VM's raw config and write it back atomically."""
+        path = self.path(name) / layout.VM_CONFIG
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise NotFound(f"VM {name!r} has no readable config")
+        change(raw)
+        atomic_write_json(path, raw)
+
+    # Running ---------------------------------------------------------------
+
+    async def accelerator(self) -> accel.AccelChoice:
+        """The accelerator VMs start with (probed once, cached machine-wide)."""
+        if self._accel is None:
+            self._accel = await accel.choose()
+        return self._accel
+
+    async def start(self, name: str, snapshot: bool = False, wait_for_ssh: float | None = None) -> VmStatus:
+        """Boot the VM in a detached QEMU; optionally wait for its SSH server."""
+        async with self._vm_lock(name) as vm_dir:
+            st = self.status(name)
+            if st.running:
+                raise Conflict(f"VM {name!r} is already running", hint=f"`miv console {name}` or `miv ssh {name}`.")
+            if st.state == BROKEN or st.config is None:
+                raise Conflict(f"VM {name!r} cannot start: {st.reason}", hint="`miv fsck` tells more.")
+            config = st.config
+            for forward in config.ports:
+                check_port_free(forward.host_port)
+            drives = []
+            if config.disk:
+                drives.append(Drive(layout.VM_DISK, "disk", "qcow2"))
+            for res in config.resources:
+                kind = res.get("type", "disk")
+                drives.append(Drive(res["filename"], "cdrom" if kind == "cdrom" else "disk", res.get("format")))
+            choice = await self.accelerator()
+            for attempt in range(3):
+                ssh_port = free_port()
+                spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
+                                  config.ports, drives, snapshot)
+                try:
+                    pid = await process.launch(qemu_argv(spec), vm_dir)
+                    break
+                except ExternalError as e:
+                    text = str(e)
+                    if f":{ssh_port}-" in text and attempt < 2:
+                        continue  # somebody took our free SSH port in between: pick another
+                    if "host forwarding rule" in text:
+                        raise Conflict(f"cannot forward a port: {e.message}",
+                                       hint="A host port is in use; choose another with --port.") from e
+                    if choice.accel != "tcg" and "MINIVIRT_ACCEL" not in os.environ:
+                        # The accelerator failed for real: fall back, and remember it.
+                        choice = self._accel = accel.AccelChoice("tcg", f"{choice.accel} failed to start a VM")
+                        continue
+                    raise
+            from . import ssh
+
+            ssh.write_client_files(vm_dir, name, ssh_port, layout.VM_SSH_KEY, layout.VM_SSH_CONFIG)
+            atomic_write_json(vm_dir / layout.VM_RUN, {
+                "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
+                "snapshot": snapshot,
+            })
+        if wait_for_ssh:
+            await self.wait_for_ssh(name, wait_for_ssh)
+        return self.status(name)
+
+    async def wait_for_ssh(self, name: str, timeout: float) -> int:
+        """Wait until the running VM's SSH server answers; returns its port."""
+        from . import ssh
+
+        st = self.status(name)
+        if not st.running or st.ssh_port is None:
+            raise Conflict(f"VM {name!r} is not running", hint=f"`miv start {name}` first.")
+        vm_dir = st.path
+        pid = st.pid
+        assert pid is not None
+        await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir))
+        return st.ssh_port
+
+    async def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> bool:
+        """Power off gracefully (ACPI), then QMP quit, then SIGKILL. True if it stopped by ACPI."""
+        async with self._vm_lock(name) as vm_dir:
+            pid = process.running_pid(vm_dir)
+            if pid is None:
+                self.status(name)  # cleans stale files
+                return True
+            from .qemu import monitor
+
+            qmp = vm_dir / layout.VM_QMP
+            graceful = False
+            if await monitor.try_execute(qmp, "system_powerdown"):
+                graceful = await process.wait_exit(pid, vm_dir, timeout)
+            if not graceful:
+                await monitor.try_execute(qmp, "quit")
+                if not await process.wait_exit(pid, vm_dir, 5):
+                    process.terminate(pid, vm_dir, signal.SIGKILL)
+                    await process.wait_exit(pid, vm_dir, 5)
+            process.clean_runtime(vm_dir)
+            return graceful
+
+    async def kill(self, name: str) -> None:
+        """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer."""
+        async with self._vm_lock(name) as vm_dir:
+            pid = process.running_pid(vm_dir)
+            if pid is not None:
+                from .qemu import monitor
+
+                if not await monitor.try_execute(vm_dir / layout.VM_QMP, "quit", timeout=2):
+                    process.terminate(pid, vm_dir, signal.SIGKILL)
+                if not await process.wait_exit(pid, vm_dir, 5):
+                    process.terminate(pid, vm_dir, signal.SIGKILL)
+                    await process.wait_exit(pid, vm_dir, 5)
+            process.clean_runtime(vm_dir)
+
+    async def destroy(self, name: str) -> None:
+        """Kill the VM if it runs and remove its folder."""
+        if not self.path(name).is_dir():
+            raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
+        await self.kill(name)
+        with self.db.lock():
+            # Move it out of vms/ first, so a half-removed VM is never listed.
+            trash = self.db.staging_dir / f"destroy-{secrets.token_hex(6)}"
+            os.rename(self.path(name), trash)
+        remove_tree(trash)
+
+    # Images from VMs ---------------------------------------------------------
+
+    async def commit(self, name: str, tags: Iterable[str] = ()) -> Image:
+        """Make a new image of the (stopped) VM's disk, flattened: it has no backing file."""
+        from . import imageid
+
+        tags = list(tags)
+        st = self.status(name)
+        if st.running:
+            raise Conflict(f"VM {name!r} is running", hint=f"Stop it first: `miv stop {name}`.")
+        if not (st.path / layout.VM_DISK).is_file():
+            raise NotFound(f"VM {name!r} has no disk to commit")
+        with self.db.staging("commit") as staging:
+            await _run_tool(["qemu-img", "convert", "-O", "qcow2", str(st.path / layout.VM_DISK),
+                             str(staging.path / layout.IMAGE_DISK)], cwd=st.path)
+            atomic_write_json(staging.path / layout.IMAGE_CONFIG, {"disk": True})
+            image_id = await asyncio.to_thread(imageid.compute_id, staging.path)
+            return self.images.commit_staging(staging, image_id, tags)
+
+    # Ephemeral -------------------------------------------------------------
+
+    def ephemeral_name(self, prefix: str = "run") -> str:
+        """A fresh VM name for ``run`` and builds."""
+        return f"{prefix}-{secrets.token_hex(4)}"
+
+
+async def _run_tool(args: list[str], cwd: Path | None = None) -> str:
+    """Run a helper program (qemu-img); its message becomes an :class:`ExternalError`."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise ExternalError(f"{args[0]} is not installed", hint="Run `miv doctor`.") from e
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise ExternalError(f"{args[0]} failed: {message}")
+    return out.decode(errors="replace")

@@ -1,0 +1,83 @@
+"""The ``miv`` command: a thin click front end over :mod:`minivirt_core`.
+
+Each command parses its arguments, calls one core operation and renders the result.
+Errors of the core (:class:`~minivirt_core.errors.MinivirtError`) become a one-line
+message and exit code 1 here, in one place; click's usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from .exitcodes import ExitCode
+
+T = TypeVar("T")
+
+
+class MivGroup(click.Group):
+    """The top-level group: maps core errors and Ctrl-C to messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from minivirt_core.errors import MinivirtError
+
+        from .render import error
+
+        try:
+            return super().invoke(ctx)
+        except MinivirtError as e:
+            error(e.message)
+            if e.hint:
+                click.echo(e.hint, err=True)
+            ctx.exit(ExitCode.FAILURE)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(ExitCode.INTERRUPTED)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a core coroutine to completion from a command."""
+    return asyncio.run(coro)
+
+
+def core(ctx: click.Context | None = None) -> Any:
+    """The :class:`~minivirt_core.Minivirt` of this invocation."""
+    ctx = ctx or click.get_current_context()
+    obj = ctx.find_root().obj
+    if obj is None:
+        from minivirt_core import Minivirt
+
+        obj = ctx.find_root().obj = Minivirt()
+    return obj
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=MivGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="minivirt", prog_name="miv")
+def main() -> None:
+    """minivirt: QEMU virtual machines with a Docker-like feel.
+
+    The database is at $MINIVIRT_DB_PATH, else $XDG_STATE_HOME/minivirt, else
+    ~/.local/state/minivirt.
+    """
+
+
+def _register() -> None:
+    from .commands import images, system, vms
+
+    for module in (images, vms, system):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

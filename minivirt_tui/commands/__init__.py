@@ -1,0 +1,1 @@
+"""The ``miv`` subcommands, one module per noun. Each module lists its ``COMMANDS``."""

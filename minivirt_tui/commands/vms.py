@@ -1,0 +1,261 @@
+"""VM commands: create, start, stop, kill, destroy, ps, console, logs, ssh, run, cp, commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+import click
+
+from ..cli import core, run
+from ..render import duration, info, table
+from ..terminal import ESCAPE_NAME
+
+DEFAULT_SSH_WAIT = 120.0
+
+
+def _resources(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option("--port", "ports", multiple=True, metavar="HOST:GUEST",
+                     help="Forward 127.0.0.1:HOST to the guest's port GUEST (repeatable).")(f)
+    f = click.option("--cpus", type=click.IntRange(1, 64), default=1, show_default=True, help="Virtual CPUs.")(f)
+    f = click.option("-m", "--memory", default="1024", show_default=True, help="Memory: MiB, or e.g. 512M, 2G.")(f)
+    return f
+
+
+@click.command()
+@click.argument("image")
+@click.argument("name")
+@_resources
+@click.option("--disk", "disk_size", metavar="SIZE", help="Grow the VM's disk to SIZE (e.g. 10G).")
+def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...], disk_size: str | None) -> None:
+    """Create VM NAME from IMAGE (a copy-on-write disk over the image)."""
+    st = run(core().vms.create(image, name, memory=memory, cpus=cpus, disk_size=disk_size, ports=ports))
+    info(f"created VM {st.name} from {st.image_label}; start it with `miv start {st.name}`")
+
+
+@click.command()
+@click.argument("name")
+@click.option("-d", "--daemon", is_flag=True, help="Do not attach the terminal to the serial console.")
+@click.option("--snapshot", is_flag=True, help="Discard the disk writes of this run when QEMU exits.")
+@click.option("--wait-for-ssh", type=float, metavar="SECONDS", help="Wait until SSH answers (at most SECONDS).")
+def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None) -> None:
+    """Boot VM NAME. Without --daemon the terminal attaches to its serial console (Ctrl-] detaches)."""
+
+    async def go() -> None:
+        vms = core().vms
+        st = await vms.start(name, snapshot=snapshot, wait_for_ssh=wait_for_ssh)
+        info(f"started {name} (ssh port {st.ssh_port}, {st.accel})")
+        if not daemon:
+            from ..terminal import attach_console
+
+            await attach_console(st.path, show_log=False)
+
+    run(go())
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("-t", "--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the guest to power off before forcing it.")
+def stop(names: tuple[str, ...], timeout: float) -> None:
+    """Power off VMs gracefully (ACPI), forcing them after --timeout."""
+    for name in names:
+        graceful = run(core().vms.stop(name, timeout=timeout))
+        info(f"stopped {name}" + ("" if graceful else " (forced: it did not power off in time)"))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+def kill(names: tuple[str, ...]) -> None:
+    """Stop VMs at once, without asking the guest."""
+    for name in names:
+        run(core().vms.kill(name))
+        info(f"killed {name}")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+def destroy(names: tuple[str, ...]) -> None:
+    """Remove VMs (killing them if they run). Their images stay."""
+    for name in names:
+        run(core().vms.destroy(name))
+        info(f"destroyed {name}")
+
+
+@click.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Include stopped VMs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ps(all_: bool, as_json: bool) -> None:
+    """List running VMs (-a: all VMs)."""
+    found = core().vms.list(include_stopped=all_)
+    if as_json:
+        click.echo(json.dumps([v.as_json() for v in found], indent=2))
+        return
+    rows = []
+    for v in found:
+        c = v.config
+        state = v.state + (f" ({v.reason})" if v.reason and v.state == "broken" else "")
+        rows.append([
+            v.name, state, v.image_label or "-", str(v.ssh_port or "-"),
+            ",".join(str(p) for p in c.ports) if c and c.ports else "-",
+            f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
+            duration(v.uptime) if v.uptime is not None else "-",
+        ])
+    table(["NAME", "STATE", "IMAGE", "SSH", "PORTS", "MEMORY", "CPUS", "UPTIME"], rows)
+
+
+@click.command()
+@click.argument("name")
+def console(name: str) -> None:
+    """Attach to the serial console of running VM NAME (shows recent output first)."""
+    from ..terminal import attach_console
+
+    st = core().vms.status(name)
+    if not st.running:
+        raise click.ClickException(f"VM {name!r} is not running")
+    info(f"{ESCAPE_NAME} detaches")
+    run(attach_console(st.path))
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C stops).")
+def logs(name: str, follow: bool) -> None:
+    """Print VM NAME's serial console log."""
+    from minivirt_core import layout
+
+    st = core().vms.status(name)
+    out = sys.stdout.buffer
+    if not follow:
+        try:
+            with open(st.path / layout.VM_SERIAL_LOG, "rb") as f:
+                while chunk := f.read(1 << 16):
+                    out.write(chunk)
+        except FileNotFoundError:
+            pass
+        out.flush()
+        return
+
+    async def go() -> None:
+        from minivirt_core.console import follow_log
+
+        async for data in follow_log(st.path):
+            out.write(data)
+            out.flush()
+
+    run(go())
+
+
+async def _ssh_session(port: int, command: str | None, force_tty: bool) -> int:
+    from minivirt_core import ssh
+
+    conn = await ssh.connect(port)
+    try:
+        if command is None or force_tty:
+            if not sys.stdin.isatty() and command is None:
+                data = sys.stdin.buffer.read()
+                return await ssh.run(conn, "sh", _out, _err, stdin=data)
+            from ..terminal import interactive_ssh
+
+            return await interactive_ssh(conn, command)
+        stdin = None if sys.stdin.isatty() else await asyncio.to_thread(sys.stdin.buffer.read)
+        return await ssh.run(conn, command, _out, _err, stdin=stdin)
+    finally:
+        conn.close()
+
+
+def _out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _err(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("-t", "--tty", "force_tty", is_flag=True, help="Allocate a terminal even with a command.")
+@click.option("--wait", type=float, default=DEFAULT_SSH_WAIT, show_default=True,
+              help="Seconds to wait for the guest's SSH server.")
+def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> None:
+    """Open a shell on VM NAME over SSH, or run COMMAND there (its exit status is miv's)."""
+
+    async def go() -> int:
+        vms = core().vms
+        port = await vms.wait_for_ssh(name, wait)
+        return await _ssh_session(port, " ".join(command) if command else None, force_tty)
+
+    sys.exit(run(go()))
+
+
+@click.command(name="run", context_settings={"ignore_unknown_options": True})
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_resources
+@click.option("--wait-for-ssh", type=float, default=DEFAULT_SSH_WAIT, show_default=True, metavar="SECONDS",
+              help="Seconds to wait for the guest's SSH server.")
+@click.option("-t", "--tty", "force_tty", is_flag=True, help="Allocate a terminal even with a command.")
+def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tuple[str, ...],
+         wait_for_ssh: float, force_tty: bool) -> None:
+    """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it."""
+    from minivirt_core.ephemeral import ephemeral_vm
+
+    async def go() -> int:
+        async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
+                                wait_for_ssh=wait_for_ssh) as st:
+            assert st.ssh_port is not None
+            return await _ssh_session(st.ssh_port, " ".join(command) if command else None, force_tty)
+
+    sys.exit(run(go()))
+
+
+@click.command()
+@click.argument("src")
+@click.argument("dest")
+def cp(src: str, dest: str) -> None:
+    """Copy files between the host and a VM: `miv cp file vm:/path` or `miv cp vm:/path file`."""
+    vms = core().vms
+
+    def split(arg: str) -> tuple[str | None, str]:
+        name, sep, path = arg.partition(":")
+        if sep and name and "/" not in name and os.path.isdir(vms.path(name)):
+            return name, path or "."
+        return None, arg
+
+    (src_vm, src_path), (dest_vm, dest_path) = split(src), split(dest)
+    if (src_vm is None) == (dest_vm is None):
+        raise click.UsageError("name a VM on exactly one side, as NAME:PATH")
+    vm = src_vm or dest_vm
+    assert vm is not None
+
+    async def go() -> None:
+        from minivirt_core import ssh
+
+        port = await vms.wait_for_ssh(vm, DEFAULT_SSH_WAIT)
+        conn = await ssh.connect(port)
+        try:
+            await ssh.copy(conn, src_path, dest_path, upload=dest_vm is not None)
+        finally:
+            conn.close()
+
+    run(go())
+
+
+@click.command()
+@click.argument("name")
+@click.argument("tags", nargs=-1, required=True)
+def commit(name: str, tags: tuple[str, ...]) -> None:
+    """Save stopped VM NAME's disk as a new image tagged TAGS."""
+    started = time.monotonic()
+    image = run(core().vms.commit(name, tags))
+    info(f"committed {name} as {image.short_id} ({', '.join(image.tags)}) in {duration(time.monotonic() - started)}")
+    click.echo(image.short_id)
+
+
+COMMANDS = [create, start, stop, kill, destroy, ps, console, logs, ssh, run_, cp, commit]

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Build the offline "tiny" guest: a real Linux (Debian cloud kernel, busybox, dropbear)
+# assembled from Debian packages with no internet, no loop mounts and no root.
+#
+#   build-tiny.sh OUT_DIR [AUTHORIZED_KEYS_FILE]
+#
+# Writes OUT_DIR/disk.qcow2 (1 GiB virtual, DOS label: FAT boot + ext4 root) and
+# OUT_DIR/config.json. Packages come from `apt-get download` into a cache,
+# ${MINIVIRT_TINY_CACHE:-${XDG_CACHE_HOME:-~/.cache}/minivirt/tiny}; the kernel is kept
+# there too (minivirt's accelerator probe boots it). Facts behind each step are in
+# shared/tiny-guest.md: module order, acpid, dropbear host keys, disk layout.
+set -euo pipefail
+
+out=${1:?usage: build-tiny.sh OUT_DIR [AUTHORIZED_KEYS_FILE]}
+here=$(cd "$(dirname "$0")" && pwd)
+keys=${2:-$here/../../minivirt_core/data/vagrant.pub}
+cache=${MINIVIRT_TINY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/minivirt/tiny}
+disk_mb=${TINY_DISK_MB:-1024}
+boot_mb=32
+
+need() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || {
+      echo "build-tiny: '$tool' is missing. Install: apt-get install fdisk dosfstools mtools syslinux syslinux-common e2fsprogs cpio qemu-utils" >&2
+      exit 3
+    }
+  done
+}
+need apt-get apt-cache dpkg-deb sfdisk mkfs.vfat mcopy syslinux mkfs.ext4 cpio gzip qemu-img dd
+[ -f /usr/lib/syslinux/mbr/mbr.bin ] || { echo "build-tiny: syslinux-common's mbr.bin is missing: apt-get install syslinux-common" >&2; exit 3; }
+if [ "$(id -u)" != 0 ] && [ -z "${FAKEROOTKEY:-}" ]; then
+  need fakeroot
+  exec fakeroot -- "$0" "$@"
+fi
+
+kver=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {sub("linux-image-", "", $2); print $2; exit}')
+[ -n "$kver" ] || { echo "build-tiny: apt cannot resolve linux-image-cloud-amd64; run 'apt-get update' first" >&2; exit 3; }
+packages=(linux-image-$kver busybox-static dropbear-bin openssh-sftp-server libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
+
+mkdir -p "$cache/debs"
+# One apt-cache call for every candidate version (each call costs about a second).
+declare -A version
+while read -r p v; do version[$p]=${v//:/%3a}; done < <(
+  apt-cache policy "${packages[@]}" | awk '/^[^ ].*:$/ {sub(":$", "", $1); p=$1} /Candidate:/ {print p, $2}')
+deb_of() { compgen -G "$cache/debs/${1}_${version[$1]:-none}_*.deb" | head -1; }
+missing=()
+for p in "${packages[@]}"; do [ -n "$(deb_of "$p")" ] || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  (cd "$cache/debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+fi
+
+# Unpacked packages are cached too (the kernel's xz takes seconds), keyed by the .deb names.
+debs=()
+for p in "${packages[@]}"; do
+  deb=$(deb_of "$p")
+  [ -n "$deb" ] || { echo "build-tiny: could not download $p (apt-get download $p)" >&2; exit 3; }
+  debs+=("$deb")
+done
+key=$(printf '%s\n' "${debs[@]##*/}" | sha256sum | cut -c1-16)
+x="$cache/tree-$key"
+if [ ! -d "$x" ]; then
+  rm -rf "$x.tmp" && mkdir -p "$x.tmp"
+  for deb in "${debs[@]}"; do dpkg-deb -x "$deb" "$x.tmp"; done
+  mv "$x.tmp" "$x"
+  # Older unpacked trees are of no further use.
+  for old in "$cache"/tree-*; do [ "$old" = "$x" ] || rm -rf "$old"; done
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tiny-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cp "$x/boot/vmlinuz-$kver" "$cache/vmlinuz-$kver.tmp" && mv "$cache/vmlinuz-$kver.tmp" "$cache/vmlinuz-$kver"
+
+# --- initramfs: busybox + the virtio modules, mounts the root and switch_roots ----
+ird="$work/initramfs"
+mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules}
+cp "$x/bin/busybox" "$ird/bin/busybox"
+modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net button evdev virtio-rng"
+for m in $modules; do
+  f=$(find "$x/lib/modules/$kver" -name "$m.ko*" | head -1)
+  [ -n "$f" ] && cp "$f" "$ird/lib/modules/"
+done
+cat > "$ird/init" <<INIT
+#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs dev /dev
+exec </dev/console >/dev/console 2>&1
+/bin/busybox mount -t proc proc /proc
+for m in $modules; do /bin/busybox insmod /lib/modules/\$m.ko 2>/dev/null; done
+root=/dev/vda2
+for i in \$(/bin/busybox seq 1 200); do [ -b \$root ] && break; /bin/busybox usleep 20000; done
+/bin/busybox mount -t ext4 -o rw \$root /newroot || { echo "tiny: cannot mount \$root"; exec /bin/busybox sh; }
+/bin/busybox umount /proc
+/bin/busybox mount --move /dev /newroot/dev
+exec /bin/busybox switch_root /newroot /sbin/init
+INIT
+chmod 755 "$ird/init"
+(cd "$ird" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 > "$work/initrd.gz")
+
+# --- root filesystem --------------------------------------------------------------
+r="$work/root"
+mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,usr/lib,lib/x86_64-linux-gnu,lib64,etc/dropbear,etc/acpi/PWRF,etc/rc.d,root/.ssh,proc,sys,dev,tmp,run,var/log,home,mnt}
+cp "$x/bin/busybox" "$r/bin/busybox"
+for applet in $("$x/bin/busybox" --list-full); do
+  [ -e "$r/$applet" ] || ln -s /bin/busybox "$r/$applet"
+done
+cp "$x/usr/sbin/dropbear" "$r/usr/sbin/"
+cp "$x/usr/bin/dropbearkey" "$r/usr/bin/"
+cp "$x/usr/lib/openssh/sftp-server" "$r/usr/lib/sftp-server"
+for lib in libc.so.6 libcrypt.so.1 libtomcrypt.so.1 libtommath.so.1 libgmp.so.10 libz.so.1 libm.so.6 libresolv.so.2; do
+  src=$(find "$x/lib/x86_64-linux-gnu" "$x/usr/lib/x86_64-linux-gnu" -name "$lib" 2>/dev/null | head -1)
+  [ -n "$src" ] && cp -L "$src" "$r/lib/x86_64-linux-gnu/$lib"
+done
+cp -L "$x/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$r/lib/x86_64-linux-gnu/"
+ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$r/lib64/ld-linux-x86-64.so.2"
+
+echo tiny > "$r/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 tiny\n' > "$r/etc/hosts"
+echo 'root::0:0:root:/root:/bin/sh' > "$r/etc/passwd"
+echo 'root:x:0:' > "$r/etc/group"
+echo '/bin/sh' > "$r/etc/shells"
+cat > "$r/etc/profile" <<'PROFILE'
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PS1='\h:\w\$ '
+PROFILE
+cat > "$r/etc/inittab" <<'INITTAB'
+::sysinit:/etc/rc
+ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
+::respawn:/usr/sbin/dropbear -F -R -p 22
+::respawn:/sbin/acpid -f
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/sync
+::shutdown:/bin/mount -o remount,ro /
+INITTAB
+cat > "$r/etc/rc" <<'RC'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -o remount,rw /
+hostname -F /etc/hostname
+# dropbear waits for the kernel's entropy; reading one byte early starts that sooner.
+(head -c1 /dev/random >/dev/null &)
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+echo 'nameserver 10.0.2.3' > /etc/resolv.conf
+for f in /etc/rc.d/*; do [ -x "$f" ] && "$f"; done
+exit 0
+RC
+chmod 755 "$r/etc/rc"
+printf '#!/bin/sh\npoweroff\n' > "$r/etc/acpi/PWRF/00000080"
+chmod 755 "$r/etc/acpi/PWRF/00000080"
+cp "$keys" "$r/root/.ssh/authorized_keys"
+chmod 700 "$r/root/.ssh" "$r/root"
+chmod 600 "$r/root/.ssh/authorized_keys"
+chmod 1777 "$r/tmp"
+# Host keys made now with the guest's own dropbearkey (generating RSA under TCG takes ~6 s).
+for t in rsa ecdsa ed25519; do
+  "$r/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$r/lib/x86_64-linux-gnu" \
+    "$r/usr/bin/dropbearkey" -t $t -f "$r/etc/dropbear/dropbear_${t}_host_key" >/dev/null 2>&1
+done
+chown -R 0:0 "$r"
+
+# --- disk: DOS label, FAT boot partition with syslinux, ext4 root ----------------
+raw="$work/disk.raw"
+truncate -s "${disk_mb}M" "$raw"
+printf 'label: dos\nstart=2048, size=%d, type=c, bootable\nstart=%d, type=83\n' \
+  $((boot_mb * 2048)) $((2048 + boot_mb * 2048)) | sfdisk -q "$raw"
+dd if=/usr/lib/syslinux/mbr/mbr.bin of="$raw" bs=440 count=1 conv=notrunc status=none
+boot="$work/boot.img"
+mkfs.vfat -h 2048 -C "$boot" $((boot_mb * 1024)) >/dev/null
+cat > "$work/syslinux.cfg" <<'CFG'
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL /vmlinuz
+  INITRD /initrd.gz
+  APPEND root=/dev/vda2 rw console=ttyS0,115200 quiet panic=-1
+CFG
+mcopy -i "$boot" "$x/boot/vmlinuz-$kver" ::/vmlinuz
+mcopy -i "$boot" "$work/initrd.gz" ::/initrd.gz
+mcopy -i "$boot" "$work/syslinux.cfg" ::/syslinux.cfg
+syslinux --install "$boot"
+dd if="$boot" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none
+# The root filesystem is made in place, at its partition's offset (no copy of 1 GiB).
+root_blocks=$(( (disk_mb - 1 - boot_mb) * 256 ))
+mkfs.ext4 -q -F -L tiny-root -d "$r" -b 4096 \
+  -E offset=$(( (1 + boot_mb) * 1048576 )),lazy_itable_init=0,lazy_journal_init=0 "$raw" "$root_blocks"
+
+mkdir -p "$out"
+qemu-img convert -q -O qcow2 "$raw" "$out/disk.qcow2.tmp"
+mv "$out/disk.qcow2.tmp" "$out/disk.qcow2"
+printf '{\n  "disk": true\n}\n' > "$out/config.json"
+echo "build-tiny: kernel $kver, $(du -h "$out/disk.qcow2" | cut -f1) in $out"
