@@ -86,25 +86,20 @@ class Database:
         """Create the folders a database needs; raise :class:`DatabaseError` if unusable."""
         if self._ready:
             return self
-        if self.root.exists() and not self.root.is_dir():
-            raise DatabaseError(
-                f"the database path {self.root} is not a folder",
-                hint="Set MINIVIRT_DB_PATH to a folder (it is created when missing).",
-            )
+        hint = "Fix its permissions, or set MINIVIRT_DB_PATH to a folder you can write."
         try:
+            if self.root.exists() and not self.root.is_dir():
+                raise DatabaseError(
+                    f"the database path {self.root} is not a folder",
+                    hint="Set MINIVIRT_DB_PATH to a folder (it is created when missing).",
+                )
             for d in (self.root, self.images_dir, self.vms_dir, self.staging_dir):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise DatabaseError(
-                f"cannot create the database at {self.root}: {e.strerror}",
-                hint="Set MINIVIRT_DB_PATH to a folder you can write.",
-            ) from e
+            raise DatabaseError(f"cannot create the database at {self.root}: {e.strerror}", hint=hint) from e
         for d in (self.root, self.images_dir, self.vms_dir):
             if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
-                raise DatabaseError(
-                    f"the database folder {d} is not readable and writable by you",
-                    hint="Fix its permissions, or set MINIVIRT_DB_PATH to another folder.",
-                )
+                raise DatabaseError(f"the database folder {d} is not readable and writable by you", hint=hint)
         self._ready = True
         return self
 

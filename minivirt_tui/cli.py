@@ -7,7 +7,6 @@ message and exit code 1 here, in one place; click's usage errors exit 2.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -41,18 +40,22 @@ class MivGroup(click.Group):
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a core coroutine to completion from a command."""
+    import asyncio  # here, not at the top: `miv images` and `miv --help` need no event loop
+
     return asyncio.run(coro)
 
 
-def core(ctx: click.Context | None = None) -> Any:
-    """The :class:`~minivirt_core.Minivirt` of this invocation."""
-    ctx = ctx or click.get_current_context()
-    obj = ctx.find_root().obj
-    if obj is None:
+def core(ensure: bool = True) -> Any:
+    """The :class:`~minivirt_core.Minivirt` of this invocation; its database is created
+    when missing (``ensure=False`` leaves that to the caller, e.g. ``doctor``)."""
+    root = click.get_current_context().find_root()
+    if root.obj is None:
         from minivirt_core import Minivirt
 
-        obj = ctx.find_root().obj = Minivirt()
-    return obj
+        root.obj = Minivirt()
+    if ensure:
+        root.obj.db.ensure()
+    return root.obj
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -77,9 +77,6 @@ def fsck() -> None:
     from minivirt_core.fsck import fsck as check
 
     db = core().db
-    if not db.readable():
-        info(f"no database at {db.root} yet: nothing to check")
-        return
     report = run(check(db))
     for note in report.notes:
         info(f"note: {note}")

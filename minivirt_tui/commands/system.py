@@ -15,7 +15,7 @@ def doctor() -> None:
     """Check what minivirt needs on this host, and say how to fix what is missing."""
     from minivirt_core.doctor import run_checks
 
-    checks = run(run_checks(core().db))
+    checks = run(run_checks(core(ensure=False).db))
     failed = False
     for check in checks:
         if check.ok:

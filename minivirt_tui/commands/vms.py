@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -12,7 +11,6 @@ import click
 
 from ..cli import core, run
 from ..render import duration, info, table
-from ..terminal import ESCAPE_NAME
 
 DEFAULT_SSH_WAIT = 120.0
 
@@ -111,7 +109,7 @@ def ps(all_: bool, as_json: bool) -> None:
 @click.argument("name")
 def console(name: str) -> None:
     """Attach to the serial console of running VM NAME (shows recent output first)."""
-    from ..terminal import attach_console
+    from ..terminal import ESCAPE_NAME, attach_console
 
     st = core().vms.status(name)
     if not st.running:
@@ -161,6 +159,8 @@ async def _ssh_session(port: int, command: str | None, force_tty: bool) -> int:
             from ..terminal import interactive_ssh
 
             return await interactive_ssh(conn, command)
+        import asyncio
+
         stdin = None if sys.stdin.isatty() else await asyncio.to_thread(sys.stdin.buffer.read)
         return await ssh.run(conn, command, _out, _err, stdin=stdin)
     finally:

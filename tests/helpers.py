@@ -1,0 +1,83 @@
+"""Helpers shared by the tests: running `miv`, making archives and images."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIV = str(Path(sys.executable).parent / "miv")
+TEST_VECTOR_ID = "8492b89d0572b9dd3ee9597aa308c0887c1d26844dddbdd1c92408307f677887"
+
+
+def miv(db: Path, *args: str, input: bytes | None = None, rc: int | None = 0, timeout: float = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the real `miv` command on database ``db``; check its exit code when ``rc`` is given."""
+    full_env = {**os.environ, "MINIVIRT_DB_PATH": str(db), **(env or {})}
+    proc = subprocess.run([MIV, *args], input=input, capture_output=True, env=full_env, timeout=timeout,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+    if rc is not None and proc.returncode != rc:
+        raise AssertionError(
+            f"miv {' '.join(args)} exited {proc.returncode}, expected {rc}\n"
+            f"stdout: {proc.stdout.decode(errors='replace')}\nstderr: {proc.stderr.decode(errors='replace')}"
+        )
+    return proc
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = tarfile.GNU_FORMAT) -> bytes:
+    """A tar of the given (TarInfo, data) members, in the given format."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    return info, data
+
+
+def simple_tar(files: dict[str, bytes]) -> bytes:
+    return tar_bytes([file_member(n, d) for n, d in files.items()])
+
+
+def qcow2_bytes(tmp: Path, size: str = "1M", backing: str | None = None, data_file: str | None = None) -> bytes:
+    """A real qcow2 made by qemu-img (optionally naming a backing or data file)."""
+    path = tmp / f"q-{os.urandom(4).hex()}.qcow2"
+    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    opts = []
+    if backing:
+        args += ["-b", backing, "-F", "raw", "-u"]
+    if data_file:
+        opts.append(f"data_file={data_file}")
+    if opts:
+        args += ["-o", ",".join(opts)]
+    subprocess.run([*args, str(path), size], check=True)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def image_id_of(files: dict[str, bytes]) -> str:
+    lines = "".join(f"{n}:{hashlib.sha256(files[n]).hexdigest()}\n" for n in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def db_entries(db: Path) -> dict[str, list[str]]:
+    """What is in the database's images/, vms/ and staging/ folders."""
+    result = {}
+    for sub in ("images", "vms", "staging"):
+        d = db / sub
+        result[sub] = sorted(os.listdir(d)) if d.is_dir() else []
+    return result

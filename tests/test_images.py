@@ -1,0 +1,200 @@
+"""The image database through the real `miv` command: ids, tags, listing, prune, save/load."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from .helpers import TEST_VECTOR_ID, db_entries, image_id_of, miv, simple_tar
+
+
+def test_test_vector_loaded_as_tar_gets_the_documented_id(db: Path) -> None:
+    out = miv(db, "load", "vector", input=simple_tar({"foo": b"Hello,", "bar": b"World!"}))
+    assert out.stdout.decode().strip() == TEST_VECTOR_ID[:12]
+    assert (db / "images" / TEST_VECTOR_ID / "foo").read_bytes() == b"Hello,"
+    assert os.readlink(db / "images" / "vector") == TEST_VECTOR_ID
+
+
+def test_test_vector_from_a_folder(tmp_path: Path) -> None:
+    from minivirt_core import imageid
+
+    (tmp_path / "foo").write_bytes(b"Hello,")
+    (tmp_path / "bar").write_bytes(b"World!")
+    assert imageid.compute_id(tmp_path) == TEST_VECTOR_ID
+
+
+def test_gzipped_input_is_accepted_as_is(db: Path) -> None:
+    import gzip
+
+    data = gzip.compress(simple_tar({"foo": b"Hello,", "bar": b"World!"}))
+    miv(db, "load", "gz", input=data)
+    assert os.readlink(db / "images" / "gz") == TEST_VECTOR_ID
+
+
+def test_images_lists_short_id_size_and_tags(db: Path) -> None:
+    miv(db, "load", "a", "b", input=simple_tar({"config.json": b"{}", "disk.qcow2": b"x" * 5000}))
+    out = miv(db, "images").stdout.decode().splitlines()
+    assert out[0].split() == ["IMAGE", "ID", "SIZE", "CREATED", "TAGS"]
+    image_id = image_id_of({"config.json": b"{}", "disk.qcow2": b"x" * 5000})
+    assert out[1].startswith(image_id[:12])
+    assert out[1].split()[-2:] == ["a", "b"]
+    listed = json.loads(miv(db, "images", "--json").stdout)
+    assert listed == [{"id": image_id, "short_id": image_id[:12], "size": listed[0]["size"], "tags": ["a", "b"]}]
+    assert listed[0]["size"] >= 5000
+    assert miv(db, "images", "-q").stdout.decode() == image_id[:12] + "\n"
+
+
+def test_empty_database_is_created_and_listed(db: Path) -> None:
+    assert miv(db, "images", "-q").stdout == b""
+
+
+def test_references_by_tag_id_and_prefix(db: Path) -> None:
+    files = {"config.json": b"{}"}
+    image_id = image_id_of(files)
+    miv(db, "load", "t1", input=simple_tar(files))
+    for ref in ("t1", image_id, image_id[:12], image_id[:4], image_id[:4].upper()):
+        miv(db, "tag", ref, f"via-{len(ref)}")
+    proc = miv(db, "tag", image_id[:3], "x", rc=1)
+    assert b"no image named" in proc.stderr
+
+
+def test_ambiguous_prefix_lists_candidates(db: Path) -> None:
+    # Make images until two ids share a 4-digit prefix is slow; instead place two
+    # image folders whose ids share a prefix (valid hex names, any content).
+    images = db / "images"
+    miv(db, "images")
+    for suffix in ("a" * 60, "b" * 60):
+        (images / f"beef{suffix}").mkdir()
+    proc = miv(db, "tag", "beef", "x", rc=1)
+    err = proc.stderr.decode()
+    assert "ambiguous" in err and "beefaaaaaaaa" in err and "beefbbbbbbbb" in err
+
+
+def test_retagging_moves_the_tag_and_says_so(db: Path) -> None:
+    miv(db, "load", "t", input=simple_tar({"a": b"1"}))
+    miv(db, "load", "other", input=simple_tar({"a": b"2"}))
+    proc = miv(db, "tag", "other", "t")
+    assert b"moved from" in proc.stderr
+    assert os.readlink(db / "images" / "t") == image_id_of({"a": b"2"})
+
+
+def test_untag_then_prune_removes_the_image(db: Path) -> None:
+    miv(db, "load", "t", input=simple_tar({"a": b"1" * 100000}))
+    image_id = image_id_of({"a": b"1" * 100000})
+    miv(db, "untag", "t")
+    assert (db / "images" / image_id).is_dir()
+    dry = miv(db, "prune", "--dry-run")
+    assert b"would remove image" in dry.stderr and (db / "images" / image_id).is_dir()
+    out = miv(db, "prune")
+    assert f"removed image {image_id[:12]}".encode() in out.stderr and b"freed" in out.stderr
+    assert not (db / "images" / image_id).exists()
+
+
+def test_untag_unknown_tag_is_an_error(db: Path) -> None:
+    proc = miv(db, "untag", "nope", rc=1)
+    assert b"no tag named 'nope'" in proc.stderr
+
+
+def test_prune_keeps_images_used_by_vms(db: Path) -> None:
+    files = {"config.json": b"{}"}
+    image_id = image_id_of(files)
+    miv(db, "load", input=simple_tar(files))
+    vm = db / "vms" / "keeper"
+    vm.mkdir(parents=True)
+    (vm / "config.json").write_text(json.dumps({"image": image_id, "disk": True}))
+    miv(db, "prune")
+    assert (db / "images" / image_id).is_dir()
+
+
+def test_prune_survives_a_vm_whose_image_is_gone(db: Path) -> None:
+    vm = db / "vms" / "orphan"
+    vm.mkdir(parents=True)
+    (vm / "config.json").write_text(json.dumps({"image": "f" * 64, "disk": True}))
+    (db / "vms" / "garbage").mkdir()
+    (db / "vms" / "garbage" / "config.json").write_text("{not json")
+    miv(db, "prune")
+    out = miv(db, "fsck", rc=1).stdout.decode()
+    assert "vm garbage: config.json is missing or not valid JSON" in out
+    assert "vm orphan: its image ffffffffffff is missing" in out
+
+
+def test_save_and_load_round_trip(db: Path, tmp_path: Path) -> None:
+    files = {"config.json": b'{"disk": true}', "disk.qcow2": os.urandom(300000)}
+    miv(db, "load", "orig", input=simple_tar(files))
+    saved = miv(db, "save", "orig").stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(saved)) as tar:
+        assert sorted(tar.getnames()) == ["config.json", "disk.qcow2"]
+    other = tmp_path / "db2"
+    miv(other, "load", "copy", input=saved)
+    assert os.readlink(other / "images" / "copy") == image_id_of(files)
+    miv(db, "save", "orig", "-o", str(tmp_path / "x.tar"))
+    assert (tmp_path / "x.tar").read_bytes() == saved
+    assert not list(tmp_path.glob(".x.tar.part"))
+
+
+def test_save_refuses_a_terminal(db: Path) -> None:
+    import pty
+    import subprocess
+
+    from .helpers import MIV
+
+    miv(db, "load", "t", input=simple_tar({"a": b"1"}))
+    leader, follower = pty.openpty()
+    proc = subprocess.run([MIV, "save", "t"], stdout=follower, stderr=subprocess.PIPE,
+                          env={**os.environ, "MINIVIRT_DB_PATH": str(db)}, timeout=30)
+    os.close(follower)
+    os.close(leader)
+    assert proc.returncode == 2
+    assert b"refusing to write an archive to a terminal" in proc.stderr
+
+
+def test_save_unknown_image(db: Path) -> None:
+    proc = miv(db, "save", "ghost", rc=1)
+    assert b"no image named 'ghost'" in proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def test_load_same_image_twice_keeps_one_copy(db: Path) -> None:
+    data = simple_tar({"a": b"1"})
+    miv(db, "load", "x", input=data)
+    miv(db, "load", "y", input=data)
+    entries = db_entries(db)
+    assert len([e for e in entries["images"] if len(e) == 64]) == 1
+    assert entries["staging"] == []
+
+
+def test_fsck_clean_and_detects_corruption_and_dangling_tags(db: Path) -> None:
+    miv(db, "load", "t", input=simple_tar({"a": b"1"}))
+    assert b"no problems" in miv(db, "fsck").stderr
+    image_id = image_id_of({"a": b"1"})
+    (db / "images" / image_id / "a").write_bytes(b"tampered")
+    (db / "images" / "dangling").symlink_to("0" * 64)
+    (db / "images" / "tmpabc123").mkdir()
+    out = miv(db, "fsck", rc=1).stdout.decode()
+    assert "corrupt" in out and "tag dangling: points at missing image" in out and "tmpabc123" in out
+
+
+def test_fsck_runs_qemu_img_check(db: Path, tmp_path: Path) -> None:
+    from .helpers import qcow2_bytes
+
+    disk = bytearray(qcow2_bytes(tmp_path))
+    miv(db, "load", "q", input=simple_tar({"disk.qcow2": bytes(disk)}))
+    image_id = image_id_of({"disk.qcow2": bytes(disk)})
+    assert miv(db, "fsck").returncode == 0
+    # Break the refcount table offset: qemu-img check rejects the file.
+    path = db / "images" / image_id / "disk.qcow2"
+    raw = bytearray(path.read_bytes())
+    raw[48:56] = (1 << 40).to_bytes(8, "big")
+    path.write_bytes(bytes(raw))
+    out = miv(db, "fsck", rc=1).stdout.decode()
+    assert "fails qemu-img check" in out
+
+
+def test_doctor_reports_requirements(db: Path) -> None:
+    out = miv(db, "doctor").stdout.decode()
+    assert "qemu-system-x86_64" in out and "qemu-img" in out and "accelerator" in out
+    proc = miv(db, "doctor", env={"PATH": "/nonexistent"}, rc=1)
+    assert b"FAIL qemu-system-x86_64: not found on PATH" in proc.stdout
+    assert b"apt-get install qemu-system-x86 qemu-utils" in proc.stdout
