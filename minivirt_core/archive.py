@@ -229,7 +229,7 @@ class TarImporter:
         self._pad = -size % BLOCK
         member = _Member(name, self.dest / name, size, self._pool)
         if size == 0:
-            self.digests[name] = member.finish()
+            self.digests[name] = member.finish() or ""
             self._check_config(name)
         else:
             self._member = member

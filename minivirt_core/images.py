@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
 from collections.abc import Callable, Iterable
@@ -191,7 +192,7 @@ class ImageStore:
         os.symlink(image_id, tmp)
         os.replace(tmp, self.db.images_dir / tag)
 
-    def tag(self, ref: str, tags: Iterable[str]) -> list[TagChange]:
+    def tag(self, ref: str, tags: Iterable[str]) -> builtins.list[TagChange]:
         """Point each tag at the image ``ref``; a tag naming another image moves."""
         tags = [validate_tag(t) for t in tags]
         changes = []
@@ -207,7 +208,7 @@ class ImageStore:
                 changes.append(TagChange(tag, image.id, previous if previous != image.id else None))
         return changes
 
-    def untag(self, tags: Iterable[str]) -> list[str]:
+    def untag(self, tags: Iterable[str]) -> builtins.list[str]:
         """Remove tags (not the images: ``prune`` does that). Returns the ids they named."""
         tags = list(tags)
         ids = []
@@ -294,7 +295,7 @@ class ImageStore:
     def _load(
         self,
         read: Callable[[int], bytes],
-        tags: list[str],
+        tags: builtins.list[str],
         progress: ProgressCallback | None,
         total: int | None,
     ) -> Image:
