@@ -11,10 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +30,12 @@ def default_root() -> Path:
     return Path.home() / ".local" / "state" / "minivirt"
 
 
-@dataclass
 class Staging:
     """A folder being filled; locked while its owner lives, so ``prune`` leaves it alone."""
 
-    path: Path
-    _fd: int
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
 
     def release(self) -> None:
         """Drop the lock (the folder itself is removed or renamed by the owner)."""
@@ -120,7 +118,7 @@ class Database:
     def staging(self, kind: str) -> Iterator[Staging]:
         """A fresh locked staging folder; removed on exit unless the owner renamed it."""
         self.ensure()
-        path = self.staging_dir / f"{kind}-{secrets.token_hex(8)}"
+        path = self.staging_dir / f"{kind}-{os.urandom(8).hex()}"
         path.mkdir()
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX)

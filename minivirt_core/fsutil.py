@@ -5,15 +5,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -103,6 +102,8 @@ def dir_size(path: Path) -> int:
 
 def remove_tree(path: Path) -> None:
     """Remove a folder and everything in it; a missing folder is fine."""
+    import shutil  # here: it pulls in compression modules `miv images` never needs
+
     shutil.rmtree(path, ignore_errors=True)
     if path.exists() or path.is_symlink():
         shutil.rmtree(path)  # raise the real error

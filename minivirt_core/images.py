@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import builtins
 import os
-import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from . import layout
 from .database import Database, Staging, read_json
@@ -26,8 +24,11 @@ MIN_PREFIX = 4
 HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True)
-class Image:
+# NamedTuples rather than dataclasses here: `dataclasses` imports `inspect`, a cost every
+# `miv images` would pay at start-up.
+
+
+class Image(NamedTuple):
     """One image of the database, as found on the last look."""
 
     id: str
@@ -61,8 +62,7 @@ class Image:
         return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags)}
 
 
-@dataclass(frozen=True)
-class TagChange:
+class TagChange(NamedTuple):
     """What :meth:`ImageStore.tag` did to one tag."""
 
     tag: str
@@ -70,14 +70,14 @@ class TagChange:
     previous_id: str | None  # the image the tag named before, if it moved
 
 
-@dataclass
 class PruneReport:
     """What :meth:`ImageStore.prune` removed (or would remove, on a dry run)."""
 
-    images: list[str] = field(default_factory=list)
-    leftovers: list[Path] = field(default_factory=list)
-    freed: int = 0
-    dry_run: bool = False
+    def __init__(self, dry_run: bool = False) -> None:
+        self.images: list[str] = []
+        self.leftovers: list[Path] = []
+        self.freed = 0
+        self.dry_run = dry_run
 
 
 def _tree_size(path: Path) -> int:
@@ -188,7 +188,7 @@ class ImageStore:
     # Tags ------------------------------------------------------------------
 
     def _set_tag(self, tag: str, image_id: str) -> None:
-        tmp = self.db.images_dir / f".tag-{secrets.token_hex(6)}"
+        tmp = self.db.images_dir / f".tag-{os.urandom(6).hex()}"
         os.symlink(image_id, tmp)
         os.replace(tmp, self.db.images_dir / tag)
 

@@ -18,8 +18,30 @@ from .exitcodes import ExitCode
 T = TypeVar("T")
 
 
+# Where each subcommand lives; a module is imported only when its command runs (or for --help).
+COMMAND_MODULES = {
+    "images": "images", "tag": "images", "untag": "images", "prune": "images", "fsck": "images",
+    "save": "images", "load": "images",
+    "create": "vms", "start": "vms", "stop": "vms", "kill": "vms", "destroy": "vms", "ps": "vms",
+    "console": "vms", "logs": "vms", "ssh": "vms", "run": "vms", "cp": "vms", "commit": "vms",
+    "doctor": "system",
+}
+
+
 class MivGroup(click.Group):
-    """The top-level group: maps core errors and Ctrl-C to messages and exit codes."""
+    """The top-level group: loads commands lazily, maps core errors and Ctrl-C to exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            import importlib
+
+            module = importlib.import_module(f"minivirt_tui.commands.{COMMAND_MODULES[cmd_name]}")
+            for command in module.COMMANDS:
+                self.commands.setdefault(command.name, command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         from minivirt_core.errors import MinivirtError
@@ -69,17 +91,6 @@ def main() -> None:
     The database is at $MINIVIRT_DB_PATH, else $XDG_STATE_HOME/minivirt, else
     ~/.local/state/minivirt.
     """
-
-
-def _register() -> None:
-    from .commands import images, system, vms
-
-    for module in (images, vms, system):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""Helpers for the benchmarks: timing commands, the original minivirt, fake databases."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MIV = str(Path(sys.executable).parent / "miv")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minivirt"
+
+
+def timed(cmd: list[str] | str, env: dict[str, str] | None = None, shell: bool = False) -> float:
+    """Wall time of one run of ``cmd`` (output discarded); fails loudly if it fails."""
+    start = time.perf_counter()
+    subprocess.run(cmd, shell=shell, check=True, env={**os.environ, **(env or {})},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def median_time(cmd: list[str] | str, runs: int, env: dict[str, str] | None = None, shell: bool = False,
+                warmup: int = 1) -> float:
+    for _ in range(warmup):
+        timed(cmd, env, shell)
+    return statistics.median(timed(cmd, env, shell) for _ in range(runs))
+
+
+def original_miv() -> str:
+    """The original minivirt (PyPI minivirt==0.1) in the benchmarks' own venv."""
+    venv = CACHE / "venv-minivirt-0.1"
+    exe = venv / "bin" / "miv"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "minivirt==0.1"], check=True)
+    return str(exe)
+
+
+def make_db(root: Path, count: int, disk_bytes: int = 4096) -> Path:
+    """A database of ``count`` valid images (real ids) with one tag each."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    for i in range(count):
+        files = {"config.json": b'{"disk": true}', "disk.qcow2": i.to_bytes(8, "big") * (disk_bytes // 8)}
+        lines = "".join(f"{n}:{hashlib.sha256(files[n]).hexdigest()}\n" for n in sorted(files))
+        image_id = hashlib.sha256(lines.encode()).hexdigest()
+        d = images / image_id
+        d.mkdir()
+        for name, data in files.items():
+            (d / name).write_bytes(data)
+        (images / f"image-{i:05d}").symlink_to(image_id)
+    return root
+
+
+def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
+    ok = value <= target if lower_is_better else value >= target
+    return "meets target" if ok else "MISSES target"

@@ -1,0 +1,82 @@
+"""What minivirt adds to a boot: raw QEMU to the SSH banner vs `miv run tiny true`, same run.
+
+The raw run starts QEMU by hand on a copy of the tiny image's disk with the same
+devices, and stops when the guest's SSH server sends its banner. `miv run tiny true`
+does everything a user waits for: create the VM, boot, wait for SSH, log in, run
+`true`, destroy. Target: miv adds <= 0.5 s (median of 3 each).
+Also: `miv ps -a` with 50 stopped VMs, target <= 0.2 s.
+Run: .venv/bin/python bench/vm_boot.py   (needs a database with the `tiny` image, or
+builds one in a temporary database)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import MIV, ROOT, median_time, timed, verdict
+
+sys.path.insert(0, str(ROOT))
+
+from minivirt_core.ports import free_port
+from minivirt_core.ssh import wait_for_banner
+
+
+def raw_boot(disk: Path, workdir: Path) -> float:
+    copy = workdir / "raw.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk), str(copy)],
+                   check=True)
+    port = free_port()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1", "-nodefaults",
+         "-display", "none", "-drive", f"if=virtio,file={copy},format=qcow2",
+         "-netdev", f"user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n,romfile=",
+         "-device", "virtio-rng-pci", "-serial", "null"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        asyncio.run(wait_for_banner(port, 120))
+        return time.perf_counter() - start
+    finally:
+        proc.kill()
+        proc.wait()
+        copy.unlink()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        db = work / "db"
+        env = {"MINIVIRT_DB_PATH": str(db), "MINIVIRT_ACCEL": "tcg"}
+        tiny = work / "tiny"
+        subprocess.run(["bash", str(ROOT / "recipes/tiny/build-tiny.sh"), str(tiny)], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(f"tar c -C {tiny} config.json disk.qcow2 | {MIV} load tiny", shell=True, check=True,
+                       env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        raw, ours = [], []
+        for _ in range(3):
+            raw.append(raw_boot(tiny / "disk.qcow2", work))
+            ours.append(timed([MIV, "run", "tiny", "-m", "256", "true"], env))
+        r, o = statistics.median(raw), statistics.median(ours)
+        print(f"raw QEMU boot to SSH banner : {r:.2f} s  (runs: {', '.join(f'{x:.2f}' for x in raw)})")
+        print(f"miv run tiny true           : {o:.2f} s  (runs: {', '.join(f'{x:.2f}' for x in ours)})")
+        print(f"minivirt adds               : {o - r:+.2f} s  (target <= 0.5 s: {verdict(o - r, 0.5)})")
+
+        for i in range(50):
+            subprocess.run([MIV, "create", "tiny", f"vm{i:02d}", "-m", "256"], check=True, env={**os.environ, **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ps = median_time([MIV, "ps", "-a"], runs=9, env=env)
+        print(f"miv ps -a, 50 stopped VMs   : {ps:.3f} s  (target <= 0.2 s: {verdict(ps, 0.2)})")
+        shutil.rmtree(db, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
