@@ -132,6 +132,20 @@ class Database:
             finally:
                 staging.release()
 
+    def held_image_ids(self) -> set[str]:
+        """Image ids that live staging folders hold (a build testing its new image)."""
+        held: set[str] = set()
+        stale = set(self.stale_staging())
+        try:
+            entries = list(os.scandir(self.staging_dir))
+        except FileNotFoundError:
+            return held
+        for entry in entries:
+            marker = Path(entry.path) / layout.HOLD
+            if Path(entry.path) not in stale and marker.is_file():
+                held.add(marker.read_text().strip())
+        return held
+
     def stale_staging(self) -> list[Path]:
         """Staging folders whose owner is gone (nobody holds their lock)."""
         stale = []

@@ -227,14 +227,18 @@ class ImageStore:
 
     # Adding ----------------------------------------------------------------
 
-    def commit_staging(self, staging: Staging, image_id: str, tags: Iterable[str] = ()) -> Image:
+    def commit_staging(self, staging: Staging, image_id: str, tags: Iterable[str] = (),
+                       hold: Staging | None = None) -> Image:
         """Move a complete staging folder into place as image ``image_id`` and tag it.
 
         If the image is already present the staging copy is dropped. Done under the
-        lock, so ``prune`` can never remove the new image before it is tagged.
+        lock, so ``prune`` can never remove the new image before it is tagged; an
+        untagged image stays safe from ``prune`` while ``hold`` (a live staging) lives.
         """
         tags = [validate_tag(t) for t in tags]
         with self.db.lock():
+            if hold is not None:
+                (hold.path / layout.HOLD).write_text(image_id)
             dest = self.db.images_dir / image_id
             if not dest.is_dir():
                 os.chmod(staging.path, 0o755)
@@ -251,6 +255,7 @@ class ImageStore:
         with self.db.lock():
             ids, tags, other = self._scan()
             used = set(tags.values()) | {i for i in self.db.vm_image_ids().values() if i}
+            used |= self.db.held_image_ids()
             for image_id in sorted(ids):
                 if image_id in used:
                     continue
@@ -272,6 +277,17 @@ class ImageStore:
                     else:
                         path.unlink(missing_ok=True)
         return report
+
+    def remove_if_unused(self, image_id: str) -> bool:
+        """Remove one image if no tag, VM or hold uses it (a failed build's image)."""
+        with self.db.lock():
+            _, tags, _ = self._scan()
+            used = set(tags.values()) | set(self.db.vm_image_ids().values()) | self.db.held_image_ids()
+            path = self.db.images_dir / image_id
+            if image_id in used or not is_image_id(image_id) or not path.is_dir():
+                return False
+            remove_tree(path)
+            return True
 
     # Archives --------------------------------------------------------------
 

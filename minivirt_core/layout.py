@@ -21,6 +21,9 @@ STAGING = "staging"
 REMOTES = "remotes.json"
 LOCK = "lock"
 
+# Inside a staging folder: the id of an image it keeps from being pruned.
+HOLD = "holds-image"
+
 # Inside an image folder.
 IMAGE_CONFIG = "config.json"
 IMAGE_DISK = "disk.qcow2"

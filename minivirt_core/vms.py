@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import accel, layout
-from .database import Database, read_json
+from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, NotFound
 from .fsutil import atomic_write_json, dir_size, remove_tree
 from .images import Image, ImageStore
@@ -253,8 +253,12 @@ class VmManager:
         cpus: int = DEFAULT_CPUS,
         disk_size: str | None = None,
         ports: Iterable[str | PortForward] = (),
+        empty: bool = False,
     ) -> VmStatus:
-        """Create VM ``name`` from an image: a qcow2 overlay over the image's disk."""
+        """Create VM ``name`` from an image: a qcow2 overlay over the image's disk.
+
+        With no image, ``disk_size`` makes an empty disk; ``empty`` allows a VM with no
+        disk at all (a recipe then attaches what it needs)."""
         validate_vm_name(name)
         memory_mb = parse_memory(memory)
         if not 1 <= int(cpus) <= 64:
@@ -266,7 +270,7 @@ class VmManager:
         if self.path(name).exists():
             raise Conflict(f"a VM named {name!r} already exists", hint="Choose another name, or `miv destroy` it.")
         image: Image | None = self.images.resolve(image_ref) if image_ref else None
-        if image is None and not disk_size:
+        if image is None and not disk_size and not empty:
             raise InvalidInput("a VM without an image needs --disk SIZE")
         with self.db.staging("vm") as staging:
             disk = staging.path / layout.VM_DISK
@@ -274,8 +278,8 @@ class VmManager:
             if image is not None and image.disk_path is not None:
                 backing = os.path.join("..", "..", layout.IMAGES, image.id, layout.IMAGE_DISK)
                 args += ["-F", "qcow2", "-b", backing]
-            elif image is not None and not disk_size:
-                args = []  # an image with no disk (e.g. an installer ISO) and no new disk
+            elif not disk_size:
+                args = []  # no disk to make (an installer ISO image, or an empty build VM)
             if args:
                 args.append(str(disk))
                 if disk_size:
@@ -423,7 +427,7 @@ class VmManager:
 
     # Images from VMs ---------------------------------------------------------
 
-    async def commit(self, name: str, tags: Iterable[str] = ()) -> Image:
+    async def commit(self, name: str, tags: Iterable[str] = (), hold: Staging | None = None) -> Image:
         """Make a new image of the (stopped) VM's disk, flattened: it has no backing file."""
         from . import imageid
 
@@ -438,7 +442,7 @@ class VmManager:
                              str(staging.path / layout.IMAGE_DISK)], cwd=st.path)
             atomic_write_json(staging.path / layout.IMAGE_CONFIG, {"disk": True})
             image_id = await asyncio.to_thread(imageid.compute_id, staging.path)
-            return self.images.commit_staging(staging, image_id, tags)
+            return self.images.commit_staging(staging, image_id, tags, hold=hold)
 
     # Ephemeral -------------------------------------------------------------
 

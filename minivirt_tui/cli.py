@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "create": "vms", "start": "vms", "stop": "vms", "kill": "vms", "destroy": "vms", "ps": "vms",
     "console": "vms", "logs": "vms", "ssh": "vms", "run": "vms", "cp": "vms", "commit": "vms",
     "doctor": "system",
+    "build": "build",
 }
 
 
