@@ -14,6 +14,7 @@ import pytest
 from .helpers import ROOT
 
 BUILD_SCRIPT = ROOT / "recipes" / "tiny" / "build-tiny.sh"
+TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "libc6"]
 
 
@@ -28,7 +29,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _tiny_cache_key() -> str:
     policy = subprocess.run(["apt-cache", "policy", *PACKAGES], capture_output=True, text=True).stdout
     versions = [line.split()[-1] for line in policy.splitlines() if "Candidate:" in line]
-    h = hashlib.sha256(BUILD_SCRIPT.read_bytes())
+    h = hashlib.sha256(BUILD_SCRIPT.read_bytes() + TINY_RECIPE.read_bytes())
     h.update(" ".join(versions).encode())
     return h.hexdigest()[:16]
 
@@ -37,23 +38,33 @@ def _tiny_cache_key() -> str:
 class TinyImage:
     path: Path
     id: str
+    build_log: str
 
 
 @pytest.fixture(scope="session")
 def tiny_image() -> TinyImage:
-    """The tiny guest image (config.json + disk.qcow2), built once per machine and cached,
-    keyed by the builder script and the Debian package versions it uses."""
+    """The tiny guest image, built by `miv build recipes/tiny.yaml` (its tests included)
+    in an empty database, once per machine: cached, keyed by the recipe, the builder
+    script and the Debian package versions it uses."""
     from minivirt_core import imageid
+
+    from .helpers import miv
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minivirt" / "test-images"
     out = cache / f"tiny-{_tiny_cache_key()}"
+    log = out.with_suffix(".log")
     if not (out / "disk.qcow2").exists():
-        tmp = cache / f".building-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["bash", str(BUILD_SCRIPT), str(tmp)], check=True)
+        work = cache / f".building-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        db = work / "db"
+        proc = miv(db, "build", str(TINY_RECIPE), "--tag", "tiny", timeout=900)
+        image_dir = db / "images" / os.readlink(db / "images" / "tiny")
+        assert sorted(os.listdir(db / "vms")) == [] and sorted(os.listdir(db / "staging")) == []
         shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    return TinyImage(out, imageid.compute_id(out))
+        image_dir.rename(out)
+        log.write_text(proc.stderr.decode() + proc.stdout.decode())
+        shutil.rmtree(work)
+    return TinyImage(out, imageid.compute_id(out), log.read_text() if log.exists() else "")
 
 
 @pytest.fixture
@@ -67,3 +78,13 @@ def tiny_db(db: Path, tiny_image: TinyImage) -> Path:
         shutil.copyfile(tiny_image.path / name, dest / name)
     (images / "tiny").symlink_to(tiny_image.id)
     return db
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """A SeaweedFS S3 server on 127.0.0.1: an admin key, anonymous read of the bucket."""
+    from .s3server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()

@@ -123,6 +123,7 @@ class Builder:
         self.keep_on_failure = keep_on_failure
         self.vm_name = vms.ephemeral_name("build")
         self.console: _ConsoleSession | None = None
+        self.console_seen = bytearray()  # what the console showed last, for error messages
 
     @property
     def vm_dir(self) -> Path:
@@ -157,22 +158,22 @@ class Builder:
                     self.images.tag(image.id, tags)
                 ok = True
             finally:
-                await self._cleanup(ok, image)
+                await self._cleanup(ok, image, hold.path / layout.HOLD)
         assert image is not None
         image = self.images.get(image.id)
         seconds = time.monotonic() - started
         self.emit(events.BuildFinished(image.id, seconds, tuple(tags)))
         return BuildResult(image, seconds, tuple(timings))
 
-    async def _cleanup(self, ok: bool, image: Image | None) -> None:
+    async def _cleanup(self, ok: bool, image: Image | None, hold_marker: Path) -> None:
         # Shielded: a second Ctrl-C must not leave the build VM behind half-destroyed.
         async def clean() -> None:
             if self.console is not None:
                 await self.console.close()
                 self.console = None
             if not self.vms.path(self.vm_name).exists():
-                return
-            if ok or not self.keep_on_failure:
+                pass
+            elif ok or not self.keep_on_failure:
                 await self.vms.destroy(self.vm_name)
             else:
                 await self.vms.kill(self.vm_name)
@@ -180,6 +181,7 @@ class Builder:
                     f"kept the build VM {self.vm_name}: `miv start {self.vm_name}` then `miv console "
                     f"{self.vm_name}` or `miv ssh {self.vm_name}`; `miv destroy {self.vm_name}` when done"))
             if not ok and image is not None:
+                hold_marker.unlink(missing_ok=True)  # our own hold must not keep it
                 self.images.remove_if_unused(image.id)
 
         await asyncio.shield(clean())
@@ -203,8 +205,8 @@ class Builder:
             raise BuildFailed(f"step {step.number} ({step.title}) did not finish within {step.timeout:g} s") from e
         except MinivirtError as e:
             detail = ""
-            if isinstance(e, Timeout | ExternalError) and self.console is not None:
-                detail = "\nlast console output:\n" + _tail(self.console.buffer)
+            if isinstance(e, Timeout | ExternalError) and self.console_seen:
+                detail = "\nlast console output:\n" + _tail(self.console_seen)
             raise BuildFailed(f"step {step.number} ({step.title}) failed: {e.message}{detail}", hint=e.hint) from e
         seconds = time.monotonic() - started
         self.emit(events.StepFinished(step.number, total, step.title, seconds))
@@ -310,6 +312,7 @@ class Builder:
             if not await process.wait_exit(st.pid, self.vm_dir, POWEROFF_WAIT):
                 raise Timeout(f"the build VM did not power off within {POWEROFF_WAIT:g} s")
         finally:
+            self.console_seen = self.console.buffer[-LAST_OUTPUT:]
             await self.console.close()
             self.console = None
         await self.vms.kill(self.vm_name)  # cleans runtime files

@@ -132,7 +132,8 @@ class _Checker:
     def scalars(self, value: dict[str, Any], path: PathKey, where: str) -> None:
         for key, item in value.items():
             if key in STRING_KEYS and item is not None and not isinstance(item, str):
-                raise self.fail((*path, key), f"{where}: {key!r} must be text, not {type(item).__name__}")
+                raise self.fail((*path, key), f"{where}: {key!r} must be text, not {type(item).__name__}",
+                                hint=f'Quote the value: {key}: "{item}"')
             if key == "timeout" and (isinstance(item, bool) or not isinstance(item, (int, float)) or item <= 0):
                 raise self.fail((*path, key), f"{where}: 'timeout' must be a positive number of seconds")
             if key == "if_arch" and item not in ARCHES:

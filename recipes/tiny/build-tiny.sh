@@ -38,6 +38,11 @@ kver=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: li
 packages=(linux-image-$kver busybox-static dropbear-bin openssh-sftp-server libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
 
 mkdir -p "$cache/debs"
+# Builds may run side by side: the cache is updated under an exclusive lock, then read
+# under a shared one (so nobody removes an unpacked tree another build is reading).
+command -v flock >/dev/null || { echo "build-tiny: 'flock' (util-linux) is missing" >&2; exit 3; }
+exec 9>"$cache/.lock"
+flock -x 9
 # One apt-cache call for every candidate version (each call costs about a second).
 declare -A version
 while read -r p v; do version[$p]=${v//:/%3a}; done < <(
@@ -68,7 +73,8 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tiny-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-cp "$x/boot/vmlinuz-$kver" "$cache/vmlinuz-$kver.tmp" && mv "$cache/vmlinuz-$kver.tmp" "$cache/vmlinuz-$kver"
+cp "$x/boot/vmlinuz-$kver" "$cache/vmlinuz-$kver.tmp.$$" && mv "$cache/vmlinuz-$kver.tmp.$$" "$cache/vmlinuz-$kver"
+flock -s 9
 
 # --- initramfs: busybox + the virtio modules, mounts the root and switch_roots ----
 ird="$work/initramfs"

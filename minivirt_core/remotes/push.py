@@ -1,0 +1,245 @@
+"""Push: the image as ``images/<id>.tgz`` (unless already there), then ``tags/<tag>``.
+
+To S3 the tar is compressed and uploaded as it is produced, as a multipart upload: no
+temporary copy on disk. Each 8 MiB of tar becomes its own gzip member, compressed on a
+worker thread (zlib releases the GIL, so all cores help); gzip readers treat the
+members as one stream (gzip(1), ``tar xz``, and our own pull). A few parts are in
+flight at once, so memory stays bounded (about 100 MiB at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..archive import Progress, ProgressCallback, archive_size, iter_archive
+from ..errors import ExternalError, NotFound
+from ..fsutil import atomic_write_text
+from ..images import Image
+from .store import PushResult, Remote
+
+PIECE = 8 << 20  # tar bytes per gzip member
+PART = 8 << 20  # compressed bytes per S3 part (S3 wants >= 5 MiB but for the last)
+COMPRESSORS = max(2, min(4, os.cpu_count() or 2))
+UPLOADS_IN_FLIGHT = 3
+GZIP_LEVEL = 1
+
+
+def gzip_member(data: bytes) -> bytes:
+    """``data`` as one complete gzip member."""
+    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return z.compress(data) + z.flush()
+
+
+def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
+def compressed_stream(image_path: Path, progress: ProgressCallback | None = None) -> Iterator[bytes]:
+    """The image's tar as gzip members, compressed in parallel, in order."""
+    total = archive_size(image_path)
+    done = 0
+    with ThreadPoolExecutor(COMPRESSORS, thread_name_prefix="miv-gzip") as pool:
+        pending: deque[tuple[Future[bytes], int]] = deque()
+        for piece in _pieces(iter_archive(image_path), PIECE):
+            pending.append((pool.submit(gzip_member, piece), len(piece)))
+            if len(pending) > COMPRESSORS:
+                future, n = pending.popleft()
+                yield future.result()
+                done += n
+                if progress:
+                    progress(Progress(done, total))
+        while pending:
+            future, n = pending.popleft()
+            yield future.result()
+            done += n
+            if progress:
+                progress(Progress(done, total))
+
+
+async def push(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+    if remote.kind == "file":
+        return await asyncio.to_thread(_push_file, remote, image, tag, progress)
+    return await asyncio.to_thread(_push_s3, remote, image, tag, progress)
+
+
+def _push_file(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+    folder = remote.folder
+    if not folder.is_dir():
+        raise NotFound(f"the folder of remote {remote.name} does not exist: {folder}",
+                       hint=f"Create it: mkdir -p {folder}")
+    (folder / "images").mkdir(exist_ok=True)
+    (folder / "tags").mkdir(exist_ok=True)
+    target = folder / "images" / f"{image.id}.tgz"
+    uploaded = False
+    written = 0
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                for member in compressed_stream(image.path, progress):
+                    f.write(member)
+                    written += len(member)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        uploaded = True
+    atomic_write_text(folder / "tags" / tag, image.id)
+    return PushResult(image.id, uploaded, written)
+
+
+# S3 ---------------------------------------------------------------------------
+
+
+def _client(remote: Remote) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        raise ExternalError(
+            f"no credentials to push to remote {remote.name}",
+            hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL "
+                 "if the store is not AWS.",
+        )
+    region = session.region_name or "us-east-1"
+    return session.client(
+        "s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        config=Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=120,
+                      s3={"addressing_style": "path"}),
+    )
+
+
+def _explain(e: Exception, remote: Remote) -> ExternalError:
+    """A message a person can act on, for boto3's many errors."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    if isinstance(e, NoCredentialsError):
+        return ExternalError(f"no credentials to push to remote {remote.name}",
+                             hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    if isinstance(e, EndpointConnectionError):
+        return ExternalError(f"cannot reach the object store at {endpoint}",
+                             hint="Check AWS_ENDPOINT_URL (it must point at the S3 endpoint of the store).")
+    if isinstance(e, ClientError):
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+            return ExternalError(f"{endpoint} rejected the credentials ({code})",
+                                 hint="Check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+        if code in ("NoSuchBucket",):
+            return ExternalError(f"the bucket {remote.bucket!r} does not exist at {endpoint}",
+                                 hint="The bucket is the last part of the remote's URL; create it, or fix the URL.")
+        if code in ("AccessDenied", "403", "Forbidden"):
+            return ExternalError(f"{endpoint} denied access to bucket {remote.bucket!r} ({code})",
+                                 hint="These credentials may not write to that bucket.")
+        return ExternalError(f"the object store refused: {code}: {e}")
+    return ExternalError(f"push to remote {remote.name} failed: {e}")
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def _push_s3(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = _client(remote)
+    bucket = remote.bucket
+    key = f"images/{image.id}.tgz"
+    try:
+        # Fail early and clearly on a missing bucket or bad credentials.
+        _check_bucket(s3, bucket)
+        uploaded = False
+        written = 0
+        if not _exists(s3, bucket, key):
+            written = _multipart(s3, bucket, key, image.path, progress)
+            uploaded = True
+        s3.put_object(Bucket=bucket, Key=f"tags/{tag}", Body=image.id.encode(), ContentType="text/plain")
+    except (ClientError, BotoCoreError) as e:
+        if isinstance(e, ClientError) and str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+            raise _explain(_no_such_bucket(e), remote) from e
+        raise _explain(e, remote) from e
+    return PushResult(image.id, uploaded, written)
+
+
+def _check_bucket(s3: Any, bucket: str) -> None:
+    """HEAD the bucket; when refused, ask again with a GET, whose error body names the
+    real cause (HEAD answers carry none: a wrong secret would read as a bare 403)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) not in ("403", "400", "Forbidden", "BadRequest"):
+            raise
+        s3.list_objects_v2(Bucket=bucket, MaxKeys=1)  # raises the explained error, if any
+        raise  # listing works, so HEAD was refused for want of permission
+
+
+def _no_such_bucket(e: Exception) -> Exception:
+    from botocore.exceptions import ClientError
+
+    assert isinstance(e, ClientError)
+    return ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no such bucket"}}, e.operation_name)
+
+
+def _multipart(s3: Any, bucket: str, key: str, image_path: Path, progress: ProgressCallback | None) -> int:
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/gzip")["UploadId"]
+    written = 0
+    try:
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="miv-upload") as pool:
+            in_flight: deque[Future[dict[str, Any]]] = deque()
+            done_parts: list[dict[str, Any]] = []
+
+            def send(number: int, body: bytes) -> dict[str, Any]:
+                response = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
+                return {"PartNumber": number, "ETag": response["ETag"]}
+
+            buf = bytearray()
+            number = 1
+            for member in compressed_stream(image_path, progress):
+                buf += member
+                if len(buf) >= PART:
+                    in_flight.append(pool.submit(send, number, bytes(buf)))
+                    written += len(buf)
+                    number += 1
+                    buf.clear()
+                    if len(in_flight) >= UPLOADS_IN_FLIGHT:
+                        done_parts.append(in_flight.popleft().result())
+            if buf or number == 1:
+                in_flight.append(pool.submit(send, number, bytes(buf)))
+                written += len(buf)
+            while in_flight:
+                done_parts.append(in_flight.popleft().result())
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                     MultipartUpload={"Parts": sorted(done_parts, key=lambda p: p["PartNumber"])})
+        return written
+    except BaseException:
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:
+            pass
+        raise

@@ -1,0 +1,102 @@
+"""``miv remote add/list/remove/ls``, ``miv pull``, ``miv push``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from ..cli import core, run
+from ..render import duration, info, progress, table
+
+
+@click.group()
+def remote() -> None:
+    """Image repositories: S3-compatible stores (http/https URLs) or folders (file://)."""
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+def remote_add(name: str, url: str) -> None:
+    """Add remote NAME at URL (https://host/bucket, or file:///path/to/folder)."""
+    r = core().remotes.add(name, url)
+    info(f"added remote {r.name}: {r.url}")
+
+
+@remote.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def remote_list(as_json: bool) -> None:
+    """List the remotes."""
+    remotes = core().remotes.list()
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in remotes], indent=2))
+    elif remotes:
+        table(["NAME", "KIND", "URL"], [[r.name, r.kind, r.url] for r in remotes])
+    else:
+        info("no remotes; add one with `miv remote add NAME URL`")
+
+
+remote.add_command(remote_list, "show")
+
+
+@remote.command("remove")
+@click.argument("name")
+def remote_remove(name: str) -> None:
+    """Forget remote NAME (nothing on the remote changes)."""
+    core().remotes.remove(name)
+    info(f"removed remote {name}")
+
+
+@remote.command("ls")
+@click.argument("name")
+def remote_ls(name: str) -> None:
+    """List the tags on remote NAME (where the store allows listing)."""
+    for tag in run(core().remotes.tags(name)):
+        click.echo(tag)
+
+
+@click.command()
+@click.argument("remote_name", metavar="REMOTE")
+@click.argument("remote_tag")
+@click.argument("tag", required=False)
+def pull(remote_name: str, remote_tag: str, tag: str | None) -> None:
+    """Download REMOTE_TAG from REMOTE ({arch} is filled in) and tag it TAG (default: the same)."""
+    from minivirt_core.fsutil import human_size
+
+    started = time.monotonic()
+    with progress(f"pulling {remote_tag}") as report:
+        result = run(core().remotes.pull(remote_name, remote_tag, tag, report))
+    image = result.image
+    if result.downloaded:
+        info(f"pulled {image.short_id} ({human_size(result.bytes)} downloaded, verified) in "
+             f"{duration(time.monotonic() - started)}")
+    else:
+        info(f"image {image.short_id} is already here: tagged it, nothing downloaded")
+    click.echo(image.short_id)
+
+
+@click.command()
+@click.argument("remote_name", metavar="REMOTE")
+@click.argument("image")
+@click.argument("remote_tag")
+def push(remote_name: str, image: str, remote_tag: str) -> None:
+    """Upload IMAGE to REMOTE as REMOTE_TAG ({arch} is filled in).
+
+    S3 remotes take credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a
+    profile) and the endpoint from AWS_ENDPOINT_URL.
+    """
+    from minivirt_core.fsutil import human_size
+
+    started = time.monotonic()
+    with progress(f"pushing {image}") as report:
+        result = run(core().remotes.push(remote_name, image, remote_tag, report))
+    if result.uploaded:
+        info(f"pushed {result.image_id[:12]} ({human_size(result.bytes)} compressed) in "
+             f"{duration(time.monotonic() - started)}")
+    else:
+        info(f"remote {remote_name} has image {result.image_id[:12]} already: only the tag was written")
+
+
+COMMANDS = [remote, pull, push]

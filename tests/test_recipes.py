@@ -1,0 +1,250 @@
+"""Recipes: loading and validation errors, and real builds on the tiny guest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from minivirt_core.errors import InvalidInput
+from minivirt_core.recipes import load_recipe
+
+from .helpers import MIV, ROOT, db_entries, miv
+from .httpserver import StaticServer
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def build_error(db: Path, recipe: Path) -> str:
+    proc = miv(db, "build", str(recipe), rc=1)
+    assert b"Traceback" not in proc.stderr
+    return proc.stderr.decode()
+
+
+# Loading -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe: Path) -> None:
+    loaded = load_recipe(recipe)
+    assert loaded.steps and loaded.tests
+
+
+def test_typo_in_step_kind(db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "steps:\n  - uses: create_disk_image\n    with: {size: 1G}\n  - uses: downlaod\n    with:\n"
+                        "      url: http://x/y\n")
+    assert ("r.yaml:4: step 2: unknown step kind 'downlaod' — did you mean 'download'?" in build_error(db, r))
+
+
+def test_missing_required_key(db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "memory: 256\nsteps:\n  - uses: download\n    with:\n      filename: x.img\n")
+    assert "r.yaml:4: step 1 (download): missing required key 'url' in 'with'" in build_error(db, r)
+
+
+def test_unknown_key(db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "steps:\n  - uses: create_disk_image\n    with:\n      size: 1G\n      atach: {type: disk}\n")
+    err = build_error(db, r)
+    assert "r.yaml:5: step 1 (create_disk_image): 'with': unknown key 'atach' — did you mean 'attach'?" in err
+    r = write(tmp_path, "memroy: 256\nsteps: []\n")
+    assert "r.yaml:1: recipe: unknown key 'memroy' — did you mean 'memory'?" in build_error(db, r)
+
+
+def test_bad_yaml(db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "steps:\n  - uses: download\n    with: {url: [1, 2\n")
+    assert "r.yaml:4: invalid YAML: expected ',' or ']', but got '<stream end>'" in build_error(db, r)
+
+
+def test_python_tags_are_never_executed(db: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    r = write(tmp_path, f'steps: !!python/object/apply:os.system ["touch {marker}"]\n')
+    err = build_error(db, r)
+    assert "r.yaml:1: the YAML tag !!python/object/apply:os.system is not allowed in a recipe" in err
+    assert not marker.exists()
+    assert db_entries(db) == {"images": [], "vms": [], "staging": []}
+    with pytest.raises(InvalidInput):
+        load_recipe(r)
+    assert not marker.exists()
+
+
+def test_placeholders_leave_other_braces_alone() -> None:
+    from minivirt_core.hostinfo import host_arch
+    from minivirt_core.recipes.placeholders import fill
+    from minivirt_core.ssh import public_key_text
+
+    text = '{"a": {"b": 1}} ${HOME} {arch} {vagrant_pubkey} {unknown}'
+    assert fill(text) == f'{{"a": {{"b": 1}}}} ${{HOME}} {host_arch()} {public_key_text()} {{unknown}}'
+
+
+def test_cloud_init_iso_is_a_real_cidata_volume(tmp_path: Path) -> None:
+    import io
+
+    import pycdlib
+
+    from minivirt_core.recipes.iso import write_cidata
+
+    write_cidata(tmp_path / "ci.iso", "users: []\n")
+    iso = pycdlib.PyCdlib()
+    iso.open(str(tmp_path / "ci.iso"))
+    try:
+        assert iso.pvd.volume_identifier.rstrip() == b"cidata"
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path="/user-data")
+        assert out.getvalue() == b"#cloud-config\nusers: []\n"
+    finally:
+        iso.close()
+
+
+# Building ---------------------------------------------------------------------
+
+
+def test_tiny_recipe_builds_and_passes_its_tests(tiny_image) -> None:
+    """The session fixture ran `miv build recipes/tiny.yaml --tag tiny` in an empty database."""
+    log = tiny_image.build_log
+    if log:  # absent when the image came from an older cache entry
+        assert "test hostname: passed" in log and "test configured on the console: passed" in log
+    assert (tiny_image.path / "disk.qcow2").stat().st_size > 1 << 20
+
+
+def test_failing_expect(tiny_db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                        "        - run: echo hello > /root/greeting\n"
+                        "tests:\n  - name: greeting\n    run: cat /root/greeting\n    expect: '^goodbye'\n")
+    before = db_entries(tiny_db)["images"]
+    err = build_error(tiny_db, r)
+    assert "test 'greeting' failed: expected output matching /^goodbye/, got:" in err and "hello" in err
+    after = db_entries(tiny_db)
+    assert after["images"] == before and after["vms"] == [] and after["staging"] == []
+
+
+def test_failing_run_script_stops_at_the_first_failure(tiny_db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                        "        - name: broken\n          run: |\n            echo before\n            false\n"
+                        "            echo after-the-failure\n")
+    err = build_error(tiny_db, r)
+    assert "step 1 (uses: run) failed: broken exited with status 1" in err
+    assert "before" in err and "after-the-failure" not in err
+    assert db_entries(tiny_db)["vms"] == []
+    # continue_on_error lets the build go on.
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                        "        - run: exit 3\n          continue_on_error: true\n"
+                        "        - run: echo survived > /root/s\n"
+                        "tests:\n  - run: cat /root/s\n    expect: survived\n")
+    miv(tiny_db, "build", str(r), "--tag", "survivor")
+
+
+def test_console_wait_timeout_shows_last_output(tiny_db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - name: never\n    uses: run_console\n    with:\n"
+                        "      steps:\n        - wait: 'login: '\n          timeout: 120\n"
+                        "        - wait: 'THIS NEVER APPEARS'\n          timeout: 3\n")
+    err = build_error(tiny_db, r)
+    assert "step 1 (never) failed: /THIS NEVER APPEARS/ did not appear on the console within 3 s" in err
+    assert "last console output:" in err and "tiny login:" in err
+    assert db_entries(tiny_db)["vms"] == [] and db_entries(tiny_db)["staging"] == []
+
+
+def test_keep_on_failure_keeps_the_build_vm(tiny_db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                        "        - run: exit 1\n")
+    proc = miv(tiny_db, "build", str(r), "--keep-on-failure", rc=1)
+    (vm,) = db_entries(tiny_db)["vms"]
+    assert f"miv start {vm}" in proc.stderr.decode()
+    miv(tiny_db, "destroy", vm)
+
+
+def test_ctrl_c_during_build_leaves_nothing(tiny_db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                        "        - run: sleep 600\n")
+    before = db_entries(tiny_db)["images"]
+    proc = subprocess.Popen([MIV, "build", str(r), "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        vms = db_entries(tiny_db)["vms"]
+        if vms and (tiny_db / "vms" / vms[0] / "run.json").exists():
+            break
+        time.sleep(0.2)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130
+    after = db_entries(tiny_db)
+    assert after == {"images": before, "vms": [], "staging": []}
+
+
+def test_two_tiny_builds_at_once(db: Path) -> None:
+    env = {**os.environ, "MINIVIRT_DB_PATH": str(db)}
+    procs = [subprocess.Popen([MIV, "build", str(ROOT / "recipes" / "tiny.yaml"), "--tag", f"t{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for i in (1, 2)]
+    for p in procs:
+        _out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    assert (db / "images" / "t1").is_symlink() and (db / "images" / "t2").is_symlink()
+    assert db_entries(db)["vms"] == [] and db_entries(db)["staging"] == []
+
+
+def test_verbose_build_streams_the_console_live(tiny_db: Path, tmp_path: Path) -> None:
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run_console\n    with:\n      steps:\n"
+                        "        - wait: 'login: '\n          timeout: 120\n        - send: \"root\\n\"\n"
+                        "        - wait: '# '\n        - send: \"sleep 5; poweroff\\n\"\n")
+    proc = subprocess.Popen([MIV, "build", str(r), "-v"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)})
+    assert proc.stdout is not None
+    seen = b""
+    while b"tiny login:" not in seen:
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        assert chunk, "the build ended before the console showed its login prompt"
+        seen += chunk
+    assert proc.poll() is None  # read while the build still runs: live, not at the end
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+
+
+# Downloads ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def http(tmp_path: Path):
+    server = StaticServer(tmp_path / "www").start()
+    yield server
+    server.stop()
+
+
+def _download_recipe(tmp_path: Path, url: str, sha256: str | None = None) -> Path:
+    extra = f"\n      sha256: '{sha256}'" if sha256 else ""
+    return write(tmp_path, f"from: tiny\nsteps:\n  - uses: download\n    with:\n      url: {url}\n"
+                           f"      filename: payload.bin{extra}\n")
+
+
+def test_download_404_fails_and_caches_nothing(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
+    err = build_error(tiny_db, _download_recipe(tmp_path, f"{http.url}/missing.img"))
+    assert "HTTP 404" in err
+    assert not (tiny_db / "cache").exists() or os.listdir(tiny_db / "cache") == []
+
+
+def test_download_cut_halfway_resumes(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
+    import hashlib
+
+    data = os.urandom(3 << 20)
+    url = http.put("big.img", data)
+    http.cut_after["/big.img"] = len(data) // 2
+    miv(tiny_db, "build", str(_download_recipe(tmp_path, url, hashlib.sha256(data).hexdigest())))
+    ranges = [r.range for r in http.requests if r.path == "/big.img"]
+    assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
+    assert int(ranges[1][6:].rstrip("-")) > 0
+    from minivirt_core.download import cache_key
+
+    assert (tiny_db / "cache" / cache_key(url)).read_bytes() == data
+
+
+def test_download_wrong_sha256_fails(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
+    url = http.put("file.img", b"real content")
+    err = build_error(tiny_db, _download_recipe(tmp_path, url, "0" * 64))
+    assert "the recipe expects " + "0" * 64 in err
+    assert os.listdir(tiny_db / "cache") == []
