@@ -321,6 +321,17 @@ class ImageStore:
             image_id = archive.import_stream(read, staging.path, progress, total)
             return self.commit_staging(staging, image_id, tags)
 
+    async def save_to_file(self, ref: str, path: Path, progress: ProgressCallback | None = None) -> int:
+        """Write image ``ref`` as a tar to ``path``: to ``.<name>.part`` first, renamed when complete."""
+        part = path.with_name(f".{path.name}.part")
+        try:
+            with open(part, "wb") as f:
+                written = await self.save(ref, f, progress)
+            os.replace(part, path)
+            return written
+        finally:
+            part.unlink(missing_ok=True)
+
     async def save(self, ref: str, out: BinaryIO, progress: ProgressCallback | None = None) -> int:
         """Write image ``ref`` as a tar with flat members to ``out``; returns bytes written."""
         import asyncio

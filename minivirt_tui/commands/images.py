@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -102,20 +103,15 @@ def save(image: str, output: Path | None) -> None:
         with progress(f"saving {resolved.label}") as report:
             run(miv.images.save(resolved.id, sys.stdout.buffer, report))
         return
-    part = output.with_name(f".{output.name}.part")
-    try:
-        with open(part, "wb") as f, progress(f"saving {resolved.label}") as report:
-            run(miv.images.save(resolved.id, f, report))
-        os.replace(part, output)
-    finally:
-        part.unlink(missing_ok=True)
+    with progress(f"saving {resolved.label}") as report:
+        run(miv.images.save_to_file(resolved.id, output, report))
     info(f"saved {resolved.label} to {output}")
 
 
 @click.command()
 @click.argument("tags", nargs=-1)
 @click.option("-i", "--input", "input_", type=click.File("rb"), help="Read from FILE, not stdin.")
-def load(tags: tuple[str, ...], input_: click.utils.LazyFile | None) -> None:
+def load(tags: tuple[str, ...], input_: BinaryIO | None) -> None:
     """Import an image from a tar (or gzip'd tar) on stdin (or FILE) and tag it TAGS."""
     from minivirt_core.names import validate_tag
 

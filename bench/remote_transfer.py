@@ -1,0 +1,101 @@
+"""Pull and push of a ~200 MB image over loopback, against baselines in the same run.
+
+- pull: `miv pull` (download + gunzip + member checks + id verification + write) vs
+  `curl -s URL | tar xz` of the same object. Target: throughput ratio >= 0.9, and peak
+  RSS of `miv pull` <= 150 MB.
+- push: `miv push` (tar + gzip in parallel + multipart upload, no temp file) vs boto3
+  `upload_file` of a ready .tgz. Target: ratio >= 0.8.
+Server: SeaweedFS (`weed mini`) on 127.0.0.1, started here.
+Run: .venv/bin/python bench/remote_transfer.py [SIZE_MIB]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import MIV, ROOT, verdict
+
+sys.path.insert(0, str(ROOT))
+
+from tests.s3server import S3Server
+
+
+def run_timed(cmd: str, env: dict[str, str]) -> tuple[float, int]:
+    """(seconds, peak RSS in KiB of the command) via GNU time."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "bash", "-c", cmd], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)
+    seconds, rss = out.stderr.strip().splitlines()[-1].split()
+    return float(seconds), int(rss)
+
+
+def main() -> None:
+    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server = S3Server(work / "s3").start()
+        try:
+            src = work / "src"
+            src.mkdir()
+            (src / "config.json").write_text('{"disk": true}')
+            # Half random, half zeros: a disk image is partly compressible.
+            with open(src / "disk.qcow2", "wb") as f:
+                for i in range(size_mib):
+                    f.write(os.urandom(1 << 20) if i % 2 == 0 else bytes(1 << 20))
+            db = work / "db"
+            env = {"MINIVIRT_DB_PATH": str(db), **server.env}
+            subprocess.run(f"tar c -C {src} config.json disk.qcow2 | {MIV} load big", shell=True, check=True,
+                           env={**os.environ, **env}, capture_output=True)
+            subprocess.run([MIV, "remote", "add", "sw", server.url()], check=True, env={**os.environ, **env})
+            image_id = os.readlink(db / "images" / "big")
+            tgz = work / "big.tgz"
+            subprocess.run(f"{MIV} save big | gzip -1 > {tgz}", shell=True, check=True, env={**os.environ, **env})
+            s3 = server.client()
+
+            push_ours, push_base = [], []
+            for i in range(3):
+                s3.delete_object(Bucket="minivirt", Key=f"images/{image_id}.tgz")
+                push_ours.append(run_timed(f"{MIV} push sw big big", env)[0])
+                start = time.perf_counter()
+                s3.upload_file(str(tgz), "minivirt", f"baseline/{i}.tgz")
+                push_base.append(time.perf_counter() - start)
+
+            pull_ours, pull_base, rss = [], [], []
+            url = f"{server.url()}/images/{image_id}.tgz"
+            for i in range(3):
+                fresh = work / f"pull{i}"
+                t, r = run_timed(f"{MIV} remote add sw {server.url()} && {MIV} pull sw big",
+                                 {"MINIVIRT_DB_PATH": str(fresh)})
+                pull_ours.append(t)
+                rss.append(r)
+                shutil.rmtree(fresh)
+                out = work / f"curl{i}"
+                out.mkdir()
+                pull_base.append(run_timed(f"curl -s {url} | tar xz -C {out}", {})[0])
+                shutil.rmtree(out)
+        finally:
+            server.stop()
+    mb = size_mib * 1.048576
+    po, pb = statistics.median(pull_ours), statistics.median(pull_base)
+    so, sb = statistics.median(push_ours), statistics.median(push_base)
+    print(f"image {size_mib} MiB (tgz {tgz_size_note(size_mib)})")
+    print(f"pull: miv {po:.2f} s ({mb / po:.0f} MB/s), curl | tar xz {pb:.2f} s; ratio {pb / po:.2f} "
+          f"(target >= 0.9: {verdict(pb / po, 0.9, lower_is_better=False)})")
+    peak = max(rss) / 1024
+    print(f"pull: peak RSS {peak:.0f} MB (target <= 150 MB: {verdict(peak, 150)})")
+    print(f"push: miv {so:.2f} s, boto3 upload_file of a ready .tgz {sb:.2f} s; ratio {sb / so:.2f} "
+          f"(target >= 0.8: {verdict(sb / so, 0.8, lower_is_better=False)})")
+
+
+def tgz_size_note(size_mib: int) -> str:
+    return f"about {size_mib // 2} MiB: half random, half zeros"
+
+
+if __name__ == "__main__":
+    main()

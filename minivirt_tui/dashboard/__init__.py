@@ -1,0 +1,1 @@
+"""The full-screen dashboard, ``miv tui``: a Textual app over the same core as the CLI."""

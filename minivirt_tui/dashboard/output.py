@@ -1,0 +1,105 @@
+"""The output area: tabs for the events log, each build or transfer, each console."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Label, Log, ProgressBar
+from textual.worker import Worker
+
+LOG_LINES = 5000
+
+
+class EventsLog(Log):
+    """What was done and what failed, with times."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
+        super().__init__(max_lines=LOG_LINES, id=id, auto_scroll=True)
+        self.clock = clock
+
+    def record(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+        self.write_line(f"{stamp}  {text}")
+
+
+class JobView(Vertical):
+    """A long operation: a status line, a progress bar, and its live output."""
+
+    BINDINGS = [Binding("ctrl+x", "cancel_job", "Cancel job")]
+    DEFAULT_CSS = """
+    JobView { height: 1fr; }
+    JobView > .job-status { height: 1; padding: 0 1; }
+    JobView > ProgressBar { height: 1; padding: 0 1; }
+    JobView > Log { height: 1fr; }
+    """
+
+    def __init__(self, title: str, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.title = title
+        self.started = time.monotonic()
+        self.status_text = "starting"
+        self.worker: Worker[Any] | None = None
+        self.finished = False
+        self._pending: list[str] = []
+        self._progress: tuple[float, float | None] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.title, classes="job-status")
+        yield ProgressBar(total=None, show_eta=True)
+        yield Log(max_lines=LOG_LINES, auto_scroll=True)
+
+    def on_mount(self) -> None:
+        # Output may arrive many times a second: write it in batches. State set before
+        # the widgets were mounted (the job starts at once) is applied now.
+        self.set_interval(1 / 30, self._flush)
+        self.set_interval(1, self._refresh_status)
+        self._refresh_status()
+        if self._progress is not None:
+            self.set_progress(*self._progress)
+        if self.finished:
+            self.finish(self.status_text)
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+
+    def _flush(self) -> None:
+        if self._pending and self.is_mounted:
+            self.query_one(Log).write("".join(self._pending))
+            self._pending.clear()
+
+    def set_status(self, text: str) -> None:
+        self.status_text = text
+        self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        if not self.is_mounted:
+            return
+        elapsed = int(time.monotonic() - self.started)
+        suffix = "" if self.finished else f" ({elapsed // 60}:{elapsed % 60:02d}, ctrl+x cancels)"
+        self.query_one(".job-status", Label).update(f"{self.title}: {self.status_text}{suffix}")
+
+    def set_progress(self, done: float, total: float | None) -> None:
+        self._progress = (done, total)
+        if self.is_mounted:
+            self.query_one(ProgressBar).update(total=total, progress=done)
+
+    def finish(self, text: str) -> None:
+        self.finished = True
+        self.status_text = text
+        if not self.is_mounted:
+            return
+        bar = self.query_one(ProgressBar)
+        if bar.total is None:
+            bar.update(total=1, progress=1)
+        self.set_status(text)
+        self._flush()
+
+    def action_cancel_job(self) -> None:
+        if self.worker is not None and not self.finished:
+            self.worker.cancel()
+            self.set_status("cancelling")

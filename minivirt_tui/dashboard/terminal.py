@@ -1,0 +1,265 @@
+"""A real terminal on a VM's serial console: pyte emulates it, Textual draws it.
+
+Bytes from the serial socket feed a pyte ``ByteStream`` (UTF-8 decoded incrementally)
+into a ``HistoryScreen``; rows that changed are redrawn on a 60 Hz tick, as cached
+``Strip`` s. Keys go to the VM; the guest's cursor-position queries (busybox's shell
+sends ``ESC[6n`` at each prompt) are answered. On attach, recent output from the
+serial log is shown first. When the VM stops the view says so and re-attaches when it
+runs again (a reboot inside the guest keeps the connection). Ctrl-] gives focus back
+to the dashboard; shift+PageUp/PageDown scroll back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyte
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
+
+LEAVE_KEY = "ctrl+right_square_bracket"
+LEAVE_KEY_DISPLAY = "Ctrl-]"
+
+_COLORS = {"brown": "yellow", "brightbrown": "bright_yellow", "default": None}
+_KEYS = {
+    "enter": "\r", "tab": "\t", "backspace": "\x7f", "escape": "\x1b", "delete": "\x1b[3~",
+    "up": "\x1b[A", "down": "\x1b[B", "right": "\x1b[C", "left": "\x1b[D", "home": "\x1b[H", "end": "\x1b[F",
+    "pageup": "\x1b[5~", "pagedown": "\x1b[6~", "insert": "\x1b[2~",
+    "f1": "\x1bOP", "f2": "\x1bOQ", "f3": "\x1bOR", "f4": "\x1bOS", "f5": "\x1b[15~", "f6": "\x1b[17~",
+    "f7": "\x1b[18~", "f8": "\x1b[19~", "f9": "\x1b[20~", "f10": "\x1b[21~", "shift+tab": "\x1b[Z",
+}
+
+
+def _color(name: str) -> str | None:
+    if name in _COLORS:
+        return _COLORS[name]
+    if len(name) == 6 and all(c in "0123456789abcdefABCDEF" for c in name):
+        return f"#{name}"
+    return name.replace("bright", "bright_") if name.startswith("bright") else name
+
+
+class _Screen(pyte.HistoryScreen):
+    """pyte's screen, sending its answers (cursor reports) back to the guest."""
+
+    def __init__(self, columns: int, lines: int, reply: Callable[[str], None]) -> None:
+        super().__init__(columns, lines, history=5000, ratio=0.5)
+        self._reply = reply
+
+    def write_process_input(self, data: str) -> None:
+        self._reply(data)
+
+
+class SerialTerminal(Widget, can_focus=True):
+    """The serial console of VM ``vm_dir``, as a terminal."""
+
+    DEFAULT_CSS = """
+    SerialTerminal { width: 1fr; height: 1fr; background: black; color: #d0d0d0; }
+    SerialTerminal:focus { border: none; }
+    """
+    BINDINGS = [
+        Binding(LEAVE_KEY, "leave", f"Leave console ({LEAVE_KEY_DISPLAY})", priority=True),
+        Binding("shift+pageup", "scroll_back", "Scroll back", show=False),
+        Binding("shift+pagedown", "scroll_forward", "Scroll forward", show=False),
+    ]
+
+    class Left(Message):
+        """The user pressed the leave key."""
+
+    class StateChanged(Message, bubble=True):
+        """Attached, detached (VM stopped) or re-attached."""
+
+        def __init__(self, terminal: SerialTerminal, attached: bool, text: str) -> None:
+            super().__init__()
+            self.terminal = terminal
+            self.attached = attached
+            self.text = text
+
+    def __init__(self, vm_name: str, vm_dir: Path, *, show_log: bool = True, reconnect: bool = True,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.vm_name = vm_name
+        self.vm_dir = vm_dir
+        self.show_log = show_log
+        self.reconnect = reconnect
+        self.screen_ = _Screen(80, 24, self._reply)
+        self.stream = pyte.ByteStream(self.screen_)
+        self._serial: Any = None
+        self._lines: dict[int, Strip] = {}
+        self._redraw = True
+        self._unsent: list[bytes] = []
+        self._reader: asyncio.Task[None] | None = None
+        self.attached = False
+
+    # Life cycle -------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / 60, self._tick)
+        self._reader = asyncio.ensure_future(self._run())
+
+    async def on_unmount(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._close()
+
+    async def _close(self) -> None:
+        console, self._serial = self._serial, None
+        if console is not None:
+            await console.close()
+
+    def resume(self) -> None:
+        """Attach again (after :meth:`detach`), now or as soon as the VM runs."""
+        self.reconnect = True
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.ensure_future(self._run())
+
+    async def detach(self) -> None:
+        """Close the connection now (before the VM is stopped: QEMU wants it closed first)."""
+        self.reconnect = False
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._close()
+
+    async def _run(self) -> None:
+        from minivirt_core.console import SerialConsole, log_tail
+        from minivirt_core.errors import MinivirtError
+
+        if self.show_log and (tail := log_tail(self.vm_dir, 16384)):
+            self.feed(tail)
+        while True:
+            try:
+                self._serial = await SerialConsole.open(self.vm_dir)
+            except MinivirtError:
+                if not self.reconnect:
+                    self.post_message(self.StateChanged(self, False, "the VM is not running"))
+                    return
+                await asyncio.sleep(1)
+                continue
+            self.attached = True
+            self.post_message(self.StateChanged(self, True, "attached"))
+            for data in self._unsent:
+                await self._serial.write(data)
+            self._unsent.clear()
+            while data := await self._serial.read():
+                self.feed(data)
+            self.attached = False
+            await self._close()
+            self.feed(b"\r\n\x1b[7m[the VM stopped; waiting for it to run again]\x1b[0m\r\n")
+            self.post_message(self.StateChanged(self, False, "the VM stopped"))
+            if not self.reconnect:
+                return
+            await asyncio.sleep(1)
+
+    # Output ------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Show bytes from the guest."""
+        self.stream.feed(data)
+        self._redraw = True
+
+    def _tick(self) -> None:
+        if self._redraw:
+            self._redraw = False
+            for y in self.screen_.dirty:
+                self._lines.pop(y, None)
+            if self.screen_.dirty:
+                self.screen_.dirty.clear()
+            self._lines.pop(self.screen_.cursor.y, None)
+            self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        width, height = max(event.size.width, 20), max(event.size.height, 5)
+        if (width, height) != (self.screen_.columns, self.screen_.lines):
+            self.screen_.resize(height, width)
+            self._lines.clear()
+            self._redraw = True
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return container.width
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return container.height
+
+    def render_line(self, y: int) -> Strip:
+        screen = self.screen_
+        if y >= screen.lines:
+            return Strip.blank(self.size.width)
+        cursor_here = self.has_focus and y == screen.cursor.y and not screen.cursor.hidden
+        if not cursor_here and y in self._lines:
+            return self._lines[y]
+        row = screen.buffer[y]
+        segments: list[Segment] = []
+        text = ""
+        style: Style | None = None
+        for x in range(screen.columns):
+            char = row[x]
+            reverse = char.reverse != (cursor_here and x == screen.cursor.x)
+            cell_style = Style(color=_color(char.fg), bgcolor=_color(char.bg), bold=char.bold,
+                               italic=char.italics, underline=char.underscore, strike=char.strikethrough,
+                               reverse=reverse)
+            if cell_style != style and text:
+                segments.append(Segment(text, style))
+                text = ""
+            style = cell_style
+            text += char.data or " "
+        if text:
+            segments.append(Segment(text, style))
+        strip = Strip(segments, screen.columns)
+        if not cursor_here:
+            self._lines[y] = strip
+        return strip
+
+    def text(self) -> str:
+        """What the terminal shows now, as plain lines (for tests)."""
+        return "\n".join(line.rstrip() for line in self.screen_.display)
+
+    # Input ---------------------------------------------------------------------
+
+    def _reply(self, data: str) -> None:
+        self.send(data.encode())
+
+    def send(self, data: bytes) -> None:
+        """Type bytes into the VM."""
+        if self._serial is not None:
+            self._serial.writer.write(data)
+        else:
+            self._unsent.append(data)
+
+    async def on_key(self, event: events.Key) -> None:
+        if event.key == LEAVE_KEY:
+            return
+        data = _KEYS.get(event.key)
+        if data is None and event.character:
+            data = event.character
+        if data is None:
+            return
+        event.stop()
+        event.prevent_default()
+        if self.screen_.history.position < self.screen_.history.size:
+            self.screen_.next_page()  # typing returns to the live screen
+            self._lines.clear()
+        self.send(data.encode())
+
+    def action_leave(self) -> None:
+        self.post_message(self.Left())
+
+    def action_scroll_back(self) -> None:
+        self.screen_.prev_page()
+        self._lines.clear()
+        self.refresh()
+
+    def action_scroll_forward(self) -> None:
+        self.screen_.next_page()
+        self._lines.clear()
+        self.refresh()

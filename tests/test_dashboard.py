@@ -1,0 +1,260 @@
+"""The dashboard through Textual's pilot, against real databases, VMs and servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from minivirt_core import Minivirt
+from minivirt_tui.dashboard.app import MivApp
+from minivirt_tui.dashboard.modals import ConfirmModal, FormModal, ReportModal
+from minivirt_tui.dashboard.output import JobView
+from minivirt_tui.dashboard.terminal import SerialTerminal
+
+from .helpers import MIV, miv, simple_tar
+
+SIZE = (120, 40)
+
+
+async def until(pilot, predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+async def fill_form(pilot, **values: str) -> None:
+    """Fill a FormModal's inputs and submit it."""
+    app = pilot.app
+    await until(pilot, lambda: isinstance(app.screen, FormModal), 10, "the form")
+    for name, value in values.items():
+        widget = app.screen.query_one(f"#field-{name}")
+        if hasattr(widget, "options") or widget.__class__.__name__ == "Select":
+            widget.value = value
+        else:
+            widget.value = value
+    await pilot.pause()
+    await pilot.click("#submit")
+    await pilot.pause()
+
+
+def make_app(db: Path, **kw) -> MivApp:
+    return MivApp(Minivirt(db), refresh_interval=0.5, **kw)
+
+
+def running(db: Path, name: str) -> bool:
+    return Minivirt(db).vms.status(name).running
+
+
+async def test_image_actions(db: Path, tmp_path: Path) -> None:
+    miv(db, "load", "base", input=simple_tar({"config.json": b"{}", "a": b"1"}))
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 1, what="the image")
+        await pilot.press("t")
+        await fill_form(pilot, tag="second")
+        await until(pilot, lambda: (db / "images" / "second").is_symlink(), 10, "the tag")
+        # Invalid input: an error, and the app goes on.
+        await pilot.press("t")
+        await fill_form(pilot, tag="bad/tag")
+        await until(pilot, lambda: "may not contain '/'" in "\n".join(app.query_one("#events").lines), 10,
+                    "the error")
+        assert app.is_running
+        await pilot.press("u")
+        await fill_form(pilot, tag="second")
+        await until(pilot, lambda: not (db / "images" / "second").exists(), 10, "the untag")
+        # Save to a file through the modal.
+        await pilot.press("s")
+        await fill_form(pilot, path=str(tmp_path / "saved.tar"))
+        await until(pilot, lambda: (tmp_path / "saved.tar").exists(), 20, "the saved file")
+        # Push to a file:// remote, then prune after untagging.
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        Minivirt(db).remotes.add("folder", f"file://{repo}")
+        await pilot.pause(1)
+        app.query_one("#images").focus()
+        await pilot.press("p")
+        await fill_form(pilot, remote="folder", tag="pushed")
+        try:
+            await until(pilot, lambda: (repo / "tags" / "pushed").exists(), 20, "the push")
+        except AssertionError:
+            print("\n".join(app.query_one("#events").lines), app.screen, [v.status_text for v in app.query(JobView)])
+            raise
+        miv(db, "untag", "base")
+        await pilot.press("P")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not [p for p in (db / "images").iterdir() if len(p.name) == 64], 10, "prune")
+
+
+async def test_changes_from_another_terminal_show_up(db: Path) -> None:
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.5)
+        miv(db, "load", "fromcli", input=simple_tar({"b": b"2"}))
+        started = time.monotonic()
+        await until(pilot, lambda: app.query_one("#images").row_count == 1, 5, "the new image")
+        assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.vm
+async def test_vm_lifecycle_and_console(tiny_db: Path, tmp_path: Path) -> None:
+    app = make_app(tiny_db, probe_accel=False)
+    vms = Minivirt(tiny_db).vms
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 1, what="the tiny image")
+        await pilot.press("c")
+        await fill_form(pilot, name="web", memory="200", cpus="1", ports="")
+        await until(pilot, lambda: app.query_one("#vms").row_count == 1, 10, "the VM")
+        app.query_one("#vms").focus()
+        await pilot.press("s")
+        await until(pilot, lambda: running(tiny_db, "web"), 30, "QEMU")
+        port = await vms.wait_for_ssh("web", 60)
+        assert port
+        # Attach the console and type into it.
+        await pilot.press("a")
+        await until(pilot, lambda: bool(app.query(SerialTerminal)), 5, "the console tab")
+        term = app.query_one(SerialTerminal)
+        await until(pilot, lambda: term.attached, 10, "the console connection")
+        await pilot.press("enter")
+        await until(pilot, lambda: "login:" in term.text(), 30, "the login prompt")
+        for key in "root":
+            await pilot.press(key)
+        await pilot.press("enter")
+        await until(pilot, lambda: "# " in term.text().splitlines()[-1] or "#" in term.text(), 20, "a prompt")
+        for key in "uname -a":
+            await pilot.press(key if key != " " else "space")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Linux tiny" in term.text(), 20, "uname's output")
+        # The leave key gives focus back to the dashboard.
+        await pilot.press("ctrl+right_square_bracket")
+        assert app.focused is app.query_one("#vms")
+        # Stop (ACPI), commit, copy, kill, destroy.
+        await pilot.press("S")
+        await until(pilot, lambda: not running(tiny_db, "web"), 60, "the VM to stop")
+        await pilot.press("C")
+        await fill_form(pilot, tag="committed")
+        await until(pilot, lambda: (tiny_db / "images" / "committed").is_symlink(), 60, "the commit")
+        app.query_one("#vms").focus()
+        await pilot.press("s")
+        await until(pilot, lambda: running(tiny_db, "web"), 30, "QEMU again")
+        await vms.wait_for_ssh("web", 60)
+        (tmp_path / "up.txt").write_text("hello guest\n")
+        await pilot.press("y")
+        await fill_form(pilot, direction="host -> VM", src=str(tmp_path / "up.txt"), dest="/root/up.txt")
+        from minivirt_core import ssh
+
+        async def guest_file() -> str:
+            conn = await ssh.connect(port if False else vms.status("web").ssh_port)
+            try:
+                return (await ssh.capture(conn, "cat /root/up.txt"))[1]
+            finally:
+                conn.close()
+
+        await until(pilot, lambda: "copied" in "\n".join(app.query_one("#events").lines), 30, "the copy")
+        assert await guest_file() == "hello guest\n"
+        await pilot.press("k")
+        await until(pilot, lambda: not running(tiny_db, "web"), 20, "the kill")
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: not (tiny_db / "vms" / "web").exists(), 20, "the destroy")
+
+
+@pytest.mark.vm
+async def test_run_image_console_and_quit_leaves_vms_running(tiny_db: Path) -> None:
+    miv(tiny_db, "create", "tiny", "keeper", "-m", "200")
+    miv(tiny_db, "start", "keeper", "--daemon")
+    try:
+        app = make_app(tiny_db, probe_accel=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.query_one("#images").row_count == 1, what="the image")
+            await pilot.press("r")
+            await until(pilot, lambda: bool(app.query(SerialTerminal)), 30, "the run console")
+            term = app.query_one(SerialTerminal)
+            name = term.vm_name
+            assert name.startswith("run-") and running(tiny_db, name)
+            await until(pilot, lambda: "login:" in term.text(), 60, "the guest's login prompt")
+            app.query_one("#images").focus()
+            await pilot.press("w")  # closing the tab destroys the throw-away VM
+            await until(pilot, lambda: not (tiny_db / "vms" / name).exists(), 30, "the run VM to go")
+        assert running(tiny_db, "keeper")  # quitting left it running
+    finally:
+        miv(tiny_db, "destroy", "keeper")
+
+
+@pytest.mark.vm
+async def test_failed_start_is_reported_and_the_app_goes_on(tiny_db: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        miv(tiny_db, "create", "tiny", "clash", "--port", f"{port}:22")
+        app = make_app(tiny_db, probe_accel=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.query_one("#vms").row_count == 1, what="the VM")
+            app.query_one("#vms").focus()
+            await pilot.press("s")
+            await until(pilot, lambda: "already in use" in "\n".join(app.query_one("#events").lines), 20,
+                        "the error")
+            assert app.is_running and not running(tiny_db, "clash")
+            await pilot.press("D")  # the app still works: doctor's report
+            await until(pilot, lambda: isinstance(app.screen, ReportModal), 30, "the doctor report")
+            await pilot.press("escape")
+            await pilot.press("f")
+            await until(pilot, lambda: isinstance(app.screen, ReportModal), 30, "the fsck report")
+
+
+@pytest.mark.vm
+async def test_build_from_the_dashboard(tiny_db: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                      "        - run: echo built-here > /root/mark\n"
+                      "tests:\n  - run: cat /root/mark\n    expect: built-here\n")
+    app = make_app(tiny_db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("b")
+        await fill_form(pilot, recipe=str(recipe), tags="from-tui")
+        await until(pilot, lambda: bool(app.query(JobView)), 5, "the build tab")
+        view = app.query_one(JobView)
+        await until(pilot, lambda: view.finished, 240, "the build")
+        assert (tiny_db / "images" / "from-tui").is_symlink(), view.status_text
+        assert "built" in view.status_text
+
+
+@pytest.mark.s3
+async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3) -> None:
+    # Publish the tiny image on SeaweedFS, then pull it from the dashboard into a fresh database.
+    miv(tiny_db, "remote", "add", "sw", s3.url())
+    miv(tiny_db, "push", "sw", "tiny", "tiny-dash", env=s3.env)
+    fresh = tiny_db.parent / "fresh"
+    app = make_app(fresh, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#remotes").focus()
+        await pilot.press("a")
+        await fill_form(pilot, name="sw", url=s3.url())
+        await until(pilot, lambda: app.query_one("#remotes").row_count == 1, 10, "the remote")
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 20, "the pull form")
+        select = app.screen.query_one("#field-tag")
+        assert "tiny-dash" in [str(v) for _, v in select._options]  # chosen from `remote ls`
+        await fill_form(pilot, tag="tiny-dash", local="pulled")
+        await until(pilot, lambda: (fresh / "images" / "pulled").is_symlink(), 60, "the pull")
+        app.query_one("#remotes").focus()
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: app.query_one("#remotes").row_count == 0, 10, "the removal")
+
+
+def test_cli_tui_imports_textual_lazily(db: Path) -> None:
+    out = subprocess.run([MIV, "tui", "--help"], capture_output=True, env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
+    assert out.returncode == 0 and b"dashboard" in out.stdout
