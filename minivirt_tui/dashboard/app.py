@@ -76,8 +76,9 @@ class MivApp(App[None]):
     ]
 
     def __init__(self, miv: Minivirt | None = None, *, clock: Callable[[], float] = time.time,
-                 refresh_interval: float = 1.0, probe_accel: bool = True) -> None:
+                 refresh_interval: float = 1.0, probe_accel: bool = True, cursor_blink: bool = True) -> None:
         super().__init__()
+        self.cursor_blink = cursor_blink
         self.miv = miv or Minivirt()
         self.clock = clock
         self.refresh_interval = refresh_interval
@@ -222,6 +223,8 @@ class MivApp(App[None]):
 
     def ask(self, screen: Any, then: Callable[[Any], None]) -> None:
         """Show a modal; call ``then`` with its result unless it was cancelled."""
+        if isinstance(screen, FormModal):
+            screen.cursor_blink = self.cursor_blink
 
         def done(result: Any) -> None:
             if result:
@@ -373,9 +376,9 @@ class MivApp(App[None]):
 
             self.job(f"save {path.name}", run)
 
-        default = f"{self._image_label(image_id)}.tar"
         self.ask(FormModal(f"Save image {self._image_label(image_id)} as a tar file",
-                           [Field("path", "File", str(Path.cwd() / default))], "Save"), go)
+                           [Field("path", "File (relative to the current folder, or absolute)",
+                                  f"{self._image_label(image_id)}.tar")], "Save"), go)
 
     # VM actions -----------------------------------------------------------------
 
@@ -581,7 +584,7 @@ class MivApp(App[None]):
     # Global actions -----------------------------------------------------------------------
 
     def action_build(self) -> None:
-        default = Path.cwd() / "recipes" / "tiny.yaml"
+        default = Path("recipes") / "tiny.yaml"
 
         def go(values: dict[str, str]) -> None:
             tags = [t for t in values["tags"].replace(",", " ").split() if t]

@@ -33,6 +33,11 @@ class FormModal(ModalScreen[dict[str, str] | None]):
         self.title_text = title
         self.fields = fields
         self.submit_label = submit
+        self.cursor_blink = True
+
+    def on_mount(self) -> None:
+        for widget in self.query(Input):
+            widget.cursor_blink = self.cursor_blink
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):

@@ -1,0 +1,53 @@
+"""A small, fixed database for the dashboard's snapshot tests: same ids, names, times."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from minivirt_core import Minivirt
+
+from .helpers import image_id_of
+
+ROOT = Path("/tmp/miv-snapshot-demo")
+DB = ROOT / "db"
+REPO = ROOT / "repo"
+NOW = 1_800_000_000.0  # the clock the snapshots see
+
+IMAGES = {
+    "tiny": {"config.json": b'{"disk": true}', "disk.qcow2": b"t" * 300_000},
+    "alpine-3.22": {"config.json": b'{"disk": true}', "disk.qcow2": b"a" * 2_000_000},
+    "ubuntu-24.04": {"config.json": b'{"disk": true}', "disk.qcow2": b"u" * 5_000_000},
+}
+
+
+def build() -> Minivirt:
+    shutil.rmtree(ROOT, ignore_errors=True)
+    images = DB / "images"
+    images.mkdir(parents=True)
+    for age, (tag, files) in enumerate(IMAGES.items()):
+        image_id = image_id_of(files)
+        folder = images / image_id
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+            os.utime(folder / name, (NOW, NOW))
+        os.utime(folder, (NOW - 3600 * (age + 1) * 5, NOW - 3600 * (age + 1) * 5))
+        (images / tag).symlink_to(image_id)
+    for name, tag, ports in (("web", "tiny", [{"host_port": 8080, "guest_port": 80}]), ("db", "alpine-3.22", [])):
+        vm = DB / "vms" / name
+        vm.mkdir(parents=True)
+        (vm / "config.json").write_text(json.dumps({
+            "image": os.readlink(images / tag), "memory": 512, "cpus": 1, "disk": True, "ports": ports,
+            "resources": []}))
+        (vm / "disk.qcow2").write_bytes(b"")
+    (REPO / "tags").mkdir(parents=True)
+    (REPO / "images").mkdir()
+    for tag in ("tiny-x86_64", "alpine-x86_64"):
+        (REPO / "tags" / tag).write_text("0" * 64)
+    miv = Minivirt(DB)
+    miv.remotes.add("shared", f"file://{REPO}")
+    miv.remotes.add("b2", "https://f003.backblazeb2.com/file/minivirt")
+    return miv

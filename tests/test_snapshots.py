@@ -1,0 +1,90 @@
+"""Snapshots of the dashboard at a fixed size, on a fixed database, with a fixed clock."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from minivirt_tui.dashboard.app import MivApp
+from minivirt_tui.dashboard.output import JobView
+from minivirt_tui.dashboard.terminal import SerialTerminal
+
+from . import demo_db
+
+SIZE = (120, 40)
+
+
+@pytest.fixture(autouse=True)
+def fixed_time(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    time.tzset()
+
+
+def make_app() -> MivApp:
+    return MivApp(demo_db.build(), clock=lambda: demo_db.NOW, refresh_interval=3600, probe_accel=False,
+                  cursor_blink=False)
+
+
+async def settle(pilot) -> None:
+    await pilot.pause(0.3)
+    await pilot.wait_for_scheduled_animations()
+
+
+def test_main_screen(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle)
+
+
+@pytest.mark.parametrize("keys", [
+    ["t"], ["c"], ["p"], ["s"], ["u"], ["P"], ["b"], ["f"],
+    ["2", "d"], ["2", "C"], ["2", "y"], ["3", "a"], ["3", "l"], ["3", "d"],
+], ids=lambda k: "-".join(k))
+def test_modal(snap_compare, keys: list[str]) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+        await pilot.pause(0.5)
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_build_tab(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        from textual.widgets import TabbedContent, TabPane
+
+        app = pilot.app
+        view = JobView("build tiny.yaml")
+        tabs = app.query_one("#output", TabbedContent)
+        await tabs.add_pane(TabPane("build tiny.yaml", view, id="tab-job-demo"))
+        tabs.active = "tab-job-demo"
+        await pilot.pause(0.2)
+        view.write("step 1/2: Assemble the disk from Debian packages\nbuild-tiny: kernel 6.1.0, 24M\n")
+        view.write("\nSeaBIOS (version 1.16.2)\nBooting from Hard Disk...\n\ntiny login: root\ntiny:~# ")
+        view.set_progress(1, 4)
+        view.finish("step 2/2: First boot, configured over the serial console")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_console_tab(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        app = pilot.app
+        term = app.open_console("web", show_log=False)
+        term.reconnect = False
+        await pilot.pause(0.3)
+        term.feed(b"\x1b[2J\x1b[H\x1b[1;32mtiny login:\x1b[0m root\r\n"
+                  b"\x1b[1;34m~\x1b[0m # ls --color /\r\n\x1b[1;34mbin\x1b[0m  \x1b[1;34metc\x1b[0m  "
+                  b"\x1b[1;34mroot\x1b[0m  \x1b[1;36mlib64\x1b[0m  \x1b[7m reversed \x1b[0m\r\n"
+                  b"\x1b[1;34m~\x1b[0m # uname -a\r\nLinux tiny 6.1.0-56-cloud-amd64 x86_64 GNU/Linux\r\n"
+                  b"\x1b[1;34m~\x1b[0m # ")
+        await pilot.pause(0.3)
+        assert isinstance(app.focused, SerialTerminal)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -1,0 +1,78 @@
+"""`miv tui` in a real terminal (tmux): start a VM, attach its console, type, quit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import MIV, miv
+
+pytestmark = [pytest.mark.vm, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
+
+
+class Tmux:
+    def __init__(self, name: str, db: Path) -> None:
+        self.name = name
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40",
+                        "-e", f"MINIVIRT_DB_PATH={db}", "-e", "TERM=xterm-256color", "-e", "PS1=$ ",
+                        "bash", "--norc", "--noprofile"], check=True)
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
+                              check=True).stdout
+
+    def wait(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; the screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def test_tui_in_a_real_terminal(tiny_db: Path) -> None:
+    miv(tiny_db, "create", "tiny", "e2e", "-m", "200")
+    term = Tmux(f"miv-e2e-{time.monotonic_ns()}", tiny_db)
+    try:
+        term.keys(f"{MIV} tui", "Enter")
+        term.wait("Images [1]", 30)
+        term.wait("e2e", 10)
+        term.keys("2")  # the VMs pane
+        term.keys("s")  # start
+        term.wait("running", 60)
+        term.keys("a")  # attach the console
+        term.wait("console: e2e", 10)
+        term.wait("login:", 90)
+        term.keys("root", literal=True)
+        term.keys("Enter")
+        time.sleep(1.5)
+        term.keys("uname -a", literal=True)
+        term.keys("Enter")
+        screen = term.wait("Linux tiny", 30)
+        assert "uname -a" in screen
+        term.keys("C-]")  # back to the dashboard
+        time.sleep(0.5)
+        term.keys("q")
+        term.wait("$ ", 20)
+        # The terminal is sane: canonical mode and echo are back, and the shell works.
+        term.keys("clear; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo sane-$((40+2))",
+                  "Enter")
+        screen = term.wait("sane-42", 10)
+        assert "icanon echo" in screen and "-icanon" not in screen and "-echo " not in screen
+        # Quitting left the VM running.
+        assert miv(tiny_db, "ps", "--json").stdout.count(b'"running"') == 1
+    finally:
+        term.close()
+        miv(tiny_db, "destroy", "e2e", rc=None)
