@@ -199,9 +199,11 @@ class VmManager:
             image_label=label, problems=tuple(problems),
         )
 
-    def list(self, include_stopped: bool = True) -> list[VmStatus]:
-        """Every VM's status (only running ones unless ``include_stopped``)."""
-        labels = self._image_labels()
+    def list(self, include_stopped: bool = True, image_labels: dict[str, str] | None = None) -> list[VmStatus]:
+        """Every VM's status (only running ones unless ``include_stopped``).
+
+        ``image_labels`` ({image id: tag}) saves a scan of the images when the caller has one."""
+        labels = image_labels if image_labels is not None else self._image_labels()
         result = []
         for name in self.names():
             try:

@@ -258,3 +258,22 @@ async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3) -> None:
 def test_cli_tui_imports_textual_lazily(db: Path) -> None:
     out = subprocess.run([MIV, "tui", "--help"], capture_output=True, env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
     assert out.returncode == 0 and b"dashboard" in out.stdout
+
+
+async def test_job_output_drops_terminal_control_sequences(db: Path) -> None:
+    """Regression: raw console bytes (ESC[6n, colours) reached the build log."""
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        import asyncio as aio
+
+        async def fake(view: JobView) -> str:
+            view.write("\x1b[2J\x1b[Htiny login: \x1b[6n\r\n\x1b[1;32mgreen\x1b[0m\x07 done\r\n")
+            await aio.sleep(0.1)
+            return "ok"
+
+        view = app.job("demo", fake)
+        await until(pilot, lambda: view.finished, 10, "the job")
+        await pilot.pause(0.2)
+        lines = view.query_one("Log").lines
+        assert lines[:2] == ["tiny login: ", "green done"]
+        assert not any("\x1b" in line or "\x07" in line for line in lines)

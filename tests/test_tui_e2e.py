@@ -67,8 +67,8 @@ def test_tui_in_a_real_terminal(tiny_db: Path) -> None:
         term.keys("q")
         term.wait("$ ", 20)
         # The terminal is sane: canonical mode and echo are back, and the shell works.
-        term.keys("clear; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo sane-$((40+2))",
-                  "Enter")
+        check = "clear; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '"
+        term.keys(f"{check}; echo sane-$((40+2))", "Enter")
         screen = term.wait("sane-42", 10)
         assert "icanon echo" in screen and "-icanon" not in screen and "-echo " not in screen
         # Quitting left the VM running.

@@ -5,15 +5,18 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from ..archive import ProgressCallback
 from ..database import Database, read_json
 from ..errors import InvalidInput, NotFound
 from ..fsutil import atomic_write_json
 from ..hostinfo import interpolate_arch
 from ..images import Image, ImageStore
 from ..names import validate_remote_name, validate_tag
+
+if TYPE_CHECKING:
+    from ..archive import ProgressCallback
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from minivirt_core import Minivirt, MinivirtError
 
 from .modals import ConfirmModal, Field, FormModal, ReportModal
 from .output import EventsLog, JobView
-from .state import Snapshot, StatsSampler, take
+from .state import Snapshot, StateReader
 from .tables import ImagesTable, RemotesTable, ResourceTable, VmsTable
 from .terminal import LEAVE_KEY_DISPLAY, SerialTerminal
 
@@ -85,7 +85,7 @@ class MivApp(App[None]):
         self.probe_accel = probe_accel
         self.snapshot: Snapshot | None = None
         self.accel_text = "accelerator: …"
-        self._sampler = StatsSampler()
+        self._reader = StateReader(self.miv)
         self._main_thread = threading.get_ident()
         self._ephemeral: set[str] = set()
         self._job_count = 0
@@ -142,7 +142,7 @@ class MivApp(App[None]):
         self.run_worker(self._read_state, thread=True, group="refresh", exclusive=True, exit_on_error=False)
 
     def _read_state(self) -> None:
-        snap = take(self.miv, self._sampler)
+        snap = self._reader.read()
         self.call_from_thread(self.apply_snapshot, snap)
 
     def apply_snapshot(self, snap: Snapshot) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,20 @@ from textual.widgets import Label, Log, ProgressBar
 from textual.worker import Worker
 
 LOG_LINES = 5000
+# Terminal control sequences (CSI, OSC, two-byte escapes) and control characters other
+# than newline and tab: a log shows text, not a terminal's drawing commands.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement, ESC[6n
+    r"|\x1b\][^\x07\x1b]*(\x07|\x1b\\)"  # OSC: window titles
+    r"|\x1b[()*+][0-9A-Za-z]"  # charset selection
+    r"|\x1b[@-Z\\-_]"  # other two-byte escapes
+    r"|[\x00-\x08\x0b-\x1f\x7f]"  # control characters but \t and \n
+)
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal control sequences; CR LF becomes LF."""
+    return _CONTROL.sub("", text.replace("\r\n", "\n"))
 
 
 class EventsLog(Log):
@@ -65,7 +80,8 @@ class JobView(Vertical):
             self.finish(self.status_text)
 
     def write(self, text: str) -> None:
-        self._pending.append(text)
+        """Add output (console bytes decoded as text; control sequences are dropped)."""
+        self._pending.append(plain_text(text))
 
     def _flush(self) -> None:
         if self._pending and self.is_mounted:

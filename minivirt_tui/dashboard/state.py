@@ -54,9 +54,44 @@ class StatsSampler:
         return ProcStats(cpu, rss)
 
 
-def take(miv: Any, sampler: StatsSampler) -> Snapshot:
-    """Read everything the panes show (blocking: call from a thread)."""
-    images = tuple(miv.images.list())
-    vms = tuple(miv.vms.list())
-    stats = {v.name: sampler.sample(v.pid) for v in vms if v.pid}
-    return Snapshot(images, vms, tuple(miv.remotes.list()), stats, time.time())
+def _mtime(path: Any) -> int:
+    try:
+        return int(os.stat(path).st_mtime_ns)
+    except OSError:
+        return 0
+
+
+class StateReader:
+    """Reads what the panes show, cheaply enough to do every second.
+
+    Images are immutable and their tags live in the images folder, so the image list
+    is read again only when that folder changes (and every 30 s, for the ages shown);
+    remotes only when ``remotes.json`` changes. VM states are derived on every read.
+    """
+
+    IMAGES_MAX_AGE = 30.0
+
+    def __init__(self, miv: Any) -> None:
+        self.miv = miv
+        self.sampler = StatsSampler()
+        self._images: tuple[Image, ...] = ()
+        self._images_key: tuple[int, float] | None = None
+        self._remotes: tuple[Remote, ...] = ()
+        self._remotes_key: int | None = None
+
+    def read(self) -> Snapshot:
+        """Everything the panes show (blocking: call from a thread)."""
+        db = self.miv.db
+        now = time.monotonic()
+        key = _mtime(db.images_dir)
+        if self._images_key is None or self._images_key[0] != key or now - self._images_key[1] > self.IMAGES_MAX_AGE:
+            self._images = tuple(self.miv.images.list())
+            self._images_key = (key, now)
+        labels = {i.id: i.tags[0] for i in self._images if i.tags}
+        vms = tuple(self.miv.vms.list(image_labels=labels))
+        remotes_key = _mtime(db.remotes_file)
+        if remotes_key != self._remotes_key:
+            self._remotes = tuple(self.miv.remotes.list())
+            self._remotes_key = remotes_key
+        stats = {v.name: self.sampler.sample(v.pid) for v in vms if v.pid}
+        return Snapshot(self._images, vms, self._remotes, stats, time.time())

@@ -1,0 +1,103 @@
+"""The dashboard in a real terminal (tmux), against a bare Textual app in the same run:
+
+- time from `miv tui` to the first complete frame, with 200 images and 20 VMs
+  (target <= 1 s); the frame is complete when the first and last rows of both
+  tables and the footer are on screen;
+- idle CPU over 10 s with that database (target <= 3 %).
+Run: .venv/bin/python bench/dashboard.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import MIV, make_db, verdict
+
+BARE_APP = """
+from textual.app import App
+from textual.widgets import Footer, Static
+class Bare(App):
+    def compose(self):
+        yield Static("bare textual app ready")
+        yield Footer()
+Bare().run()
+"""
+SESSION = f"miv-bench-{os.getpid()}"
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+
+
+def launch(command: str, env: dict[str, str]) -> float:
+    tmux("kill-session", "-t", SESSION)
+    env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    start = time.perf_counter()
+    subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", *env_args, command],
+                   check=True)
+    return start
+
+
+def wait_for(markers: list[str], timeout: float = 30) -> float:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", SESSION)
+        if all(m in screen for m in markers):
+            return time.perf_counter()
+        time.sleep(0.01)
+    raise TimeoutError(f"never saw {markers}:\n{tmux('capture-pane', '-p', '-t', SESSION)}")
+
+
+def pane_pid() -> int:
+    return int(tmux("display-message", "-p", "-t", SESSION, "#{pane_pid}").strip())
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(seconds: float = 10) -> float:
+    pid = pane_pid()
+    before, t0 = cpu_seconds(pid), time.perf_counter()
+    time.sleep(seconds)
+    return 100 * (cpu_seconds(pid) - before) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = make_db(Path(tmp) / "db", 200)
+        for i in range(20):
+            vm = db / "vms" / f"vm{i:02d}"
+            vm.mkdir(parents=True)
+            image = os.readlink(db / "images" / f"image-{i:05d}")
+            (vm / "config.json").write_text(json.dumps({"image": image, "memory": 256, "disk": True}))
+            (vm / "disk.qcow2").write_bytes(b"")
+        env = {"MINIVIRT_DB_PATH": str(db), "MINIVIRT_ACCEL": "tcg", "TERM": "xterm-256color"}
+        ours, bare = [], []
+        for _ in range(5):
+            start = launch(f"{sys.executable} -c '{BARE_APP}'", env)
+            bare.append(wait_for(["bare textual app ready", "^p"]) - start)
+            start = launch(f"{MIV} tui", env)
+            ours.append(wait_for(["image-00000", "vm00", "Quit", "Events"]) - start)
+        ours_cpu = idle_cpu()
+        launch(f"{sys.executable} -c '{BARE_APP}'", env)
+        wait_for(["bare textual app ready"])
+        bare_cpu = idle_cpu()
+        tmux("kill-session", "-t", SESSION)
+    o, b = statistics.median(ours), statistics.median(bare)
+    print(f"first complete frame, 200 images + 20 VMs: {o:.2f} s (bare Textual app: {b:.2f} s; "
+          f"{o / b:.1f}x) target <= 1 s: {verdict(o, 1.0)}")
+    print(f"idle CPU: {ours_cpu:.1f} % (bare Textual app: {bare_cpu:.1f} %) target <= 3 %: {verdict(ours_cpu, 3.0)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The console pane's terminal: its fast path for floods is exact, its drawing is right."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pyte
+import pytest
+
+from minivirt_tui.dashboard.terminal import HISTORY, SerialTerminal
+
+
+def reference(chunks: list[bytes], columns: int, lines: int) -> tuple[list[str], tuple[int, int], list[str]]:
+    """What plain pyte shows after every byte, with every scrolled-off row collected."""
+    history: list[str] = []
+
+    class Screen(pyte.Screen):
+        def index(self) -> None:
+            top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+            if self.cursor.y == bottom and top == 0:
+                history.append("".join(self.buffer[0][x].data for x in range(self.columns)).rstrip())
+            super().index()
+
+    screen = Screen(columns, lines)
+    stream = pyte.ByteStream(screen)
+    for chunk in chunks:
+        for i in range(0, len(chunk), 7):  # small pieces: never the fast path
+            stream.feed(chunk[i:i + 7])
+    return [line.rstrip() for line in screen.display], (screen.cursor.x, screen.cursor.y), history[-HISTORY:]
+
+
+def ours(chunks: list[bytes], columns: int, lines: int) -> tuple[list[str], tuple[int, int], list[str]]:
+    term = SerialTerminal("t", Path("/nonexistent"))
+    term.screen_.resize(lines, columns)
+    for chunk in chunks:
+        term.feed(chunk)
+    screen = term.screen_
+    return term.text().split("\n"), (screen.cursor.x, screen.cursor.y), term.history_text()
+
+
+def flood(rng: random.Random, n: int, width: int) -> bytes:
+    return b"".join(b"x" * rng.randrange(0, width + 1) + b"\r\n" for _ in range(n))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_path_is_exact(seed: int) -> None:
+    rng = random.Random(seed)
+    columns, lines = rng.choice([(80, 24), (120, 30), (40, 10)])
+    chunks = [b"login: root\r\n\x1b[1;34m~\x1b[0m # seq 1 100000\r\n"]
+    for _ in range(6):
+        kind = rng.randrange(5)
+        if kind == 0:
+            chunks.append(flood(rng, rng.randrange(50, 400), columns) + b"partial line")
+        elif kind == 1:
+            chunks.append(b"".join(b"%d\r\n" % i for i in range(rng.randrange(100, 3000))))
+        elif kind == 2:
+            chunks.append(b"\x1b[31mred\x1b[0m text\r\n" * rng.randrange(1, 300))  # escapes: slow path
+        elif kind == 3:
+            chunks.append(b"\xc3\xa9t\xc3\xa9\r\n" * 500)  # UTF-8: slow path
+        else:
+            chunks.append(flood(rng, 200, columns + 5))  # too wide: slow path
+    assert ours(chunks, columns, lines) == reference(chunks, columns, lines)
+
+
+def test_flood_keeps_scrollback_in_order() -> None:
+    data = b"".join(b"line %05d\r\n" % i for i in range(5000))
+    screen, _, history = ours([data], 80, 24)
+    assert screen[-2] == "line 04999" and screen[-1] == ""
+    assert history[-1] == "line 04976" and history[0] == f"line {5000 - 23 - 3000:05d}"
+
+
+def test_fast_path_is_taken_for_floods() -> None:
+    term = SerialTerminal("t", Path("/nonexistent"))
+    term.feed(b"$ seq 1 100000\r\n")
+    assert term._feed_fast(b"".join(b"%d\r\n" % i for i in range(5000)))
+    assert not term._feed_fast(b"\x1b[31m" + b"red\r\n" * 2000)  # escapes: the byte-exact path
