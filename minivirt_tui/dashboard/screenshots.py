@@ -20,6 +20,7 @@ from minivirt_core.hostinfo import machine_cache_dir
 
 from .app import MivApp
 from .output import JobView
+from .tables import VmsTable
 from .terminal import SerialTerminal
 
 SIZE = (120, 40)
@@ -62,14 +63,16 @@ async def shoot(out: Path) -> None:
     os.chdir(RECIPES.parent)  # so the Build dialog's default recipe path exists
     app = MivApp(miv, refresh_interval=0.5)
     async with app.run_test(size=SIZE) as pilot:
-        await _until(pilot, lambda: app.query_one("#vms").row_count >= 2, 30)
+        vms_table = app.query_one("#vms", VmsTable)
+        await _until(pilot, lambda: vms_table.row_count >= 2, 30)
         await _until(pilot, lambda: "(" in app.accel_text, 60)
         await pilot.pause(2)
         app.save_screenshot(str(out / "main.svg"))
 
-        app.query_one("#vms").focus()
+        vms_table.focus()
         await pilot.pause(0.2)
-        app.query_one("#vms").move_cursor(row=[v.name for v in app.snapshot.vms].index("web"))
+        assert app.snapshot is not None
+        vms_table.move_cursor(row=[v.name for v in app.snapshot.vms].index("web"))
         await pilot.press("a")
         await _until(pilot, lambda: bool(app.query(SerialTerminal)), 10)
         term = app.query_one(SerialTerminal)

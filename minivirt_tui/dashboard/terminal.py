@@ -3,8 +3,9 @@
 Bytes from the serial socket feed a pyte ``ByteStream`` (UTF-8 decoded incrementally)
 into a screen that keeps rows scrolling off the top as scrollback; rows that changed are
 redrawn on a 60 Hz tick, as cached ``Strip`` s. A flood of plain lines takes a fast path
-that feeds pyte only what stays on screen, so the pane keeps up with ~1 MB/s. Keys go to the VM; the guest's cursor-position queries (busybox's shell
-sends ``ESC[6n`` at each prompt) are answered. On attach, recent output from the
+that feeds pyte only what stays on screen, so the pane keeps up with ~1 MB/s. Keys go
+to the VM; the guest's cursor-position queries (busybox's shell sends ``ESC[6n`` at
+each prompt) are answered. On attach, recent output from the
 serial log is shown first. When the VM stops the view says so and re-attaches when it
 runs again (a reboot inside the guest keeps the connection). Ctrl-] gives focus back
 to the dashboard; shift+PageUp/PageDown scroll back.
