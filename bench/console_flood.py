@@ -71,43 +71,51 @@ async def baseline(vm_dir: Path) -> tuple[float, list[float]]:
     return rate, latencies
 
 
+class Counter:
+    """Wraps a console pane's feed: bytes taken in, and when a typed 'Z' came back."""
+
+    def __init__(self, term: object) -> None:
+        self.received = 0
+        self.seen_at: list[float] = []
+        original = type(term).feed
+
+        def feed(data: bytes) -> None:
+            self.received += len(data)
+            original(term, data)
+            if b"Z" in data:
+                self.seen_at.append(time.perf_counter())
+
+        term.feed = feed  # type: ignore[attr-defined]
+
+    async def echo_latencies(self, pilot: object, term: object, probes: int = PROBES) -> list[float]:
+        """Type 'Z' ``probes`` times; until its echo reached the pane, plus one 60 Hz frame."""
+        latencies = []
+        for _ in range(probes):
+            self.seen_at.clear()
+            sent = time.perf_counter()
+            term.send(b"Z")  # type: ignore[attr-defined]
+            await pilot.pause(0.5)  # type: ignore[attr-defined]
+            if self.seen_at:
+                latencies.append(self.seen_at[0] - sent + 1 / 60)
+        return latencies
+
+
 async def dashboard(miv: Minivirt) -> tuple[float, list[float]]:
     from minivirt_tui.dashboard.app import MivApp
-    from minivirt_tui.dashboard.terminal import SerialTerminal
-
     app = MivApp(miv, probe_accel=False)
-    received = 0
-    seen_at: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
         term = app.open_console("flood", show_log=False)
         while not term.attached:
             await pilot.pause(0.05)
-        original = SerialTerminal.feed
-
-        def counting_feed(data: bytes) -> None:
-            nonlocal received
-            received += len(data)
-            original(term, data)
-            if b"Z" in data:
-                seen_at.append(time.perf_counter())
-
-        term.feed = counting_feed  # type: ignore[method-assign]
+        counter = Counter(term)
         term.send(b"\r")
         await pilot.pause(1)
         term.send(FLOOD)
         await pilot.pause(1)
-        received = 0
+        counter.received = 0
         start = time.perf_counter()
-        latencies = []
-        while time.perf_counter() - start < WINDOW and len(latencies) < PROBES:
-            seen_at.clear()
-            sent = time.perf_counter()
-            term.send(b"Z")
-            await pilot.pause(0.5)
-            if seen_at:
-                # Fed to the terminal at seen_at[0]; on screen at the next 60 Hz tick at the latest.
-                latencies.append(seen_at[0] - sent + 1 / 60)
-        rate = received / (time.perf_counter() - start)
+        latencies = await counter.echo_latencies(pilot, term)
+        rate = counter.received / (time.perf_counter() - start)
         term.send(b"\x03")
         await pilot.pause(1)
     return rate, latencies
@@ -153,35 +161,17 @@ async def synthetic(rate: float = 1e6) -> tuple[float, float, list[float]]:
 
         server = await asyncio.start_unix_server(serve, path=str(vm_dir / "serial.sock"))
         app = MivApp(miv, probe_accel=False, refresh_interval=3600)
-        seen_at: list[float] = []
-        received = 0
         async with app.run_test(size=(120, 40)) as pilot:
             term = app.open_console("synthetic", show_log=False)
             while not term.attached:
                 await pilot.pause(0.05)
-            original = type(term).feed
-
-            def counting_feed(data: bytes) -> None:
-                nonlocal received
-                received += len(data)
-                original(term, data)
-                if b"Z" in data:
-                    seen_at.append(time.perf_counter())
-
-            term.feed = counting_feed  # type: ignore[method-assign]
+            counter = Counter(term)
             await pilot.pause(1)
-            received, offered_start, start = 0, sent_total, time.perf_counter()
-            latencies = []
-            for _ in range(PROBES):
-                seen_at.clear()
-                sent = time.perf_counter()
-                term.send(b"Z")
-                await pilot.pause(0.5)
-                if seen_at:
-                    latencies.append(seen_at[0] - sent + 1 / 60)
+            counter.received, offered_start, start = 0, sent_total, time.perf_counter()
+            latencies = await counter.echo_latencies(pilot, term)
             elapsed = time.perf_counter() - start
             offered = (sent_total - offered_start) / elapsed
-            took = received / elapsed
+            took = counter.received / elapsed
         server.close()
         return offered, took, latencies
 

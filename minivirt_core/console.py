@@ -17,9 +17,15 @@ from . import layout
 from .errors import Conflict, NotFound, Timeout
 from .qemu.sockets import open_unix
 
+# Queries a terminal answers by typing (cursor position ESC[6n, status ESC[5n, device
+# attributes ESC[c / ESC[>c). In replayed history they are stale: answering them would
+# type garbage into the guest.
+_QUERIES = re.compile(rb"\x1b\[[0-9;?>]*[nc]")
+
 
 def log_tail(vm_dir: Path, max_bytes: int = 8192) -> bytes:
-    """The last bytes of the serial log, starting at a line boundary when possible."""
+    """The last bytes of the serial log, starting at a line boundary when possible, with
+    terminal queries removed (the log is history; only the live stream may ask)."""
     path = vm_dir / layout.VM_SERIAL_LOG
     try:
         with open(path, "rb") as f:
@@ -30,7 +36,7 @@ def log_tail(vm_dir: Path, max_bytes: int = 8192) -> bytes:
         return b""
     if len(data) == max_bytes and b"\n" in data:
         data = data[data.index(b"\n") + 1 :]
-    return data
+    return _QUERIES.sub(b"", data)
 
 
 async def follow_log(vm_dir: Path, from_start: bool = True, poll: float = 0.1) -> AsyncIterator[bytes]:

@@ -75,3 +75,19 @@ def test_fast_path_is_taken_for_floods() -> None:
     term.feed(b"$ seq 1 100000\r\n")
     assert term._feed_fast(b"".join(b"%d\r\n" % i for i in range(5000)))
     assert not term._feed_fast(b"\x1b[31m" + b"red\r\n" * 2000)  # escapes: the byte-exact path
+
+
+def test_replayed_log_asks_the_terminal_nothing(tmp_path: Path) -> None:
+    """Regression: replaying the serial log re-sent the guest's old ESC[6n queries; the
+    terminal answered them, and the answers were typed into the guest as garbage."""
+    from minivirt_core.console import log_tail
+
+    (tmp_path / "serial.log").write_bytes(b"tiny login: root\r\n\x1b[6ntiny:~# \x1b[6nls\r\n\x1b[1;34mbin\x1b[0m\r\n"
+                                          b"\x1b[c\x1b[>c\x1b[5n")
+    tail = log_tail(tmp_path)
+    assert tail == b"tiny login: root\r\ntiny:~# ls\r\n\x1b[1;34mbin\x1b[0m\r\n"
+    term = SerialTerminal("t", tmp_path)
+    term.feed(tail)
+    assert term._unsent == []  # no reply was queued for the guest
+    term.feed(b"\x1b[6n")  # a live query is answered
+    assert term._unsent == [b"\x1b[1;1R"] or term._unsent[0].endswith(b"R")

@@ -76,3 +76,43 @@ def test_tui_in_a_real_terminal(tiny_db: Path) -> None:
     finally:
         term.close()
         miv(tiny_db, "destroy", "e2e", rc=None)
+
+
+def test_cli_console_and_interactive_ssh_in_a_real_terminal(tiny_db: Path) -> None:
+    miv(tiny_db, "create", "tiny", "tty", "-m", "200")
+    term = Tmux(f"miv-cli-{time.monotonic_ns()}", tiny_db)
+    try:
+        term.keys(f"{MIV} start tty", "Enter")  # attached to the serial console
+        term.wait("Ctrl-] to detach", 30)
+        term.wait("login:", 90)
+        term.keys("root", literal=True)
+        term.keys("Enter")
+        time.sleep(1.5)
+        term.keys("echo from-$((6*7))", literal=True)
+        term.keys("Enter")
+        term.wait("from-42", 20)
+        term.keys("C-]")
+        term.wait("[detached]", 10)
+        assert b'"running"' in miv(tiny_db, "ps", "--json").stdout  # detaching leaves it running
+        term.keys("clear", "Enter")
+        term.keys(f"{MIV} console tty", "Enter")
+        screen = term.wait("Ctrl-] to detach", 20)
+        assert "from-42" in screen  # recent output first
+        term.keys("C-]")
+        screen = term.wait("[detached]", 10)
+        assert ";1R" not in screen and "R^[" not in screen  # no stale terminal answers typed
+        term.keys("clear", "Enter")
+        term.keys(f"{MIV} ssh tty", "Enter")
+        time.sleep(3)
+        term.keys("tty; stty size", literal=True)
+        term.keys("Enter")
+        screen = term.wait("/dev/pts/", 30)
+        assert "40 120" in screen
+        term.keys("exit 5", literal=True)
+        term.keys("Enter")
+        term.keys("echo rc=$?", literal=True)
+        term.keys("Enter")
+        term.wait("rc=5", 15)
+    finally:
+        term.close()
+        miv(tiny_db, "destroy", "tty", rc=None)

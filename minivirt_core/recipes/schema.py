@@ -33,7 +33,7 @@ STEP_KEYS = {"uses", "with", "name", "if_arch", "timeout"}
 CONSOLE_KEYS = {"send", "wait", "timeout", "name", "if_arch", "uses", "with"}
 CONSOLE_USES = {"ssh_poweroff", "create_disk_image", "download", "cloud_init_iso", "detach", "host"}
 SSH_KEYS = {"run", "name", "if_arch", "continue_on_error", "timeout", "uses", "with"}
-SSH_USES: dict[str, tuple[set[str], set[str]]] = {"copy": ({"src", "dest"}, set())}
+SSH_USES: dict[str, tuple[set[str], set[str]] | None] = {"copy": ({"src", "dest"}, set())}
 TEST_KEYS = {"name", "run", "expect", "timeout"}
 TOP_KEYS = {"from", "memory", "cpus", "steps", "tests", "name", "description"}
 ATTACH_TYPES = ("disk", "cdrom")
@@ -171,38 +171,28 @@ class _Checker:
         self.scalars(settings, (*path, "with"), where)
         return settings
 
-    def console_steps(self, steps: Any, path: PathKey, outer: str) -> None:
+    def nested_steps(self, steps: Any, path: PathKey, outer: str, label: str, allowed: set[str],
+                     uses: dict[str, tuple[set[str], set[str]] | None], needs: tuple[str, ...]) -> None:
+        """Check the ``steps`` of a ``run_console`` (console steps) or ``run`` (SSH steps).
+
+        ``uses`` maps the step kinds allowed inside to their ``with`` spec (None: no
+        ``with``); a step that uses none of them needs one of the ``needs`` keys."""
         if not isinstance(steps, list) or not steps:
             raise self.fail(path, f"{outer}: 'steps' must be a non-empty list")
         for i, raw in enumerate(steps):
             p = (*path, i)
-            where = f"{outer}, console step {i + 1}"
+            where = f"{outer}, {label} {i + 1}"
             step = self.mapping(raw, p, where)
-            self.keys(step, CONSOLE_KEYS, p, where)
+            self.keys(step, allowed, p, where)
             self.scalars(step, p, where)
             if "uses" in step:
-                uses = self.kind(step["uses"], CONSOLE_USES, (*p, "uses"), where)
-                if uses != "ssh_poweroff":
-                    self.with_block(step, uses, STEP_KINDS[uses], p, f"{where} ({uses})")
-            elif "send" not in step and "wait" not in step:
-                raise self.fail(p, f"{where}: needs 'send', 'wait' or 'uses'")
+                kind = self.kind(step["uses"], set(uses), (*p, "uses"), where)
+                if (spec := uses[kind]) is not None:
+                    self.with_block(step, kind, spec, p, f"{where} ({kind})")
+            elif not any(key in step for key in needs):
+                raise self.fail(p, f"{where}: needs {', '.join(repr(k) for k in needs)} or 'uses'")
             if "wait" in step:
                 _check_regex(self, step["wait"], (*p, "wait"), where)
-
-    def ssh_steps(self, steps: Any, path: PathKey, outer: str) -> None:
-        if not isinstance(steps, list) or not steps:
-            raise self.fail(path, f"{outer}: 'steps' must be a non-empty list")
-        for i, raw in enumerate(steps):
-            p = (*path, i)
-            where = f"{outer}, SSH step {i + 1}"
-            step = self.mapping(raw, p, where)
-            self.keys(step, SSH_KEYS, p, where)
-            self.scalars(step, p, where)
-            if "uses" in step:
-                uses = self.kind(step["uses"], set(SSH_USES), (*p, "uses"), where)
-                self.with_block(step, uses, SSH_USES[uses], p, f"{where} ({uses})")
-            elif "run" not in step:
-                raise self.fail(p, f"{where}: needs 'run'")
 
 
 def _check_regex(checker: _Checker, pattern: str, path: PathKey, where: str) -> None:
@@ -243,9 +233,12 @@ def validate(source: Source, path: Path) -> Recipe:
         c.scalars({k: v for k, v in step.items() if k != "with"}, p, where)
         settings = c.with_block(step, uses, STEP_KINDS[uses], p, where)
         if uses == "run_console":
-            c.console_steps(settings["steps"], (*p, "with", "steps"), where)
+            inner = {kind: (None if kind == "ssh_poweroff" else STEP_KINDS[kind]) for kind in CONSOLE_USES}
+            c.nested_steps(settings["steps"], (*p, "with", "steps"), where, "console step", CONSOLE_KEYS, inner,
+                           ("send", "wait"))
         elif uses == "run":
-            c.ssh_steps(settings["steps"], (*p, "with", "steps"), where)
+            c.nested_steps(settings["steps"], (*p, "with", "steps"), where, "SSH step", SSH_KEYS, dict(SSH_USES),
+                           ("run",))
         steps.append(Step(i + 1, uses, settings, step.get("name"), step.get("if_arch"), step.get("timeout"), p))
     tests = []
     raw_tests = top.get("tests") or []
