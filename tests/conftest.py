@@ -81,10 +81,18 @@ def tiny_db(db: Path, tiny_image: TinyImage) -> Path:
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory):
-    """A SeaweedFS S3 server on 127.0.0.1: an admin key, anonymous read of the bucket."""
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A SeaweedFS S3 server on 127.0.0.1, for the whole session: an admin key, and
+    anonymous read of the bucket."""
     from .s3server import S3Server
 
     server = S3Server(tmp_path_factory.mktemp("s3")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """The S3 server with an empty bucket (tests must not see each other's objects)."""
+    s3_server.clear()
+    return s3_server

@@ -277,3 +277,25 @@ async def test_job_output_drops_terminal_control_sequences(db: Path) -> None:
         lines = view.query_one("Log").lines
         assert lines[:2] == ["tiny login: ", "green done"]
         assert not any("\x1b" in line or "\x07" in line for line in lines)
+
+
+@pytest.mark.vm
+async def test_cancelling_a_build_job(tiny_db: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text("from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                      "        - run: sleep 600\n")
+    app = make_app(tiny_db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("b")
+        await fill_form(pilot, recipe=str(recipe), tags="never")
+        await until(pilot, lambda: bool(app.query(JobView)), 5, "the build tab")
+        view = app.query_one(JobView)
+        await until(pilot, lambda: any(n.startswith("build-") and running(tiny_db, n)
+                                       for n in os.listdir(tiny_db / "vms")), 60, "the build VM")
+        await pilot.press("4")  # focus the output area (the job's log), as a person would
+        await pilot.press("ctrl+x")
+        await until(pilot, lambda: view.finished, 60, "the cancellation")
+        assert view.status_text == "cancelled"
+        await until(pilot, lambda: os.listdir(tiny_db / "vms") == [], 30, "the build VM to go")
+        assert not (tiny_db / "images" / "never").exists()
+        assert os.listdir(tiny_db / "staging") == []

@@ -248,3 +248,20 @@ def test_download_wrong_sha256_fails(tiny_db: Path, tmp_path: Path, http: Static
     err = build_error(tiny_db, _download_recipe(tmp_path, url, "0" * 64))
     assert "the recipe expects " + "0" * 64 in err
     assert os.listdir(tiny_db / "cache") == []
+
+
+def test_copy_steps_and_step_timeout(tiny_db: Path, tmp_path: Path) -> None:
+    (tmp_path / "payload.txt").write_text("copied by the recipe\n")
+    r = write(tmp_path, "from: tiny\nmemory: 200\ncpus: 1\nsteps:\n"
+                        "  - uses: copy\n    with: {src: payload.txt, dest: /root/one.txt}\n"
+                        "  - uses: run\n    with:\n      steps:\n"
+                        "        - uses: copy\n          with: {src: payload.txt, dest: /root/two.txt}\n"
+                        "        - run: cat /root/one.txt /root/two.txt > /root/both.txt\n"
+                        "tests:\n  - run: cat /root/both.txt\n"
+                        "    expect: \"copied by the recipe\\ncopied by the recipe\"\n")
+    miv(tiny_db, "build", str(r), "--tag", "copied")
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - name: too slow\n    uses: run\n    timeout: 20\n"
+                        "    with:\n      steps:\n        - run: sleep 600\n", "slow.yaml")
+    err = build_error(tiny_db, r)
+    assert "step 1 (too slow) did not finish within 20 s" in err
+    assert db_entries(tiny_db)["vms"] == []

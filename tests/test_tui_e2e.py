@@ -64,6 +64,15 @@ def test_tui_in_a_real_terminal(tiny_db: Path) -> None:
         assert "uname -a" in screen
         term.keys("C-]")  # back to the dashboard
         time.sleep(0.5)
+        # SSH from the dashboard: it steps aside for a real session, then comes back.
+        term.keys("h")
+        time.sleep(3)
+        term.keys("echo ssh-$((20+3)) && hostname", literal=True)
+        term.keys("Enter")
+        term.wait("ssh-23", 30)
+        term.keys("exit", literal=True)
+        term.keys("Enter")
+        term.wait("Images [1]", 20)
         term.keys("q")
         term.wait("$ ", 20)
         # The terminal is sane: canonical mode and echo are back, and the shell works.
@@ -110,6 +119,9 @@ def test_cli_console_and_interactive_ssh_in_a_real_terminal(tiny_db: Path) -> No
         assert "40 120" in screen
         term.keys("exit 5", literal=True)
         term.keys("Enter")
+        deadline = time.monotonic() + 15
+        while not term.screen().rstrip().endswith("$") and time.monotonic() < deadline:
+            time.sleep(0.2)  # keys typed before `miv ssh` has returned would go to the closed session
         term.keys("echo rc=$?", literal=True)
         term.keys("Enter")
         term.wait("rc=5", 15)

@@ -238,3 +238,19 @@ def test_vm_names_are_validated(tiny_db: Path) -> None:
     miv(tiny_db, "create", "tiny", "dup")
     assert b"already exists" in miv(tiny_db, "create", "tiny", "dup", rc=1).stderr
     assert b"no image named 'nope'" in miv(tiny_db, "create", "nope", "x", rc=1).stderr
+
+
+def test_snapshot_discards_writes_and_disk_grows(tiny_db: Path) -> None:
+    miv(tiny_db, "create", "tiny", "snap", "-m", "200", "--disk", "2G")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U",
+                                      str(tiny_db / "vms" / "snap" / "disk.qcow2")],
+                                     capture_output=True, check=True).stdout)
+    assert info["virtual-size"] == 2 << 30
+    miv(tiny_db, "start", "snap", "--daemon", "--snapshot", "--wait-for-ssh", BOOT)
+    miv(tiny_db, "ssh", "snap", "echo gone > /root/scratch && sync")
+    miv(tiny_db, "kill", "snap")
+    miv(tiny_db, "start", "snap", "--daemon", "--wait-for-ssh", BOOT)
+    try:
+        assert miv(tiny_db, "ssh", "snap", "cat /root/scratch", rc=1).returncode == 1
+    finally:
+        miv(tiny_db, "destroy", "snap")
