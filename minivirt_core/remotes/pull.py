@@ -1,9 +1,9 @@
 """Pull: tag -> id -> (already here? just tag) -> stream the .tgz into a verified import.
 
-The download is appended to ``cache/pull-<id>.tgz.part`` while it is fed, through a
-bounded queue, to a :class:`~minivirt_core.archive.TarImporter` on a worker thread
-(gunzip, member checks, hashing, writing to staging), so the network and the import
-overlap and memory stays flat. An interrupted pull keeps the ``.part`` file; the next
+The download is appended to ``cache/pull-<id>.tgz.part`` by one thread while it is
+fed, through a bounded queue, to a :class:`~minivirt_core.archive.TarImporter` on
+another (gunzip, member checks, hashing, writing to staging), so the network and the
+import overlap and memory stays flat. An interrupted pull keeps the ``.part`` file; the next
 pull replays it into a fresh import and asks the server only for the rest (HTTP Range).
 If the id computed from the files differs from the remote's tag, nothing is imported.
 """
@@ -11,13 +11,15 @@ If the id computed from the files differs from the remote's tag, nothing is impo
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import os
+import queue
+import threading
 from pathlib import Path
 
-from ..archive import CHUNK, Progress, ProgressCallback, TarImporter
+from ..archive import CHUNK, ProgressCallback, TarImporter
 from ..database import Database
-from ..download import USER_AGENT, HttpStatusError, http_client, with_retries
+from ..download import Cancelled, HttpStatusError, Restart, get_small, in_thread, stream_body
 from ..errors import ExternalError, InvalidInput, NotFound
 from ..images import ImageStore
 from ..names import is_image_id
@@ -26,37 +28,43 @@ from .store import PullResult, Remote
 QUEUE_DEPTH = 8  # pieces of up to 1 MiB waiting for the importer
 
 
-class _Restart(Exception):
-    """The server ignored our Range request: start the import over."""
+def _download_and_import(url: str, part: Path, importer: TarImporter, progress: ProgressCallback | None,
+                         cancel: threading.Event) -> int:  # (cancel comes last: see in_thread)
+    """On this thread: replay ``part`` then download the rest (appending to ``part``);
+    on a second thread: gunzip, check, hash and write each piece as it comes."""
+    pieces: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
+    failure: list[BaseException] = []
 
+    def consume() -> None:
+        try:
+            while (data := pieces.get()) is not None:
+                importer.feed(data)
+        except BaseException as e:
+            failure.append(e)
+            while pieces.get() is not None:  # keep draining so the producer never blocks
+                pass
 
-class _ImportPipe:
-    """Feeds an importer on a worker thread from a bounded queue."""
+    def sink(data: bytes) -> None:
+        if failure:
+            raise failure[0]
+        pieces.put(data)
 
-    def __init__(self, dest: Path) -> None:
-        self.importer = TarImporter(dest)
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
-        self.task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while (data := await self.queue.get()) is not None:
-            await asyncio.to_thread(self.importer.feed, data)
-
-    async def feed(self, data: bytes) -> None:
-        if self.task.done():
-            self.task.result()  # raise the importer's error now
-        await self.queue.put(data)
-
-    async def finish(self) -> str:
-        await self.queue.put(None)
-        await self.task
-        return await asyncio.to_thread(self.importer.finish)
-
-    async def abort(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-        self.importer.close()
+    worker = threading.Thread(target=consume, name="miv-import", daemon=True)
+    worker.start()
+    try:
+        if part.exists():
+            with open(part, "rb") as f:
+                while data := f.read(CHUNK):
+                    if cancel.is_set():
+                        raise Cancelled()
+                    sink(data)
+        stream_body(url, part, sink, progress, cancel)
+    finally:
+        pieces.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return part.stat().st_size
 
 
 async def read_tag(remote: Remote, tag: str) -> str:
@@ -68,18 +76,13 @@ async def read_tag(remote: Remote, tag: str) -> str:
             raise NotFound(f"tag {tag!r} not found on remote {remote.name}") from e
     else:
         url = f"{remote.url}/tags/{tag}"
-        async with http_client() as client:
-
-            async def once() -> bytes:
-                response = await client.get(url)
-                if response.status_code == 404:
-                    raise NotFound(f"tag {tag!r} not found on remote {remote.name}",
-                                   hint=f"`miv remote ls {remote.name}` lists its tags, where the store allows it.")
-                if response.status_code >= 400:
-                    raise HttpStatusError(url, response.status_code)
-                return response.content[:1024]
-
-            text = await with_retries(url, once)
+        try:
+            text = await asyncio.to_thread(get_small, url, 1024)
+        except HttpStatusError as e:
+            if e.status == 404:
+                raise NotFound(f"tag {tag!r} not found on remote {remote.name}",
+                               hint=f"`miv remote ls {remote.name}` lists its tags, where the store allows it.") from e
+            raise
     image_id = text.decode(errors="replace").strip()
     if not is_image_id(image_id):
         raise InvalidInput(f"remote {remote.name}: tags/{tag} holds {image_id[:80]!r}, not an image id",
@@ -133,68 +136,23 @@ async def _pull_http(db: Database, remote: Remote, image_id: str, staging: objec
     for _attempt in range(2):
         for leftover in staging.path.iterdir():
             leftover.unlink()
-        pipe = _ImportPipe(staging.path)
+        importer = TarImporter(staging.path)
         try:
-            size = await _download_into(url, part, pipe, progress)
-            image = await pipe.finish()
-        except _Restart:
-            await pipe.abort()
-            part.unlink(missing_ok=True)
+            size = await in_thread(functools.partial(_download_and_import, url, part, importer, progress))
+            image = await asyncio.to_thread(importer.finish)
+        except Restart:
+            part.unlink(missing_ok=True)  # the server ignored Range: start over once
             continue
         except HttpStatusError as e:
-            await pipe.abort()
             part.unlink(missing_ok=True)
             if e.status == 404:
                 raise NotFound(f"remote {remote.name} has the tag but not the image {image_id}.tgz") from e
             raise
         except InvalidInput:
-            await pipe.abort()
             part.unlink(missing_ok=True)  # bad data: never resume from it
             raise
-        except BaseException:
-            await pipe.abort()  # interrupted: keep the .part file to resume from
-            raise
+        finally:
+            importer.close()  # interrupted: the .part file stays, to resume from
         part.unlink(missing_ok=True)
         return image, size
     raise ExternalError(f"{url}: the server keeps ignoring range requests")
-
-
-async def _download_into(url: str, part: Path, pipe: _ImportPipe, progress: ProgressCallback | None) -> int:
-    """Replay ``part`` into the pipe, then download the rest, appending to ``part`` too."""
-    if part.exists():
-        with open(part, "rb") as f:
-            while data := await asyncio.to_thread(f.read, CHUNK):
-                await pipe.feed(data)
-    async with http_client() as client:
-
-        async def once() -> None:
-            offset = part.stat().st_size if part.exists() else 0
-            headers = {"User-Agent": USER_AGENT}
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-            async with client.stream("GET", url, headers=headers) as response:
-                if response.status_code == 416 and offset:
-                    return  # we have it all already
-                if response.status_code >= 400:
-                    raise HttpStatusError(url, response.status_code)
-                if response.status_code == 206:
-                    tail = response.headers.get("content-range", "").rsplit("/", 1)[-1]
-                    total = int(tail) if tail.isdigit() else None
-                elif offset:
-                    raise _Restart()  # the server ignored Range and sends it all again
-                else:
-                    length = response.headers.get("content-length")
-                    total = int(length) if length and length.isdigit() else None
-                position = offset
-                with open(part, "ab") as f:
-                    async for chunk in response.aiter_raw(CHUNK):
-                        f.write(chunk)
-                        await pipe.feed(chunk)
-                        position += len(chunk)
-                        if progress:
-                            progress(Progress(position, total))
-                if total is not None and position != total:
-                    raise ExternalError(f"{url}: the server sent {position} of {total} bytes")
-
-        await with_retries(url, once)
-    return part.stat().st_size

@@ -2,8 +2,9 @@
 
 To S3 the tar is compressed and uploaded as it is produced, as a multipart upload: no
 temporary copy on disk. Each 8 MiB of tar becomes its own gzip member, compressed on a
-worker thread (zlib releases the GIL, so all cores help); gzip readers treat the
-members as one stream (gzip(1), ``tar xz``, and our own pull). A few parts are in
+worker thread (zlib releases the GIL, so all cores help), or stored as is when samples
+show it would not shrink; gzip readers treat the members as one stream (gzip(1),
+``tar xz``, and our own pull). A few parts are in
 flight at once, so memory stays bounded (about 100 MiB at most).
 """
 
@@ -13,7 +14,7 @@ import asyncio
 import os
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,28 @@ from .store import PushResult, Remote
 PIECE = 8 << 20  # tar bytes per gzip member
 PART = 8 << 20  # compressed bytes per S3 part (S3 wants >= 5 MiB but for the last)
 COMPRESSORS = max(2, min(4, os.cpu_count() or 2))
-UPLOADS_IN_FLIGHT = 3
+UPLOADS_IN_FLIGHT = 4
 GZIP_LEVEL = 1
 
 
+BLOCK = 256 << 10  # the unit of the deflate-or-store decision
+SAMPLE = 16 << 10
+INCOMPRESSIBLE = 0.9  # a sample that does not shrink below this ratio is not worth deflating
+
+
 def gzip_member(data: bytes) -> bytes:
-    """``data`` as one complete gzip member."""
-    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    return z.compress(data) + z.flush()
+    """``data`` as gzip members of up to 256 KiB of input each: deflated, or stored as is
+    when a sample shows it would not shrink (random or already-compressed data barely
+    does, and deflating it runs at ~30 MB/s per core here against ~450 MB/s for storing).
+    Concatenated members are one gzip stream to every reader."""
+    out = []
+    for start in range(0, len(data), BLOCK):
+        block = data[start : start + BLOCK]
+        sample = block[:SAMPLE]
+        level = GZIP_LEVEL if len(zlib.compress(sample, GZIP_LEVEL)) < INCOMPRESSIBLE * len(sample) else 0
+        z = zlib.compressobj(level, zlib.DEFLATED, 31)
+        out.append(z.compress(block) + z.flush())
+    return b"".join(out)
 
 
 def _pieces(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
@@ -175,7 +190,7 @@ def _push_s3(remote: Remote, image: Image, tag: str, progress: ProgressCallback 
         uploaded = False
         written = 0
         if not _exists(s3, bucket, key):
-            written = _multipart(s3, bucket, key, image.path, progress)
+            written = _multipart(s3, bucket, key, compressed_stream(image.path, progress))
             uploaded = True
         s3.put_object(Bucket=bucket, Key=f"tags/{tag}", Body=image.id.encode(), ContentType="text/plain")
     except (ClientError, BotoCoreError) as e:
@@ -206,7 +221,7 @@ def _no_such_bucket(e: Exception) -> Exception:
     return ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no such bucket"}}, e.operation_name)
 
 
-def _multipart(s3: Any, bucket: str, key: str, image_path: Path, progress: ProgressCallback | None) -> int:
+def _multipart(s3: Any, bucket: str, key: str, members: Iterable[bytes]) -> int:
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/gzip")["UploadId"]
     written = 0
     try:
@@ -220,7 +235,7 @@ def _multipart(s3: Any, bucket: str, key: str, image_path: Path, progress: Progr
 
             buf = bytearray()
             number = 1
-            for member in compressed_stream(image_path, progress):
+            for member in members:
                 buf += member
                 if len(buf) >= PART:
                     in_flight.append(pool.submit(send, number, bytes(buf)))
