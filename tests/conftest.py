@@ -18,12 +18,33 @@ TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "libc6"]
 
 
+def kill_qemus_under(folder: Path) -> list[int]:
+    """Kill every QEMU whose working directory is inside ``folder`` (a test's databases)."""
+    import signal
+
+    killed = []
+    root = str(folder.resolve())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd").startswith(root) and b"qemu-system" in Path(
+                    f"/proc/{entry}/cmdline").read_bytes():
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+        except OSError:
+            continue
+    return killed
+
+
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty database folder; MINIVIRT_DB_PATH points at it."""
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An empty database folder; MINIVIRT_DB_PATH points at it. A VM a failed test left
+    running is killed afterwards, so it cannot slow down the tests (or benchmarks) after it."""
     path = tmp_path / "db"
     monkeypatch.setenv("MINIVIRT_DB_PATH", str(path))
-    return path
+    yield path
+    kill_qemus_under(tmp_path)
 
 
 def _tiny_cache_key() -> str:

@@ -212,3 +212,22 @@ def test_remote_commands(db: Path, s3) -> None:
     for url, msg in (("ftp://x/y", "use http://, https:// or file://"), ("https://host", "end in the bucket name"),
                      ("file://relative", "file:///absolute/path")):
         assert msg.encode() in miv(db, "remote", "add", "bad", url, rc=1).stderr
+
+
+@pytest.mark.parametrize("layout", ["zeros", "random", "text", "mixed", "tiny", "odd"])
+def test_push_compression_is_one_gzip_stream(layout: str) -> None:
+    """Stored, deflated and shared zero blocks all decompress as one stream, and
+    incompressible data is not inflated by more than the members' headers."""
+    from minivirt_core.remotes.push import BLOCK, gzip_member
+
+    data = {
+        "zeros": bytes(3 * BLOCK), "random": os.urandom(3 * BLOCK), "text": b"minivirt " * 100000,
+        "mixed": os.urandom(BLOCK) + bytes(BLOCK) + b"abc" * 90000 + bytes(BLOCK // 2),
+        "tiny": b"x", "odd": os.urandom(BLOCK + 17) + bytes(BLOCK - 5),
+    }[layout]
+    packed = gzip_member(data)
+    assert gzip.decompress(packed) == data
+    if layout == "random":
+        assert len(packed) < len(data) * 1.01
+    if layout in ("zeros", "text"):
+        assert len(packed) < len(data) // 50

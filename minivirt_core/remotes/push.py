@@ -28,13 +28,24 @@ from .store import PushResult, Remote
 PIECE = 8 << 20  # tar bytes per gzip member
 PART = 8 << 20  # compressed bytes per S3 part (S3 wants >= 5 MiB but for the last)
 COMPRESSORS = max(2, min(4, os.cpu_count() or 2))
-UPLOADS_IN_FLIGHT = 4
+UPLOADS_IN_FLIGHT = 3
 GZIP_LEVEL = 1
 
 
 BLOCK = 256 << 10  # the unit of the deflate-or-store decision
-SAMPLE = 16 << 10
+SAMPLE = 4 << 10  # random data does not shrink at any size; a small sample is cheap
 INCOMPRESSIBLE = 0.9  # a sample that does not shrink below this ratio is not worth deflating
+
+
+_ZERO_BLOCK = bytes(BLOCK)
+_ZERO_MEMBER: list[bytes] = []
+
+
+def _zero_member() -> bytes:
+    if not _ZERO_MEMBER:
+        z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        _ZERO_MEMBER.append(z.compress(_ZERO_BLOCK) + z.flush())
+    return _ZERO_MEMBER[0]
 
 
 def gzip_member(data: bytes) -> bytes:
@@ -45,6 +56,9 @@ def gzip_member(data: bytes) -> bytes:
     out = []
     for start in range(0, len(data), BLOCK):
         block = data[start : start + BLOCK]
+        if block == _ZERO_BLOCK:  # zeroed disk space: the same member every time
+            out.append(_zero_member())
+            continue
         sample = block[:SAMPLE]
         level = GZIP_LEVEL if len(zlib.compress(sample, GZIP_LEVEL)) < INCOMPRESSIBLE * len(sample) else 0
         z = zlib.compressobj(level, zlib.DEFLATED, 31)
