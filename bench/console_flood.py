@@ -104,7 +104,7 @@ async def dashboard(miv: Minivirt) -> tuple[float, list[float]]:
     from minivirt_tui.dashboard.app import MivApp
     app = MivApp(miv, probe_accel=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        term = app.open_console("flood", show_log=False)
+        term = await app.open_console("flood", show_log=False)
         while not term.attached:
             await pilot.pause(0.05)
         counter = Counter(term)
@@ -162,7 +162,7 @@ async def synthetic(rate: float = 1e6) -> tuple[float, float, list[float]]:
         server = await asyncio.start_unix_server(serve, path=str(vm_dir / "serial.sock"))
         app = MivApp(miv, probe_accel=False, refresh_interval=3600)
         async with app.run_test(size=(120, 40)) as pilot:
-            term = app.open_console("synthetic", show_log=False)
+            term = await app.open_console("synthetic", show_log=False)
             while not term.attached:
                 await pilot.pause(0.05)
             counter = Counter(term)

@@ -76,7 +76,7 @@ def test_console_tab(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await settle(pilot)
         app = pilot.app
-        term = app.open_console("web", show_log=False)
+        term = await app.open_console("web", show_log=False)
         term.reconnect = False
         await pilot.pause(0.3)
         term.feed(b"\x1b[2J\x1b[H\x1b[1;32mtiny login:\x1b[0m root\r\n"

@@ -1,0 +1,139 @@
+"""The Images pane's actions: run, create VM, tag, untag, push, save, prune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import DashboardBase
+from .modals import ConfirmModal, Field, FormModal
+from .output import JobView
+
+
+class ImageActions(DashboardBase):
+    """Mixed into :class:`~minivirt_tui.dashboard.app.MivApp`."""
+
+    def action_tag_image(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+
+        def go(values: dict[str, str]) -> None:
+            async def run() -> str:
+                changes = self.miv.images.tag(image_id, [values["tag"]])
+                moved = f" (moved from {changes[0].previous_id[:12]})" if changes[0].previous_id else ""
+                return f"tagged {image_id[:12]} as {values['tag']}{moved}"
+
+            self.operation("tag", run())
+
+        self.ask(FormModal(f"Tag image {self._image_label(image_id)}", [Field("tag", "New tag")], "Tag"), go)
+
+    def action_untag_image(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+        tags = self._image_tags(image_id)
+        if not tags:
+            self.notify("This image has no tags", severity="warning")
+            return
+
+        def go(values: dict[str, str]) -> None:
+            async def run() -> str:
+                self.miv.images.untag([values["tag"]])
+                return f"untagged {values['tag']}"
+
+            self.operation("untag", run())
+
+        self.ask(FormModal(f"Untag image {image_id[:12]}", [Field("tag", "Tag to remove", options=tags)],
+                           "Untag"), go)
+
+    def action_prune(self) -> None:
+        def go(confirmed: bool) -> None:
+            async def run() -> str:
+                from minivirt_core.fsutil import human_size
+
+                report = self.miv.images.prune()
+                return (f"pruned {len(report.images)} image(s), {len(report.leftovers)} leftover(s), "
+                        f"freed {human_size(report.freed)}")
+
+            self.operation("prune", run())
+
+        self.ask(ConfirmModal("Remove every image that no tag and no VM uses?", "Prune"), go)
+
+    def action_create_vm(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+
+        def go(values: dict[str, str]) -> None:
+            ports = [p.strip() for p in values["ports"].split(",") if p.strip()]
+
+            async def run() -> str:
+                st = await self.miv.vms.create(image_id, values["name"], memory=values["memory"],
+                                               cpus=int(values["cpus"] or 1), ports=ports)
+                return f"created VM {st.name} from {st.image_label}"
+
+            self.operation("create VM", run())
+
+        self.ask(FormModal(f"Create a VM from {self._image_label(image_id)}", [
+            Field("name", "Name"), Field("memory", "Memory (MiB, or 512M, 2G)", "1024"),
+            Field("cpus", "CPUs", "1"), Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False),
+        ], "Create"), go)
+
+    def action_run_image(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+
+        async def run() -> str:
+            vms = self.miv.vms
+            name = vms.ephemeral_name("run")
+            await vms.create(image_id, name, memory=256)
+            self._ephemeral.add(name)
+            try:
+                await vms.start(name)
+            except BaseException:
+                self._ephemeral.discard(name)
+                await vms.destroy(name)
+                raise
+            await self.open_console(name, show_log=False)
+            return f"running {name} ({self._image_label(image_id)}); closing its tab destroys it"
+
+        self.operation("run", run())
+
+    def action_push_image(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+        remotes = [r.name for r in (self.snapshot.remotes if self.snapshot else ())]
+        if not remotes:
+            self.notify("Add a remote first (Remotes pane, a)", severity="warning")
+            return
+        tags = self._image_tags(image_id)
+
+        def go(values: dict[str, str]) -> None:
+            async def run(view: JobView) -> str:
+                progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+                view.set_status("compressing and uploading")
+                result = await self.miv.remotes.push(values["remote"], image_id, values["tag"], progress)
+                return (f"pushed {image_id[:12]} to {values['remote']} as {values['tag']}" if result.uploaded else
+                        f"{values['remote']} had {image_id[:12]} already; wrote tag {values['tag']}")
+
+            self.job(f"push {values['tag']}", run)
+
+        self.ask(FormModal(f"Push image {self._image_label(image_id)}", [
+            Field("remote", "Remote", options=tuple(remotes)),
+            Field("tag", "Tag on the remote ({arch} allowed)", tags[0] if tags else ""),
+        ], "Push"), go)
+
+    def action_save_image(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+
+        def go(values: dict[str, str]) -> None:
+            path = Path(values["path"]).expanduser()
+
+            async def run(view: JobView) -> str:
+                progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+                await self.miv.images.save_to_file(image_id, path, progress)
+                return f"saved {self._image_label(image_id)} to {path}"
+
+            self.job(f"save {path.name}", run)
+
+        self.ask(FormModal(f"Save image {self._image_label(image_id)} as a tar file",
+                           [Field("path", "File (relative to the current folder, or absolute)",
+                                  f"{self._image_label(image_id)}.tar")], "Save"), go)

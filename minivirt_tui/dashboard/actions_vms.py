@@ -1,0 +1,164 @@
+"""The VMs pane's actions: start, stop, kill, destroy, console, SSH, commit, copy."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from textual import on
+from textual.widgets import TabbedContent, TabPane
+
+from .base import DashboardBase
+from .modals import ConfirmModal, Field, FormModal
+from .output import JobView
+from .tables import VmsTable
+from .terminal import LEAVE_KEY_DISPLAY, SerialTerminal
+
+
+class VmActions(DashboardBase):
+    """Mixed into :class:`~minivirt_tui.dashboard.app.MivApp`."""
+
+    def action_start_vm(self) -> None:
+        if name := self.selected("vms", "VM"):
+            async def run() -> str:
+                st = await self.miv.vms.start(name)
+                return f"started {name} (ssh port {st.ssh_port})"
+
+            self.operation(f"start {name}", run())
+
+    async def _detach_console(self, name: str) -> SerialTerminal | None:
+        """Close our console connection before stopping QEMU (it can deadlock otherwise)."""
+        for term in self.query(SerialTerminal):
+            if term.vm_name == name:
+                await term.detach()
+                return term
+        return None
+
+    def _resume_console(self, term: SerialTerminal | None) -> None:
+        if term is not None and term.is_mounted:
+            term.resume()
+
+    def action_stop_vm(self) -> None:
+        if name := self.selected("vms", "VM"):
+            async def run() -> str:
+                term = await self._detach_console(name)
+                graceful = await self.miv.vms.stop(name)
+                self._resume_console(term)
+                return f"stopped {name}" + ("" if graceful else " (forced)")
+
+            self.operation(f"stop {name}", run())
+
+    def action_kill_vm(self) -> None:
+        if name := self.selected("vms", "VM"):
+            async def run() -> str:
+                term = await self._detach_console(name)
+                await self.miv.vms.kill(name)
+                self._resume_console(term)
+                return f"killed {name}"
+
+            self.operation(f"kill {name}", run())
+
+    def action_destroy_vm(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+
+        def go(confirmed: bool) -> None:
+            async def run() -> str:
+                await self._detach_console(name)
+                self._close_console_tab(name)
+                await self.miv.vms.destroy(name)
+                self._ephemeral.discard(name)
+                return f"destroyed {name}"
+
+            self.operation(f"destroy {name}", run())
+
+        self.ask(ConfirmModal(f"Destroy VM {name}? Its disk is deleted.", "Destroy"), go)
+
+    async def action_attach_console(self) -> None:
+        if name := self.selected("vms", "VM"):
+            await self.open_console(name)
+
+    def console_tab_id(self, name: str) -> str:
+        return f"tab-console-{name}"
+
+    async def open_console(self, name: str, show_log: bool = True) -> SerialTerminal:
+        tabs = self.query_one("#output", TabbedContent)
+        pane_id = self.console_tab_id(name)
+        existing = self.query(f"#{pane_id} SerialTerminal")
+        if existing:
+            term = existing.first(SerialTerminal)
+        else:
+            term = SerialTerminal(name, self.miv.vms.path(name), show_log=show_log)
+            await tabs.add_pane(TabPane(f"console: {name}", term, id=pane_id))  # before it can be active
+            self.log_event(f"console of {name} attached ({LEAVE_KEY_DISPLAY} returns to the dashboard)")
+        tabs.active = pane_id
+        self.call_after_refresh(term.focus)
+        return term
+
+    def _close_console_tab(self, name: str) -> None:
+        pane_id = self.console_tab_id(name)
+        if self.query(f"#{pane_id}"):
+            self.query_one("#output", TabbedContent).remove_pane(pane_id)
+
+    @on(SerialTerminal.Left)
+    def _left_console(self) -> None:
+        self.query_one("#vms", VmsTable).focus()
+
+    @on(SerialTerminal.StateChanged)
+    def _console_state(self, event: SerialTerminal.StateChanged) -> None:
+        self.log_event(f"console of {event.terminal.vm_name}: {event.text}")
+
+    def action_ssh_vm(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+        import subprocess
+
+        miv = str(Path(sys.executable).parent / "miv")
+        try:
+            with self.suspend():
+                subprocess.run([miv, "ssh", name], env={**os.environ, "MINIVIRT_DB_PATH": str(self.miv.db.root)})
+        except Exception as e:
+            self.notify(f"cannot open SSH here: {e}", severity="error")
+            return
+        self.log_event(f"SSH session to {name} ended")
+
+    def action_commit_vm(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+
+        def go(values: dict[str, str]) -> None:
+            async def run(view: JobView) -> str:
+                view.set_status("converting the disk (qemu-img convert)")
+                image = await self.miv.vms.commit(name, [values["tag"]])
+                return f"committed {name} as {image.short_id} ({values['tag']})"
+
+            self.job(f"commit {name}", run)
+
+        self.ask(FormModal(f"Commit VM {name} (it must be stopped)", [Field("tag", "Tag for the new image")],
+                           "Commit"), go)
+
+    def action_copy_file(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+
+        def go(values: dict[str, str]) -> None:
+            upload = values["direction"].startswith("host")
+
+            async def run() -> str:
+                from minivirt_core import ssh
+
+                port = await self.miv.vms.wait_for_ssh(name, 60)
+                conn = await ssh.connect(port)
+                try:
+                    await ssh.copy(conn, values["src"], values["dest"], upload=upload)
+                finally:
+                    conn.close()
+                return f"copied {values['src']} to {'' if not upload else name + ':'}{values['dest']}"
+
+            self.operation(f"copy to/from {name}", run())
+
+        self.ask(FormModal(f"Copy a file to or from {name}", [
+            Field("direction", "Direction", options=("host -> VM", "VM -> host")),
+            Field("src", "From (path)"), Field("dest", "To (path)"),
+        ], "Copy"), go)

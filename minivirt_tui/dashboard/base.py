@@ -1,0 +1,146 @@
+"""What every dashboard action relies on: running core work as workers and jobs, asking
+through modals, the selected row, the events log. The pane mixins and the App share it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from textual import on
+from textual.app import App
+from textual.widgets import TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from minivirt_core import Minivirt, MinivirtError
+
+from .modals import FormModal, ReportModal
+from .output import EventsLog, JobView
+from .state import Snapshot
+from .tables import ResourceTable
+
+
+class DashboardBase(App[None]):
+    """The dashboard's shared machinery (the App's ``__init__`` sets these)."""
+
+    miv: Minivirt
+    snapshot: Snapshot | None
+    cursor_blink: bool
+    _main_thread: int
+    _ephemeral: set[str]
+    _job_count: int
+
+    def refresh_state(self) -> None:
+        """Read the database again (the App does it)."""
+        raise NotImplementedError
+
+    async def open_console(self, name: str, show_log: bool = True) -> Any:
+        """Open (or focus) the console tab of VM ``name`` (the VMs pane does it)."""
+        raise NotImplementedError
+
+    def log_event(self, text: str) -> None:
+        self.query_one("#events", EventsLog).record(text)
+
+    def threadsafe(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """``fn`` made safe to call from worker threads (progress callbacks)."""
+
+        def call(*args: Any) -> None:
+            if threading.get_ident() == self._main_thread:
+                fn(*args)
+            else:
+                self.call_from_thread(fn, *args)
+
+        return call
+
+    # Running operations -------------------------------------------------------
+
+    def operation(self, description: str, coro: Awaitable[str | None]) -> Worker[Any]:
+        """Run a core coroutine; its result (a sentence) is logged, its failure reported."""
+
+        async def job() -> str | None:
+            result = await coro
+            self.refresh_state()
+            return result
+
+        return self.run_worker(job(), name=description, group="ops", exit_on_error=False)
+
+    def job(self, title: str, make: Callable[[JobView], Awaitable[str | None]]) -> JobView:
+        """A long operation with its own output tab: progress, live output, ctrl+x cancels."""
+        self._job_count += 1
+        pane_id = f"tab-job-{self._job_count}"
+        view = JobView(title)
+        tabs = self.query_one("#output", TabbedContent)
+
+        async def show() -> None:
+            await tabs.add_pane(TabPane(title, view, id=pane_id))  # the pane must exist to be active
+            tabs.active = pane_id
+
+        self.call_next(show)
+
+        async def run() -> str | None:
+            try:
+                result = await make(view)
+            except BaseException as e:
+                view.finish("cancelled" if isinstance(e, asyncio.CancelledError) else f"failed: {e}")
+                raise
+            view.finish(result or "done")
+            self.refresh_state()
+            return result
+
+        view.worker = self.run_worker(run(), name=title, group="jobs", exit_on_error=False)
+        return view
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group not in ("ops", "jobs", "accel"):
+            return
+        if event.state == WorkerState.SUCCESS and isinstance(worker.result, str):
+            self.log_event(worker.result)
+            self.notify(worker.result, timeout=4)
+        elif event.state == WorkerState.CANCELLED:
+            self.log_event(f"{worker.name}: cancelled")
+        elif event.state == WorkerState.ERROR:
+            self.report_error(worker.name, worker.error)
+
+    def report_error(self, what: str, error: BaseException | None) -> None:
+        if isinstance(error, MinivirtError):
+            self.log_event(f"{what} failed: {error.message}")
+            self.notify(str(error), title=f"{what} failed", severity="error", timeout=8)
+        else:
+            detail = "".join(traceback.format_exception(error)) if error else "unknown error"
+            self.log_event(f"{what} failed unexpectedly: {error!r}")
+            self.push_screen(ReportModal(f"{what} failed unexpectedly", detail, error=True))
+
+    def ask(self, screen: Any, then: Callable[[Any], None]) -> None:
+        """Show a modal; call ``then`` with its result unless it was cancelled."""
+        if isinstance(screen, FormModal):
+            screen.cursor_blink = self.cursor_blink
+
+        def done(result: Any) -> None:
+            if result:
+                then(result)
+
+        self.push_screen(screen, done)
+
+    # Selection -----------------------------------------------------------------
+
+    def selected(self, table_id: str, what: str) -> str | None:
+        key = self.query_one(f"#{table_id}", ResourceTable).selected_key
+        if key is None:
+            self.notify(f"No {what} selected", severity="warning")
+        return key
+
+    def _image_label(self, image_id: str) -> str:
+        for image in self.snapshot.images if self.snapshot else ():
+            if image.id == image_id:
+                return image.label
+        return image_id[:12]
+
+    def _image_tags(self, image_id: str) -> tuple[str, ...]:
+        for image in self.snapshot.images if self.snapshot else ():
+            if image.id == image_id:
+                return image.tags
+        return ()
