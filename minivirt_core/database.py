@@ -101,10 +101,6 @@ class Database:
         self._ready = True
         return self
 
-    def readable(self) -> bool:
-        """True when the database exists; read-only commands need not create it."""
-        return self.images_dir.is_dir()
-
     # Concurrency -----------------------------------------------------------
 
     @contextmanager

@@ -63,12 +63,3 @@ def read_header(path: Path) -> Qcow2Header | None:
     with open(path, "rb") as f:
         return parse_header(f.read(HEADER_BYTES))
 
-
-def backing_file_name(path: Path) -> str | None:
-    """The backing file a qcow2 names, as written in its header (``None`` if none)."""
-    with open(path, "rb") as f:
-        header = parse_header(f.read(HEADER_BYTES))
-        if header is None or not header.has_backing_file:
-            return None
-        f.seek(header.backing_file_offset)
-        return f.read(header.backing_file_size).decode("utf-8", "replace")

@@ -7,7 +7,6 @@ Guests accept root with minivirt's key, which is Vagrant's well-known insecure k
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,14 +153,3 @@ def write_client_files(vm_dir: Path, name: str, port: int, key_file: str, config
     atomic_write_text(path, config)
     return path
 
-
-def terminal_size() -> tuple[int, int]:
-    """(columns, rows) of the controlling terminal, or 80x24."""
-    import shutil
-
-    size = shutil.get_terminal_size((80, 24))
-    return size.columns, size.lines
-
-
-def stdin_is_tty() -> bool:
-    return sys.stdin.isatty()

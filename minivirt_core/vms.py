@@ -17,130 +17,35 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import accel, layout
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, NotFound
-from .fsutil import atomic_write_json, dir_size, remove_tree
+from .fsutil import atomic_write_json, remove_tree
 from .images import Image, ImageStore
 from .names import validate_vm_name
-from .ports import PortForward, check_port_free, forwards_from_json, free_port, parse_forward
+from .ports import PortForward, check_port_free, free_port, parse_forward
 from .qemu import process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
+from .tools import run_tool
 
-DEFAULT_MEMORY_MB = 1024
-DEFAULT_CPUS = 1
-STOP_TIMEOUT = 30.0
+# The settings and status types live in vmconfig; re-exported here for callers.
+from .vmconfig import (
+    BROKEN,
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY_MB,
+    RUNNING,
+    STOP_TIMEOUT,
+    STOPPED,
+    VmConfig,
+    VmStatus,
+    parse_memory,
+)
 
-RUNNING = "running"
-STOPPED = "stopped"
-BROKEN = "broken"
-
-
-def parse_memory(value: Any) -> int:
-    """Memory in MiB from an int (MiB) or text like ``512``, ``512M``, ``2G``."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"invalid memory size {value!r}")
-    if isinstance(value, int):
-        mb = value
-    else:
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        factor = 1
-        if text.endswith("G"):
-            factor, text = 1024, text[:-1]
-        elif text.endswith("M"):
-            text = text[:-1]
-        try:
-            mb = int(float(text) * factor)
-        except ValueError as e:
-            raise InvalidInput(f"invalid memory size {value!r}: write e.g. 512, 512M or 2G") from e
-    if not 16 <= mb <= 1 << 22:
-        raise InvalidInput(f"invalid memory size {value!r}: between 16 MiB and 4 TiB")
-    return mb
-
-
-@dataclass(frozen=True)
-class VmConfig:
-    """The persistent settings of a VM (its ``config.json``)."""
-
-    image: str | None
-    memory_mb: int = DEFAULT_MEMORY_MB
-    cpus: int = DEFAULT_CPUS
-    disk: bool = True
-    ports: tuple[PortForward, ...] = ()
-    resources: tuple[dict[str, str], ...] = ()
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any]) -> VmConfig:
-        memory = value.get("memory", DEFAULT_MEMORY_MB)
-        try:
-            memory_mb = parse_memory(memory)
-        except InvalidInput:
-            memory_mb = DEFAULT_MEMORY_MB
-        resources = tuple(r for r in value.get("resources") or () if isinstance(r, dict) and "filename" in r)
-        return cls(
-            image=value.get("image") if isinstance(value.get("image"), str) else None,
-            memory_mb=memory_mb,
-            cpus=int(value.get("cpus") or DEFAULT_CPUS),
-            disk=bool(value.get("disk", True)),
-            ports=tuple(forwards_from_json(value.get("ports"))),
-            resources=resources,
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "image": self.image,
-            "memory": self.memory_mb,
-            "cpus": self.cpus,
-            "disk": self.disk,
-            "ports": [p.as_json() for p in self.ports],
-            "resources": list(self.resources),
-        }
-
-
-@dataclass(frozen=True)
-class VmStatus:
-    """A VM as found on the last look: config, state (and why, when broken), runtime facts."""
-
-    name: str
-    path: Path
-    config: VmConfig | None
-    state: str
-    reason: str = ""
-    pid: int | None = None
-    ssh_port: int | None = None
-    started: float | None = None
-    accel: str | None = None
-    image_label: str | None = None
-    disk_size: int = 0
-    problems: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def running(self) -> bool:
-        return self.state == RUNNING
-
-    @property
-    def uptime(self) -> float | None:
-        return time.time() - self.started if self.running and self.started else None
-
-    def as_json(self) -> dict[str, Any]:
-        config = self.config
-        return {
-            "name": self.name,
-            "state": self.state,
-            "reason": self.reason,
-            "image": config.image if config else None,
-            "image_label": self.image_label,
-            "ssh_port": self.ssh_port,
-            "ports": [p.as_json() for p in config.ports] if config else [],
-            "memory": config.memory_mb if config else None,
-            "cpus": config.cpus if config else None,
-            "pid": self.pid,
-            "uptime": self.uptime,
-        }
+__all__ = ["BROKEN", "DEFAULT_CPUS", "DEFAULT_MEMORY_MB", "RUNNING", "STOPPED", "STOP_TIMEOUT", "VmConfig",
+           "VmManager", "VmStatus", "parse_memory"]
 
 
 class VmManager:
@@ -220,10 +125,6 @@ class VmManager:
             labels.setdefault(target, tag)
         return labels
 
-    def disk_usage(self, name: str) -> int:
-        """Bytes the VM's folder uses (its own disk writes, logs)."""
-        return dir_size(self.path(name))
-
     # Locking ---------------------------------------------------------------
 
     @asynccontextmanager
@@ -286,7 +187,7 @@ class VmManager:
                 args.append(str(disk))
                 if disk_size:
                     args.append(disk_size)
-                await _run_tool(args, cwd=staging.path)
+                await run_tool(args, cwd=staging.path)
             resources = []
             if image is not None and (iso := image.config.get("iso")):
                 resources.append({"type": "cdrom", "filename": os.path.join("..", "..", layout.IMAGES, image.id, iso)})
@@ -440,7 +341,7 @@ class VmManager:
         if not (st.path / layout.VM_DISK).is_file():
             raise NotFound(f"VM {name!r} has no disk to commit")
         with self.db.staging("commit") as staging:
-            await _run_tool(["qemu-img", "convert", "-O", "qcow2", str(st.path / layout.VM_DISK),
+            await run_tool(["qemu-img", "convert", "-O", "qcow2", str(st.path / layout.VM_DISK),
                              str(staging.path / layout.IMAGE_DISK)], cwd=st.path)
             atomic_write_json(staging.path / layout.IMAGE_CONFIG, {"disk": True})
             image_id = await asyncio.to_thread(imageid.compute_id, staging.path)
@@ -451,19 +352,3 @@ class VmManager:
     def ephemeral_name(self, prefix: str = "run") -> str:
         """A fresh VM name for ``run`` and builds."""
         return f"{prefix}-{secrets.token_hex(4)}"
-
-
-async def _run_tool(args: list[str], cwd: Path | None = None) -> str:
-    """Run a helper program (qemu-img); its message becomes an :class:`ExternalError`."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-    except FileNotFoundError as e:
-        raise ExternalError(f"{args[0]} is not installed", hint="Run `miv doctor`.") from e
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        message = err.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-        raise ExternalError(f"{args[0]} failed: {message}")
-    return out.decode(errors="replace")

@@ -28,7 +28,8 @@ from ..errors import ExternalError, MinivirtError, Timeout
 from ..hostinfo import host_arch, interpolate_arch
 from ..images import Image
 from ..qemu import process
-from ..vms import VmManager, _run_tool
+from ..tools import run_tool
+from ..vms import VmManager
 from . import events
 from .iso import write_cidata
 from .placeholders import fill
@@ -229,7 +230,7 @@ class Builder:
 
     async def _step_create_disk_image(self, size: str, filename: str = layout.VM_DISK,
                                       attach: dict[str, str] | None = None) -> None:
-        await _run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(self.vm_dir / filename), fill(size)])
+        await run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(self.vm_dir / filename), fill(size)])
         self._attach(filename, attach)
 
     async def _step_download(self, url: str, filename: str | None = None, resize: str | None = None,
@@ -249,7 +250,7 @@ class Builder:
         dest = self.vm_dir / filename
         await asyncio.to_thread(_copy, cached, dest)
         if resize:
-            await _run_tool(["qemu-img", "resize", "-q", str(dest), fill(resize)])
+            await run_tool(["qemu-img", "resize", "-q", str(dest), fill(resize)])
         self._attach(filename, attach)
 
     async def _step_cloud_init_iso(self, cloud_config: str, filename: str = "cloud-init.iso",
