@@ -50,10 +50,27 @@ def transient_sync(exc: BaseException) -> bool:
     import http.client
     import urllib.error
 
-    if isinstance(exc, urllib.error.HTTPError):
+    if isinstance(exc, urllib.error.HTTPError) or _unknown_host(exc):
         return False
     return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.IncompleteRead,
                             http.client.RemoteDisconnected))
+
+
+def _unknown_host(exc: BaseException) -> bool:
+    """True when the host name does not resolve at all (a typo, or no DNS): not worth retrying."""
+    import socket
+    import urllib.error
+
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME
+
+
+def network_error(url: str, exc: BaseException, attempts: int, hint: str | None = None) -> ExternalError:
+    """The error a person sees when ``url`` could not be fetched."""
+    if _unknown_host(exc):
+        return ExternalError(f"{url}: the host {urlparse(url).hostname} is unknown",
+                             hint="Check the URL, and that this machine can resolve names (DNS).")
+    return ExternalError(f"{url}: {exc or type(exc).__name__} (after {attempts} attempts)", hint=hint)
 
 
 def get_small(url: str, limit: int = 1 << 20) -> bytes:
@@ -71,10 +88,10 @@ def get_small(url: str, limit: int = 1 << 20) -> bytes:
         except urllib.error.HTTPError as e:
             raise HttpStatusError(url, e.code) from e
         except Exception as e:
+            if _unknown_host(e) or (transient_sync(e) and attempt >= RETRIES):
+                raise network_error(url, e, attempt + 1) from e
             if not transient_sync(e):
                 raise
-            if attempt >= RETRIES:
-                raise ExternalError(f"{url}: {e or type(e).__name__} (after {attempt + 1} attempts)") from e
             attempt += 1
             time.sleep(min(8.0, 0.5 * 2**attempt))
 
@@ -128,11 +145,11 @@ def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, prog
                 return  # we have it all already
             raise HttpStatusError(url, e.code) from e
         except Exception as e:
+            if _unknown_host(e) or (transient_sync(e) and attempt >= RETRIES):
+                raise network_error(url, e, attempt + 1,
+                                    hint="Anything downloaded so far is kept; run again to resume.") from e
             if not transient_sync(e):
                 raise
-            if attempt >= RETRIES:
-                raise ExternalError(f"{url}: {e or type(e).__name__} (after {attempt + 1} attempts)",
-                                    hint="Anything downloaded so far is kept; run again to resume.") from e
             attempt += 1
             time.sleep(min(8.0, 0.5 * 2**attempt))
 

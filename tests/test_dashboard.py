@@ -25,8 +25,17 @@ async def until(pilot, predicate: Callable[[], bool], timeout: float = 60, what:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}\n{what_the_app_says(pilot.app)}")
         await pilot.pause(0.1)
+
+
+def what_the_app_says(app: MivApp) -> str:
+    """The events log, the jobs' status lines and the notifications: why a wait failed."""
+    lines = [f"screen: {type(app.screen).__name__}"]
+    lines += [f"event: {line}" for line in app.query_one("#events").lines]
+    lines += [f"job {view.title}: {view.status_text}" for view in app.query(JobView)]
+    lines += [f"notification: {n.title or ''} {n.message}" for n in app._notifications]
+    return "\n".join(lines)
 
 
 async def fill_form(pilot, **values: str) -> None:
@@ -35,13 +44,11 @@ async def fill_form(pilot, **values: str) -> None:
     await until(pilot, lambda: isinstance(app.screen, FormModal), 10, "the form")
     for name, value in values.items():
         widget = app.screen.query_one(f"#field-{name}")
-        if hasattr(widget, "options") or widget.__class__.__name__ == "Select":
-            widget.value = value
-        else:
-            widget.value = value
+        widget.value = value
     await pilot.pause()
+    form = app.screen
     await pilot.click("#submit")
-    await pilot.pause()
+    await until(pilot, lambda: app.screen is not form, 10, "the form to be submitted")
 
 
 def make_app(db: Path, **kw) -> MivApp:

@@ -214,6 +214,14 @@ def test_remote_commands(db: Path, s3) -> None:
         assert msg.encode() in miv(db, "remote", "add", "bad", url, rc=1).stderr
 
 
+def test_unknown_host_fails_at_once_with_a_clear_error(db: Path) -> None:
+    """Regression: a host name that does not resolve was retried five times (15 s) before failing."""
+    miv(db, "remote", "add", "typo", "https://no-such-host.invalid/bucket")
+    for args in (("remote", "ls", "typo"), ("pull", "typo", "tiny")):
+        err = miv(db, *args, rc=1).stderr
+        assert b"the host no-such-host.invalid is unknown" in err and b"attempts" not in err, err
+
+
 @pytest.mark.parametrize("layout", ["zeros", "random", "text", "mixed", "tiny", "odd"])
 def test_push_compression_is_one_gzip_stream(layout: str) -> None:
     """Stored, deflated and shared zero blocks all decompress as one stream, and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from textual.screen import ModalScreen
 
 from minivirt_tui.dashboard.app import MivApp
 from minivirt_tui.dashboard.output import JobView
@@ -39,7 +40,7 @@ def test_main_screen(snap_compare) -> None:
 
 @pytest.mark.parametrize("keys", [
     ["t"], ["c"], ["p"], ["s"], ["u"], ["P"], ["b"], ["f"],
-    ["2", "d"], ["2", "C"], ["2", "y"], ["3", "a"], ["3", "l"], ["3", "d"],
+    ["2", "d"], ["2", "C"], ["2", "y"], ["3", "a"], ["3", "down", "l"], ["3", "d"],
 ], ids=lambda k: "-".join(k))
 def test_modal(snap_compare, keys: list[str]) -> None:
     async def run_before(pilot) -> None:
@@ -48,6 +49,7 @@ def test_modal(snap_compare, keys: list[str]) -> None:
             await pilot.press(key)
         await pilot.pause(0.5)
         await pilot.wait_for_scheduled_animations()
+        assert isinstance(pilot.app.screen, ModalScreen), f"{keys} opened no modal"
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
