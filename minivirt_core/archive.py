@@ -50,6 +50,8 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+"""Called as bytes move. Transfers call it from their worker threads, not the event loop:
+keep it cheap and thread-safe, or hand the value to your loop (``loop.call_soon_threadsafe``)."""
 
 
 def check_member_name(name: str) -> str:

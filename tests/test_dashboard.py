@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -238,12 +239,20 @@ async def test_build_from_the_dashboard(tiny_db: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.s3
-async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3) -> None:
+async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3, monkeypatch: pytest.MonkeyPatch) -> None:
     # Publish the tiny image on SeaweedFS, then pull it from the dashboard into a fresh database.
     miv(tiny_db, "remote", "add", "sw", s3.url())
     miv(tiny_db, "push", "sw", "tiny", "tiny-dash", env=s3.env)
     fresh = tiny_db.parent / "fresh"
     app = make_app(fresh, probe_accel=False)
+    progress_threads: set[int] = set()
+    set_progress = JobView.set_progress
+
+    def recording(view: JobView, done: float, total: float | None) -> None:
+        progress_threads.add(threading.get_ident())
+        set_progress(view, done, total)
+
+    monkeypatch.setattr(JobView, "set_progress", recording)
     async with app.run_test(size=SIZE) as pilot:
         app.query_one("#remotes").focus()
         await pilot.press("a")
@@ -255,6 +264,8 @@ async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3) -> None:
         assert "tiny-dash" in [str(v) for _, v in select._options]  # chosen from `remote ls`
         await fill_form(pilot, tag="tiny-dash", local="pulled")
         await until(pilot, lambda: (fresh / "images" / "pulled").is_symlink(), 60, "the pull")
+        # Regression: the pull's progress updated widgets from the download thread.
+        assert progress_threads == {threading.get_ident()}
         app.query_one("#remotes").focus()
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")

@@ -243,6 +243,22 @@ def test_download_cut_halfway_resumes(tiny_db: Path, tmp_path: Path, http: Stati
     assert (tiny_db / "cache" / cache_key(url)).read_bytes() == data
 
 
+async def test_build_events_arrive_on_the_event_loop(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
+    """Regression: download progress reached ``on_event`` from the download thread."""
+    import threading
+
+    from minivirt_core import Minivirt
+    from minivirt_core.recipes import events
+    from minivirt_core.recipes.build import Builder
+
+    url = http.put("small.img", os.urandom(1 << 20))
+    seen: list[tuple[type, int]] = []
+    recipe = load_recipe(_download_recipe(tmp_path, url))
+    await Builder(Minivirt(tiny_db).vms, recipe, lambda e: seen.append((type(e), threading.get_ident()))).build([])
+    assert events.Note in {kind for kind, _ in seen}  # the download reported progress
+    assert {thread for _, thread in seen} == {threading.get_ident()}
+
+
 def test_download_wrong_sha256_fails(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
     url = http.put("file.img", b"real content")
     err = build_error(tiny_db, _download_recipe(tmp_path, url, "0" * 64))

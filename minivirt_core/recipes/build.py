@@ -112,7 +112,8 @@ class _ConsoleSession:
 
 
 class Builder:
-    """Builds one recipe into an image; report progress through ``on_event``."""
+    """Builds one recipe into an image; reports progress through ``on_event``, always called
+    on the event loop the build runs on."""
 
     def __init__(self, vms: VmManager, recipe: Recipe, on_event: EventCallback | None = None,
                  keep_on_failure: bool = False) -> None:
@@ -238,13 +239,14 @@ class Builder:
         url = fill(url)
         filename = fill(filename) if filename else url.rstrip("/").rsplit("/", 1)[-1]
         last = [0.0]
+        loop = asyncio.get_running_loop()
 
-        def progress(p: Any) -> None:
+        def progress(p: Any) -> None:  # on the download thread: events go out on the loop
             now = time.monotonic()
             if now - last[0] >= 2:
                 last[0] = now
                 total = f" of {p.total >> 20} MiB" if p.total else ""
-                self.emit(events.Note(f"downloading {url}: {p.done >> 20} MiB{total}"))
+                loop.call_soon_threadsafe(self.emit, events.Note(f"downloading {url}: {p.done >> 20} MiB{total}"))
 
         cached = await fetch(url, self.db.cache_dir, sha256=sha256, progress=progress)
         dest = self.vm_dir / filename

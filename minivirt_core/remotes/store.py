@@ -118,7 +118,9 @@ class RemoteStore:
 
     async def pull(self, remote: str, remote_tag: str, tag: str | None = None,
                    progress: ProgressCallback | None = None) -> PullResult:
-        """Fetch ``remote_tag`` (``{arch}`` filled in) from ``remote`` and tag it ``tag``."""
+        """Fetch ``remote_tag`` (``{arch}`` filled in) from ``remote`` and tag it ``tag``.
+
+        ``progress`` is called from the download thread (see :data:`ProgressCallback`)."""
         from .pull import pull
 
         remote_tag = interpolate_arch(remote_tag)
@@ -127,7 +129,9 @@ class RemoteStore:
 
     async def push(self, remote: str, image_ref: str, remote_tag: str,
                    progress: ProgressCallback | None = None) -> PushResult:
-        """Upload image ``image_ref`` to ``remote`` as ``remote_tag`` (``{arch}`` filled in)."""
+        """Upload image ``image_ref`` to ``remote`` as ``remote_tag`` (``{arch}`` filled in).
+
+        ``progress`` is called from the compression thread (see :data:`ProgressCallback`)."""
         from .push import push
 
         validate_tag(interpolate_arch(remote_tag))

@@ -57,8 +57,8 @@ class RemoteActions(DashboardBase):
         def go(values: dict[str, str]) -> None:
             async def run(view: JobView) -> str:
                 view.set_status("downloading and verifying")
-                result = await self.miv.remotes.pull(remote, values["tag"], values["local"] or None,
-                                                     lambda p: view.set_progress(p.done, p.total))
+                progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+                result = await self.miv.remotes.pull(remote, values["tag"], values["local"] or None, progress)
                 what = "pulled" if result.downloaded else "already had"
                 return f"{what} {result.image.short_id} from {remote} as {', '.join(result.image.tags)}"
 

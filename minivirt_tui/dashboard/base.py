@@ -44,13 +44,19 @@ class DashboardBase(App[None]):
         self.query_one("#events", EventsLog).record(text)
 
     def threadsafe(self, fn: Callable[..., Any]) -> Callable[..., None]:
-        """``fn`` made safe to call from worker threads (progress callbacks)."""
+        """``fn`` made safe to call from worker threads (progress callbacks): from another
+        thread the call is queued on the app's loop, and the thread does not wait for it.
+        Call this on the app's thread."""
+        loop = asyncio.get_running_loop()
 
         def call(*args: Any) -> None:
             if threading.get_ident() == self._main_thread:
                 fn(*args)
-            else:
-                self.call_from_thread(fn, *args)
+                return
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass  # the app has closed: nobody is watching any more
 
         return call
 
