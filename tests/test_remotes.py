@@ -222,19 +222,22 @@ def test_unknown_host_fails_at_once_with_a_clear_error(db: Path) -> None:
         assert b"the host no-such-host.invalid is unknown" in err and b"attempts" not in err, err
 
 
-@pytest.mark.parametrize("layout", ["zeros", "random", "text", "mixed", "tiny", "odd"])
+@pytest.mark.parametrize("layout", ["zeros", "random", "text", "mixed", "tiny", "odd", "empty", "stored-runs"])
 def test_push_compression_is_one_gzip_stream(layout: str) -> None:
-    """Stored, deflated and shared zero blocks all decompress as one stream, and
-    incompressible data is not inflated by more than the members' headers."""
+    """Stored (built by hand), deflated and shared zero blocks all decompress as one
+    stream, for Python and for gzip(1), and incompressible data is not inflated by more
+    than the members' headers."""
     from minivirt_core.remotes.push import BLOCK, gzip_member
 
     data = {
         "zeros": bytes(3 * BLOCK), "random": os.urandom(3 * BLOCK), "text": b"minivirt " * 100000,
         "mixed": os.urandom(BLOCK) + bytes(BLOCK) + b"abc" * 90000 + bytes(BLOCK // 2),
-        "tiny": b"x", "odd": os.urandom(BLOCK + 17) + bytes(BLOCK - 5),
+        "tiny": b"x", "odd": os.urandom(BLOCK + 17) + bytes(BLOCK - 5), "empty": b"",
+        "stored-runs": os.urandom(2 * BLOCK + 0xFFFF) + b"abc" * 90000 + os.urandom(0xFFFF * 3),
     }[layout]
     packed = gzip_member(data)
     assert gzip.decompress(packed) == data
+    assert subprocess.run(["gzip", "-dc"], input=packed, capture_output=True, check=True).stdout == data
     if layout == "random":
         assert len(packed) < len(data) * 1.01
     if layout in ("zeros", "text"):
