@@ -317,3 +317,16 @@ async def test_cancelling_a_build_job(tiny_db: Path, tmp_path: Path) -> None:
         await until(pilot, lambda: os.listdir(tiny_db / "vms") == [], 30, "the build VM to go")
         assert not (tiny_db / "images" / "never").exists()
         assert os.listdir(tiny_db / "staging") == []
+
+
+async def test_table_columns_fit_their_cells_at_once(db: Path) -> None:
+    """Regression: in a real terminal, columns sometimes stayed as narrow as their labels
+    ("imag" for a tag) because DataTable measured new rows later, on idle. Columns are
+    now sized when the rows are set, and narrow again when the content does."""
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE):
+        table = app.query_one("#remotes")
+        table.set_rows([("a", ("a-long-remote-name", "s3", "https://example.invalid/bucket"))])
+        assert [c.content_width for c in table.ordered_columns] == [18, 4, 30]
+        table.set_rows([("b", ("b", "file", "file:///x"))])
+        assert [c.content_width for c in table.ordered_columns] == [4, 4, 9]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from rich.cells import cell_len
 from textual.binding import Binding
 from textual.widgets import DataTable
 
@@ -35,9 +36,18 @@ class ResourceTable(DataTable[str]):
         self.clear()
         for key, cells in rows:
             self.add_row(*cells, key=key)
+        self._fit_columns()
         keys = [k for k, _ in rows]
         if selected in keys:
             self.move_cursor(row=keys.index(selected))
+
+    def _fit_columns(self) -> None:
+        """Size each column to its widest cell. DataTable measures new rows later, on idle,
+        and in a real terminal that measurement was sometimes lost at start-up, leaving
+        columns as narrow as their labels; it also never narrows a column again."""
+        for index, column in enumerate(self.ordered_columns):
+            widest = max((cell_len(cells[index]) for _, cells in self._rows), default=0)
+            column.content_width = max(cell_len(str(column.label)), widest)
 
     @property
     def selected_key(self) -> str | None:
