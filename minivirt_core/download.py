@@ -65,17 +65,23 @@ def _unknown_host(exc: BaseException) -> bool:
     return isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME
 
 
-def network_error(url: str, exc: BaseException, attempts: int, hint: str | None = None) -> ExternalError:
-    """The error a person sees when ``url`` could not be fetched."""
+def _give_up_or_wait(url: str, exc: BaseException, attempt: int, hint: str | None = None) -> None:
+    """After failed attempt number ``attempt`` (from 0): raise what a person should see, or
+    sleep with backoff before the next try. Call it from the ``except`` block."""
+    import time
+
     if _unknown_host(exc):
-        return ExternalError(f"{url}: the host {urlparse(url).hostname} is unknown",
-                             hint="Check the URL, and that this machine can resolve names (DNS).")
-    return ExternalError(f"{url}: {exc or type(exc).__name__} (after {attempts} attempts)", hint=hint)
+        raise ExternalError(f"{url}: the host {urlparse(url).hostname} is unknown",
+                            hint="Check the URL, and that this machine can resolve names (DNS).") from exc
+    if not transient_sync(exc):
+        raise exc
+    if attempt >= RETRIES:
+        raise ExternalError(f"{url}: {exc or type(exc).__name__} (after {attempt + 1} attempts)", hint=hint) from exc
+    time.sleep(min(8.0, 0.5 * 2 ** (attempt + 1)))
 
 
 def get_small(url: str, limit: int = 1 << 20) -> bytes:
     """GET a small resource (a tag file, a listing) with retries; blocking: use a thread."""
-    import time
     import urllib.error
     import urllib.request
 
@@ -88,12 +94,8 @@ def get_small(url: str, limit: int = 1 << 20) -> bytes:
         except urllib.error.HTTPError as e:
             raise HttpStatusError(url, e.code) from e
         except Exception as e:
-            if _unknown_host(e) or (transient_sync(e) and attempt >= RETRIES):
-                raise network_error(url, e, attempt + 1) from e
-            if not transient_sync(e):
-                raise
+            _give_up_or_wait(url, e, attempt)
             attempt += 1
-            time.sleep(min(8.0, 0.5 * 2**attempt))
 
 
 def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, progress: ProgressCallback | None,
@@ -106,7 +108,6 @@ def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, prog
     loopback), and importing httpx and making its client cost 0.3 s per command.
     Raises :class:`Restart` when the server ignores Range (the caller must start over),
     :class:`HttpStatusError` on an error status."""
-    import time
     import urllib.error
     import urllib.request
 
@@ -145,13 +146,8 @@ def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, prog
                 return  # we have it all already
             raise HttpStatusError(url, e.code) from e
         except Exception as e:
-            if _unknown_host(e) or (transient_sync(e) and attempt >= RETRIES):
-                raise network_error(url, e, attempt + 1,
-                                    hint="Anything downloaded so far is kept; run again to resume.") from e
-            if not transient_sync(e):
-                raise
+            _give_up_or_wait(url, e, attempt, hint="Anything downloaded so far is kept; run again to resume.")
             attempt += 1
-            time.sleep(min(8.0, 0.5 * 2**attempt))
 
 
 class Restart(Exception):
