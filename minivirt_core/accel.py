@@ -25,6 +25,7 @@ from pathlib import Path
 from .errors import InvalidInput
 from .fsutil import atomic_write_json
 from .hostinfo import machine_cache_dir, qemu_system_name, which
+from .qemu.command import opt_value
 
 ACCELS = ("kvm", "hvf", "tcg")
 KVM_GET_API_VERSION = 0xAE00
@@ -118,11 +119,13 @@ async def probe_kvm(qemu: str, kernel: Path | None, seconds: float = PROBE_SECON
         log = Path(tmp) / "out.log"
         base = [qemu, "-accel", "kvm", "-m", "128", "-nodefaults", "-display", "none", "-no-reboot"]
         if kernel is not None:
-            argv = [*base, "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1", "-serial", f"file:{log}"]
+            argv = [*base, "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
+                    "-serial", f"file:{opt_value(log)}"]
             ok, err = await _probe(argv, log, b"Linux version", seconds)
             what = f"a probe boot of {kernel.name} under KVM"
         else:
-            argv = [*base, "-chardev", f"file,id=dbg,path={log}", "-device", "isa-debugcon,iobase=0x402,chardev=dbg"]
+            argv = [*base, "-chardev", f"file,id=dbg,path={opt_value(log)}",
+                    "-device", "isa-debugcon,iobase=0x402,chardev=dbg"]
             ok, err = await _probe(argv, log, b"SeaBIOS", seconds)
             what = "a firmware-only probe under KVM (no kernel found to probe with)"
     if ok:

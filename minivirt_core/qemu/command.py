@@ -34,13 +34,23 @@ class LaunchSpec:
     arch: str = field(default_factory=host_arch)
 
 
+def opt_value(value: object) -> str:
+    """``value`` made safe as a value inside a QEMU option string (``key=value,...``).
+
+    QEMU splits such strings at commas and reads a doubled comma as a literal one, so a
+    name or path holding ``,process=x`` or ``,file=/etc/shadow`` stays one value instead
+    of adding options. Every value minivirt puts into an option string goes through here.
+    """
+    return str(value).replace(",", ",,")
+
+
 def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
     """The argv that runs ``spec``: serial on a socket with a log, QMP, user networking."""
-    hostfwd = [f"hostfwd=tcp:{LOOPBACK}:{spec.ssh_port}-:22"]
-    hostfwd += [f"hostfwd=tcp:{LOOPBACK}:{f.host_port}-:{f.guest_port}" for f in spec.forwards]
+    forwards = [(spec.ssh_port, 22)] + [(f.host_port, f.guest_port) for f in spec.forwards]
+    hostfwd = [f"hostfwd={opt_value(f'tcp:{LOOPBACK}:{host}-:{guest}')}" for host, guest in forwards]
     argv = [
         qemu or qemu_system_name(spec.arch),
-        "-name", f"miv-{spec.name}",
+        "-name", opt_value(f"miv-{spec.name}"),
         *spec.accel_args,
         "-m", str(spec.memory_mb),
         "-smp", str(spec.cpus),
@@ -48,10 +58,10 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
         "-display", "none",
         "-monitor", "none",
         "-pidfile", layout.VM_PID,
-        "-qmp", f"unix:{layout.VM_QMP},server=on,wait=off",
+        "-qmp", f"unix:{opt_value(layout.VM_QMP)},server=on,wait=off",
         "-chardev",
-        f"socket,id=serial0,path={layout.VM_SERIAL},server=on,wait=off,"
-        f"logfile={layout.VM_SERIAL_LOG},logappend=on",
+        f"socket,id=serial0,path={opt_value(layout.VM_SERIAL)},server=on,wait=off,"
+        f"logfile={opt_value(layout.VM_SERIAL_LOG)},logappend=on",
         "-serial", "chardev:serial0",
         "-netdev", "user,id=net0," + ",".join(hostfwd),
         "-device", "virtio-net-pci,netdev=net0,romfile=",
@@ -60,11 +70,11 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
     if spec.arch == "aarch64":
         argv[1:1] = ["-machine", "virt", "-bios", "edk2-aarch64-code.fd"]
     for drive in spec.drives:
-        name = drive.filename.replace(",", ",,")
+        name = opt_value(drive.filename)
         if drive.kind == "cdrom":
             argv += ["-drive", f"file={name},media=cdrom,readonly=on"]
         else:
-            fmt = f",format={drive.fmt}" if drive.fmt else ""
+            fmt = f",format={opt_value(drive.fmt)}" if drive.fmt else ""
             argv += ["-drive", f"if=virtio,file={name}{fmt}"]
     if spec.snapshot:
         argv.append("-snapshot")

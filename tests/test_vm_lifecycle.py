@@ -1,0 +1,144 @@
+"""A VM's life from name to leftovers: names that reach QEMU and ssh, settings given on the
+command line or found on disk, QEMU dying at start-up, and throw-away VMs whose `miv` is
+killed. QEMU is real; the tests that boot a guest carry the `vm` marker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from minivirt_core.qemu.command import Drive, LaunchSpec, qemu_argv
+
+from .helpers import db_entries, miv, simple_tar
+from .test_vms import _qemu_pids
+
+BOOT = "60"
+
+
+def _env(db: Path) -> dict[str, str]:
+    return {**os.environ, "MINIVIRT_DB_PATH": str(db)}
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _clear_error(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """stderr of a failed `miv`: exit 1, an `error:` line, no traceback."""
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+def _break_config(db: Path, name: str, **changes: object) -> None:
+    path = db / "vms" / name / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+@pytest.fixture
+def base_db(db: Path) -> Path:
+    """A database with `base`, an image with no disk (VMs of it need no qemu-img)."""
+    miv(db, "load", "base", input=simple_tar({"config.json": b"{}"}))
+    return db
+
+
+# Names (point 7) --------------------------------------------------------------------
+
+
+def test_qemu_option_values_are_escaped() -> None:
+    """QEMU splits option strings at single commas: every value minivirt puts in one has
+    its commas doubled, so a name or path can never add an option."""
+    from minivirt_core.qemu.command import opt_value
+
+    assert opt_value("z,process=evil") == "z,,process=evil"
+    spec = LaunchSpec("z,process=evil", 256, 1, ["-accel", "tcg"], 2222,
+                      drives=[Drive("a,file=/etc/shadow.qcow2", "disk", "qcow2"), Drive("x,y.iso", "cdrom")])
+    argv = qemu_argv(spec, "qemu")
+    assert argv[argv.index("-name") + 1] == "miv-z,,process=evil"
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[0].startswith("if=virtio,file=a,,file=/etc/shadow.qcow2,")
+    assert drives[1].startswith("file=x,,y.iso,")
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("z,process=evil", "may not contain ','"),
+    ('a"b', "may not contain '\"'"),
+    ("-x", "may not start with '-'"),
+    ("é", "may not contain 'é'"),
+    ("a b", "printable characters without spaces"),
+    ("x" * 65, "longer than 64 characters"),
+])
+def test_vm_names_that_qemu_or_ssh_would_misread_are_refused(base_db: Path, name: str, message: str) -> None:
+    err = _clear_error(miv(base_db, "create", "base", "--", name, rc=None))
+    assert message in err.splitlines()[0]
+    assert db_entries(base_db)["vms"] == [] and db_entries(base_db)["staging"] == []
+
+
+def test_vm_names_of_letters_digits_dot_dash_underscore_are_fine(base_db: Path) -> None:
+    for name in ("web", "Web-1.test_2", "9lives", "x" * 64):
+        miv(base_db, "create", "base", name)
+    assert len(db_entries(base_db)["vms"]) == 4
+
+
+@pytest.mark.parametrize("tag", ["abcd", "CAFE", "2024", "0123456789abcdef", "f" * 64])
+def test_a_tag_of_hex_digits_is_refused_so_it_never_shadows_an_image_id(base_db: Path, tag: str) -> None:
+    err = _clear_error(miv(base_db, "tag", "base", tag, rc=None))
+    assert "hex digits" in err
+    assert len(tag) == 64 or f"v{tag}" in err  # the hint proposes a name that works
+    assert not (base_db / "images" / tag).exists()
+
+
+def test_tags_and_remote_names_may_not_start_with_a_dash(base_db: Path) -> None:
+    assert "may not start with '-'" in _clear_error(miv(base_db, "tag", "base", "--", "-x", rc=None))
+    assert "may not start with '-'" in _clear_error(
+        miv(base_db, "load", "--", "-y", input=simple_tar({"config.json": b"{}"}), rc=None))
+    assert "may not start with '-'" in _clear_error(
+        miv(base_db, "remote", "add", "--", "-r", "file:///nowhere", rc=None))
+    for tag in ("abc", "v1", "beefy", "latest"):  # short or not all hex: fine
+        miv(base_db, "tag", "base", tag)
+
+
+def test_vms_with_old_names_are_still_listed_and_removable(base_db: Path) -> None:
+    """A database of an older minivirt may hold names the rules now refuse."""
+    miv(base_db, "create", "base", "plain")
+    for old in ('a"b', "z,process=evil", "-x"):
+        (base_db / "vms" / old).mkdir()
+        (base_db / "vms" / old / "config.json").write_text((base_db / "vms" / "plain" / "config.json").read_text())
+    listed = {v["name"]: v["state"] for v in json.loads(miv(base_db, "ps", "-a", "--json").stdout)}
+    assert listed == {"plain": "stopped", 'a"b': "stopped", "z,process=evil": "stopped", "-x": "stopped"}
+    assert b'a"b' in miv(base_db, "ps", "-a").stdout
+    assert b"no problems" in miv(base_db, "fsck").stderr
+    miv(base_db, "destroy", "--", "-x", 'a"b')
+    assert db_entries(base_db)["vms"] == ["plain", "z,process=evil"]
+
+
+@pytest.mark.vm
+def test_an_old_vm_name_with_a_comma_cannot_inject_a_qemu_option(tiny_db: Path) -> None:
+    """On main, a VM named `z,process=evil` started a QEMU named `evil` (-name was not escaped)."""
+    from minivirt_core.qemu import monitor
+
+    miv(tiny_db, "create", "tiny", "z", "-m", "200")
+    os.rename(tiny_db / "vms" / "z", tiny_db / "vms" / "z,process=evil")  # as an older minivirt allowed
+    miv(tiny_db, "start", "z,process=evil", "--daemon")
+    try:
+        vm_dir = tiny_db / "vms" / "z,process=evil"
+        pid = int((vm_dir / "qemu.pid").read_text())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"-name") + 1] == b"miv-z,,process=evil"
+        assert Path(f"/proc/{pid}/comm").read_text().startswith("qemu-system")  # not "evil"
+        import asyncio
+
+        name = asyncio.run(monitor.execute(vm_dir / "qmp.sock", "query-name"))
+        assert name == {"name": "miv-z,process=evil"}
+    finally:
+        miv(tiny_db, "destroy", "z,process=evil")
+    assert _qemu_pids(tiny_db) == []
