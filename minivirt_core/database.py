@@ -186,9 +186,9 @@ class Database:
 
 
 def read_json(path: Path) -> Any:
-    """Parsed JSON of ``path``, or ``None`` when it is missing or not JSON."""
+    """Parsed JSON of ``path``, or ``None`` when it is missing or not JSON (or nested too deep)."""
     try:
         with open(path, "rb") as f:
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None

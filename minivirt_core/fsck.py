@@ -13,6 +13,7 @@ from .database import Database, read_json
 from .hostinfo import which
 from .images import ImageStore
 from .names import is_image_id
+from .vms import VmManager
 
 
 @dataclass(frozen=True)
@@ -106,16 +107,10 @@ async def fsck(db: Database, progress: Callable[[str], None] | None = None) -> F
             Problem(f"images/{path.name}", "is neither an image nor a tag (a leftover: `miv prune` removes it)")
         )
 
-    for name, image_id in sorted(db.vm_image_ids().items()):
-        vm_dir = db.vms_dir / name
-        config = read_json(vm_dir / layout.VM_CONFIG)
-        if not isinstance(config, dict):
-            report.problems.append(Problem(f"vm {name}", "config.json is missing or not valid JSON"))
-            continue
-        if image_id and image_id not in ids:
-            report.problems.append(Problem(f"vm {name}", f"its image {image_id[:12]} is missing"))
-        if config.get("disk") and not (vm_dir / layout.VM_DISK).is_file():
-            report.problems.append(Problem(f"vm {name}", "its disk.qcow2 is missing"))
+    vms = VmManager(db, store)
+    for name in vms.names():
+        _, vm_problems = vms.check(name)
+        report.problems.extend(Problem(f"vm {name}", p) for p in vm_problems)
 
     stale = db.stale_staging()
     if stale:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 
@@ -24,29 +25,39 @@ class PortForward:
         return f"{self.host_port}:{self.guest_port}"
 
 
+# ASCII digits only: int() also takes '+80', '8_0' and other scripts' digits ('٨٠').
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+
+def _port(value: object) -> int | None:
+    """A port number from an int or ASCII digits, or None when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _PORT_RE.fullmatch(value):
+        number = int(value)
+    else:
+        return None
+    return number if 1 <= number <= 65535 else None
+
+
 def parse_forward(text: str) -> PortForward:
     """``"8080:80"`` -> PortForward(8080, 80); a clear error otherwise."""
     host, sep, guest = text.partition(":")
     if not sep:
         raise InvalidInput(f"invalid port forward {text!r}: write HOST:GUEST, e.g. 8080:80")
-    try:
-        forward = PortForward(int(host), int(guest))
-    except ValueError as e:
-        raise InvalidInput(f"invalid port forward {text!r}: ports are numbers, e.g. 8080:80") from e
-    for port in (forward.host_port, forward.guest_port):
-        if not 1 <= port <= 65535:
-            raise InvalidInput(f"invalid port forward {text!r}: ports are between 1 and 65535")
-    return forward
+    host_port, guest_port = _port(host), _port(guest)
+    if host_port is None or guest_port is None:
+        raise InvalidInput(f"invalid port forward {text!r}: ports are numbers from 1 to 65535, e.g. 8080:80")
+    return PortForward(host_port, guest_port)
 
 
-def forwards_from_json(value: object) -> list[PortForward]:
-    """Forwards from a VM config's ``ports`` list (unknown shapes are skipped)."""
-    result = []
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict) and "host_port" in item and "guest_port" in item:
-                result.append(PortForward(int(item["host_port"]), int(item["guest_port"])))
-    return result
+def forward_from_json(value: object) -> PortForward:
+    """A forward from an entry of a VM config's ``ports`` list; :class:`InvalidInput` if malformed."""
+    if isinstance(value, dict):
+        host_port, guest_port = _port(value.get("host_port")), _port(value.get("guest_port"))
+        if host_port is not None and guest_port is not None:
+            return PortForward(host_port, guest_port)
+    raise InvalidInput("not a port forward: it needs host_port and guest_port, numbers from 1 to 65535")
 
 
 def free_port() -> int:

@@ -2,48 +2,123 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from . import layout
 from .errors import InvalidInput
-from .ports import PortForward, forwards_from_json
+from .ports import PortForward, forward_from_json
+
+T = TypeVar("T")
 
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_CPUS = 1
+MIN_MEMORY_MB = 16
+MAX_MEMORY_MB = 1 << 22  # 4 TiB
+MAX_CPUS = 64
+MAX_CONFIG_BYTES = 1 << 20
 STOP_TIMEOUT = 30.0
 
 RUNNING = "running"
 STOPPED = "stopped"
 BROKEN = "broken"
 
+RESOURCE_TYPES = ("disk", "cdrom")
+# A size: ASCII digits (not \d, which takes any script's digits), an optional fraction,
+# an optional binary unit with an optional "B"/"iB". No sign, no exponent, no "inf".
+_SIZE_RE = re.compile(r"([0-9]{1,20}(?:\.[0-9]{1,9})?)\s*(?:([KMGTP])(?:IB|I|B)?)?", re.IGNORECASE)
+_UNIT_POWER = {"K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
+
+
+def _brief(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut short: values from files can be of any size."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _size_bytes(text: str, default_unit: str) -> int | None:
+    """Bytes in ``text`` (``512``, ``1.5G``, ``2GiB``; a bare number is in ``default_unit``),
+    or None when it is not a size."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        return None
+    number, unit = match.group(1), (match.group(2) or default_unit).upper()
+    return int(Decimal(number) * 1024 ** _UNIT_POWER.get(unit, 0))
+
 
 def parse_memory(value: Any) -> int:
-    """Memory in MiB from an int (MiB) or text like ``512``, ``512M``, ``2G``."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"invalid memory size {value!r}")
-    if isinstance(value, int):
-        mb = value
+    """Memory in MiB from an int (MiB) or text like ``512``, ``512M``, ``2G``, ``1T``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        mb: int | None = value
+    elif isinstance(value, str):
+        size = _size_bytes(value, "M")
+        mb = None if size is None else size >> 20
     else:
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        factor = 1
-        if text.endswith("G"):
-            factor, text = 1024, text[:-1]
-        elif text.endswith("M"):
-            text = text[:-1]
-        try:
-            mb = int(float(text) * factor)
-        except ValueError as e:
-            raise InvalidInput(f"invalid memory size {value!r}: write e.g. 512, 512M or 2G") from e
-    if not 16 <= mb <= 1 << 22:
-        raise InvalidInput(f"invalid memory size {value!r}: between 16 MiB and 4 TiB")
+        mb = None
+    if mb is None:
+        raise InvalidInput(f"invalid memory size {_brief(value)}: write e.g. 512, 512M or 2G")
+    if not MIN_MEMORY_MB <= mb <= MAX_MEMORY_MB:
+        raise InvalidInput(f"invalid memory size {_brief(value)}: between 16 MiB and 4 TiB")
     return mb
+
+
+def parse_disk_size(text: str) -> int:
+    """A disk size in bytes from text like ``10G``, ``512M`` or ``1048576`` (bytes)."""
+    size = _size_bytes(text, "") if isinstance(text, str) else None
+    if not size:
+        raise InvalidInput(f"invalid disk size {_brief(text)}: write a size above zero, e.g. 10G or 512M")
+    return size
+
+
+def parse_cpus(value: Any) -> int:
+    """A CPU count: a whole number from 1 to 64."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CPUS:
+        raise InvalidInput(f"invalid CPU count {_brief(value)}: a whole number from 1 to {MAX_CPUS}")
+    return value
+
+
+def _image_ref(value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+        raise InvalidInput(f"{_brief(value)} is not an image id")
+    return value
+
+
+def _disk_flag(value: Any) -> bool:
+    # true/false; the original minivirt could also write the --disk size it was given.
+    if not isinstance(value, bool | str):
+        raise InvalidInput(f"{_brief(value)} is not true or false")
+    return bool(value)
+
+
+def _resource(value: Any) -> dict[str, str]:
+    if (not isinstance(value, dict) or not isinstance(value.get("filename"), str) or not value["filename"]
+            or value.get("type", "disk") not in RESOURCE_TYPES
+            or not all(isinstance(v, str) for v in value.values())):
+        raise InvalidInput(f"{_brief(value)} is not a resource: a filename and a type, disk or cdrom")
+    return dict(value)
+
+
+def _items(value: Any, parse: Callable[[Any], T]) -> tuple[T, ...]:
+    if not isinstance(value, list):
+        raise InvalidInput(f"{_brief(value)} is not a list")
+    result = []
+    for index, item in enumerate(value):
+        try:
+            result.append(parse(item))
+        except InvalidInput as e:
+            raise InvalidInput(f"entry {index + 1}: {e.message}") from e
+    return tuple(result)
 
 
 @dataclass(frozen=True)
 class VmConfig:
-    """The persistent settings of a VM (its ``config.json``)."""
+    """The persistent settings of a VM (its ``config.json``), checked when read."""
 
     image: str | None
     memory_mb: int = DEFAULT_MEMORY_MB
@@ -53,20 +128,28 @@ class VmConfig:
     resources: tuple[dict[str, str], ...] = ()
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> VmConfig:
-        memory = value.get("memory", DEFAULT_MEMORY_MB)
-        try:
-            memory_mb = parse_memory(memory)
-        except InvalidInput:
-            memory_mb = DEFAULT_MEMORY_MB
-        resources = tuple(r for r in value.get("resources") or () if isinstance(r, dict) and "filename" in r)
+    def from_json(cls, value: object) -> VmConfig:
+        """Parse a config (as written by us or by the original minivirt); unknown keys are
+        ignored, a malformed known one is an :class:`InvalidInput` naming it."""
+        if not isinstance(value, dict):
+            raise InvalidInput("config.json is not a JSON object")
+
+        def get(key: str, parse: Callable[[Any], T], default: T) -> T:
+            raw = value.get(key)
+            if raw is None:
+                return default
+            try:
+                return parse(raw)
+            except InvalidInput as e:
+                raise InvalidInput(f"config.json: {key}: {e.message}") from e
+
         return cls(
-            image=value.get("image") if isinstance(value.get("image"), str) else None,
-            memory_mb=memory_mb,
-            cpus=int(value.get("cpus") or DEFAULT_CPUS),
-            disk=bool(value.get("disk", True)),
-            ports=tuple(forwards_from_json(value.get("ports"))),
-            resources=resources,
+            image=get("image", _image_ref, None),
+            memory_mb=get("memory", parse_memory, DEFAULT_MEMORY_MB),
+            cpus=get("cpus", parse_cpus, DEFAULT_CPUS),
+            disk=get("disk", _disk_flag, "disk" not in value),
+            ports=get("ports", lambda v: _items(v, forward_from_json), ()),
+            resources=get("resources", lambda v: _items(v, _resource), ()),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -78,6 +161,25 @@ class VmConfig:
             "ports": [p.as_json() for p in self.ports],
             "resources": list(self.resources),
         }
+
+
+def read_config(vm_dir: Path) -> VmConfig:
+    """The VM's ``config.json``, parsed and checked; :class:`InvalidInput` says what is wrong."""
+    path = vm_dir / layout.VM_CONFIG
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as e:
+        raise InvalidInput("config.json is missing") from e
+    except OSError as e:
+        raise InvalidInput(f"config.json cannot be read: {e.strerror}") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InvalidInput(f"config.json is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise InvalidInput(f"config.json is not valid JSON: {str(e)[:80]}") from e
+    return VmConfig.from_json(raw)
 
 
 @dataclass(frozen=True)

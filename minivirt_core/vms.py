@@ -41,7 +41,10 @@ from .vmconfig import (
     STOPPED,
     VmConfig,
     VmStatus,
+    parse_cpus,
+    parse_disk_size,
     parse_memory,
+    read_config,
 )
 
 __all__ = ["BROKEN", "DEFAULT_CPUS", "DEFAULT_MEMORY_MB", "RUNNING", "STOPPED", "STOP_TIMEOUT", "VmConfig",
@@ -68,20 +71,30 @@ class VmManager:
         except FileNotFoundError:
             return []
 
+    def check(self, name: str) -> tuple[VmConfig | None, list[str]]:
+        """The VM's config (None when unusable) and what is wrong with the VM: its config,
+        its image, its disk. Changes nothing (``fsck`` uses it too)."""
+        vm_dir = self.path(name)
+        try:
+            config = read_config(vm_dir)
+        except InvalidInput as e:
+            return None, [e.message]
+        problems = []
+        if config.image and not (self.db.images_dir / config.image).is_dir():
+            problems.append(f"its image {config.image[:12]} is missing")
+        if config.disk and not (vm_dir / layout.VM_DISK).is_file():
+            problems.append("its disk.qcow2 is missing")
+        return config, problems
+
     def status(self, name: str, image_labels: dict[str, str] | None = None) -> VmStatus:
-        """The VM's state derived now; stale runtime files of a dead QEMU are removed."""
+        """The VM's state derived now; stale runtime files of a dead QEMU are removed.
+
+        A VM whose config is malformed is BROKEN, with the reason; it never stops the
+        other VMs from being listed."""
         vm_dir = self.path(name)
         if not vm_dir.is_dir():
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
-        raw = read_json(vm_dir / layout.VM_CONFIG)
-        config = VmConfig.from_json(raw) if isinstance(raw, dict) else None
-        problems = []
-        if config is None:
-            problems.append("config.json is missing or not valid JSON")
-        elif config.image and not (self.db.images_dir / config.image).is_dir():
-            problems.append(f"its image {config.image[:12]} is missing")
-        if config is not None and config.disk and not (vm_dir / layout.VM_DISK).is_file():
-            problems.append("its disk.qcow2 is missing")
+        config, problems = self.check(name)
         labels = image_labels if image_labels is not None else self._image_labels()
         label = labels.get(config.image) if config and config.image else None
         if label is None and config and config.image:
@@ -93,15 +106,16 @@ class VmManager:
             state = BROKEN if problems else STOPPED
             return VmStatus(name, vm_dir, config, state, "; ".join(problems), image_label=label,
                             problems=tuple(problems))
-        run = read_json(vm_dir / layout.VM_RUN) or {}
+        run = read_json(vm_dir / layout.VM_RUN)
+        run = run if isinstance(run, dict) else {}
         state = RUNNING
         if not (vm_dir / layout.VM_QMP).exists():
             problems.append("QEMU runs but its QMP socket is gone")
             state = BROKEN
         return VmStatus(
             name, vm_dir, config, state, "; ".join(problems), pid=pid,
-            ssh_port=run.get("ssh_port"), started=run.get("started"), accel=run.get("accel"),
-            image_label=label, problems=tuple(problems),
+            ssh_port=_typed(run.get("ssh_port"), int), started=_typed(run.get("started"), int | float),
+            accel=_typed(run.get("accel"), str), image_label=label, problems=tuple(problems),
         )
 
     def list(self, include_stopped: bool = True, image_labels: dict[str, str] | None = None) -> list[VmStatus]:
@@ -164,8 +178,8 @@ class VmManager:
         disk at all (a recipe then attaches what it needs)."""
         validate_vm_name(name)
         memory_mb = parse_memory(memory)
-        if not 1 <= int(cpus) <= 64:
-            raise InvalidInput(f"invalid CPU count {cpus}: between 1 and 64")
+        cpus = parse_cpus(cpus)
+        disk_bytes = parse_disk_size(disk_size) if disk_size else None
         forwards = tuple(p if isinstance(p, PortForward) else parse_forward(p) for p in ports)
         if len({f.host_port for f in forwards}) != len(forwards):
             raise InvalidInput("two port forwards use the same host port")
@@ -185,14 +199,14 @@ class VmManager:
                 args = []  # no disk to make (an installer ISO image, or an empty build VM)
             if args:
                 args.append(str(disk))
-                if disk_size:
-                    args.append(disk_size)
+                if disk_bytes:
+                    args.append(str(disk_bytes))
                 await run_tool(args, cwd=staging.path)
             resources = []
             if image is not None and (iso := image.config.get("iso")):
                 resources.append({"type": "cdrom", "filename": os.path.join("..", "..", layout.IMAGES, image.id, iso)})
             config = VmConfig(
-                image=image.id if image else None, memory_mb=memory_mb, cpus=int(cpus), disk=bool(args),
+                image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
                 ports=forwards, resources=tuple(resources),
             )
             atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
@@ -228,7 +242,9 @@ class VmManager:
             if st.running:
                 raise Conflict(f"VM {name!r} is already running", hint=f"`miv console {name}` or `miv ssh {name}`.")
             if st.state == BROKEN or st.config is None:
-                raise Conflict(f"VM {name!r} cannot start: {st.reason}", hint="`miv fsck` tells more.")
+                hint = (f"Fix {vm_dir / layout.VM_CONFIG}, or remove the VM: `miv destroy {name}`."
+                        if st.config is None else "`miv fsck` tells more.")
+                raise Conflict(f"VM {name!r} cannot start: {st.reason}", hint=hint)
             config = st.config
             for forward in config.ports:
                 check_port_free(forward.host_port)
@@ -352,3 +368,8 @@ class VmManager:
     def ephemeral_name(self, prefix: str = "run") -> str:
         """A fresh VM name for ``run`` and builds."""
         return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    """``value`` if it is an instance of ``kind`` (and not a bool), else None: run.json is a file."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None

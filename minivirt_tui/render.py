@@ -10,9 +10,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
+
+if TYPE_CHECKING:
+    from minivirt_core.vmconfig import VmStatus
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
@@ -47,6 +50,13 @@ def duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+def vm_state(status: VmStatus) -> str:
+    """A VM's state for a table: ``running``, ``stopped``, or ``broken (why)``."""
+    if status.state == "broken" and status.reason:
+        return f"{status.state} ({status.reason})"
+    return status.state
 
 
 def info(message: str) -> None:

@@ -116,7 +116,7 @@ def test_prune_survives_a_vm_whose_image_is_gone(db: Path) -> None:
     (db / "vms" / "garbage" / "config.json").write_text("{not json")
     miv(db, "prune")
     out = miv(db, "fsck", rc=1).stdout.decode()
-    assert "vm garbage: config.json is missing or not valid JSON" in out
+    assert "vm garbage: config.json is not valid JSON: " in out
     assert "vm orphan: its image ffffffffffff is missing" in out
 
 

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from minivirt_core import Minivirt
+from minivirt_core.errors import InvalidInput
 from minivirt_core.qemu.command import Drive, LaunchSpec, qemu_argv
+from minivirt_core.vmconfig import parse_memory
 
 from .helpers import db_entries, miv, simple_tar
 from .test_vms import _qemu_pids
@@ -142,3 +145,95 @@ def test_an_old_vm_name_with_a_comma_cannot_inject_a_qemu_option(tiny_db: Path) 
     finally:
         miv(tiny_db, "destroy", "z,process=evil")
     assert _qemu_pids(tiny_db) == []
+
+
+# Settings given on the command line (point 16) ----------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["-m", "inf"], ["-m", "nan"], ["-m", "1e9"], ["-m", "-512"], ["-m", "٥١٢"],
+    ["--disk", "-1G"], ["--disk", "0"], ["--disk", "lots"], ["--disk", "--help"],
+    ["--port", "٨٠:22"], ["--port", "+80:22"], ["--port", "8_0:22"], ["--port", "80:٢٢"], ["--port", "0:22"],
+], ids=lambda a: " ".join(a))
+def test_bad_memory_disk_or_port_is_a_clear_error(base_db: Path, args: list[str]) -> None:
+    err = _clear_error(miv(base_db, "create", "base", "x", *args, rc=None))
+    what = {"-m": "invalid memory size", "--disk": "invalid disk size", "--port": "invalid port forward"}[args[0]]
+    assert err.startswith(f"error: {what} ")
+    assert db_entries(base_db)["vms"] == [] and db_entries(base_db)["staging"] == []
+
+
+def test_size_parsing() -> None:
+    from minivirt_core.vmconfig import parse_disk_size
+
+    assert [parse_memory(v) for v in (512, "512", "512M", "2G", "2GiB", "1.5g", "4T")] == [
+        512, 512, 512, 2048, 2048, 1536, 4 << 20]
+    assert parse_disk_size("10G") == 10 << 30 and parse_disk_size("1048576") == 1 << 20
+    for bad in ("inf", "-1", "1e3", "٢G", "+5", "5_0", True, 2.5, None, "9" * 30, "5T"):
+        with pytest.raises(InvalidInput):
+            parse_memory(bad)
+
+
+# A malformed VM config (point 14) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"cpus": "two"}, "config.json: cpus: invalid CPU count 'two'"),
+    ({"memory": "lots"}, "config.json: memory: invalid memory size 'lots'"),
+    ({"ports": [{"host_port": "x"}]}, "config.json: ports: entry 1: not a port forward"),
+    ({"resources": "disk"}, "config.json: resources: 'disk' is not a list"),
+])
+def test_a_malformed_vm_config_shows_that_vm_broken_and_lists_the_others(
+        base_db: Path, change: dict, reason: str) -> None:
+    miv(base_db, "create", "base", "good")
+    miv(base_db, "create", "base", "bad")
+    _break_config(base_db, "bad", **change)
+    out = miv(base_db, "ps", "-a").stdout.decode()
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == {"good", "bad"} and "stopped" in rows["good"]
+    assert f"broken ({reason}" in rows["bad"]
+    listed = {v["name"]: v for v in json.loads(miv(base_db, "ps", "-a", "--json").stdout)}
+    assert listed["good"]["state"] == "stopped" and listed["good"]["cpus"] == 1
+    assert listed["bad"]["state"] == "broken" and listed["bad"]["reason"].startswith(reason)
+    fsck = miv(base_db, "fsck", rc=1)
+    assert fsck.stdout.decode().startswith(f"vm bad: {reason}")
+    err = _clear_error(miv(base_db, "start", "bad", "--daemon", rc=None))
+    assert f"VM 'bad' cannot start: {reason}" in err and "miv destroy bad" in err
+    miv(base_db, "destroy", "bad")
+    assert b"no problems" in miv(base_db, "fsck").stderr
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"{not json", "config.json is not valid JSON"),
+    (b"[1, 2]", "config.json is not a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, "config.json is not valid JSON"),
+    (None, "config.json is missing"),
+], ids=["not JSON", "not an object", "100000 deep", "missing"])
+def test_an_unreadable_vm_config_is_a_broken_vm(base_db: Path, content: bytes | None, reason: str) -> None:
+    miv(base_db, "create", "base", "bad")
+    path = base_db / "vms" / "bad" / "config.json"
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+    (state,) = json.loads(miv(base_db, "ps", "-a", "--json").stdout)
+    assert state["state"] == "broken" and state["reason"].startswith(reason)
+    assert f"vm bad: {reason}" in miv(base_db, "fsck", rc=1).stdout.decode()
+
+
+async def test_dashboard_shows_a_broken_vm_with_its_reason_beside_the_others(base_db: Path) -> None:
+    """On main, one malformed config emptied every pane of the dashboard, with no message."""
+    from minivirt_tui.dashboard.app import MivApp
+
+    from .test_dashboard import SIZE, until
+
+    miv(base_db, "create", "base", "good")
+    miv(base_db, "create", "base", "bad")
+    _break_config(base_db, "bad", cpus="two")
+    app = MivApp(Minivirt(base_db), refresh_interval=0.5, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one("#vms")
+        await until(pilot, lambda: table.row_count == 2, 10, "both VMs")
+        assert app.query_one("#images").row_count == 1
+        good, bad = table.get_row("good"), table.get_row("bad")
+        assert good[1] == "stopped"
+        assert bad[1] == "broken (config.json: cpus: invalid CPU count 'two': a whole number from 1 to 64)"

@@ -10,7 +10,7 @@ import time
 import click
 
 from ..cli import core, run
-from ..render import duration, info, table
+from ..render import duration, info, table, vm_state
 
 DEFAULT_SSH_WAIT = 120.0
 
@@ -95,9 +95,8 @@ def ps(all_: bool, as_json: bool) -> None:
     rows = []
     for v in found:
         c = v.config
-        state = v.state + (f" ({v.reason})" if v.reason and v.state == "broken" else "")
         rows.append([
-            v.name, state, v.image_label or "-", str(v.ssh_port or "-"),
+            v.name, vm_state(v), v.image_label or "-", str(v.ssh_port or "-"),
             ",".join(str(p) for p in c.ports) if c and c.ports else "-",
             f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
             duration(v.uptime) if v.uptime is not None else "-",

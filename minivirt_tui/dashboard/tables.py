@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 
 from minivirt_core.fsutil import human_size
 
-from ..render import ago, duration
+from ..render import ago, duration, vm_state
 from .state import Snapshot
 
 
@@ -97,7 +97,7 @@ class VmsTable(ResourceTable):
             cpu = f"{stats.cpu_percent:.0f}" if stats and stats.cpu_percent is not None else "-"
             rss = human_size(stats.rss) if stats and stats.rss else "-"
             rows.append((v.name, (
-                v.name, v.state, v.image_label or "-", str(v.ssh_port or "-"),
+                v.name, vm_state(v), v.image_label or "-", str(v.ssh_port or "-"),
                 ",".join(str(p) for p in c.ports) if c and c.ports else "-",
                 f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
                 duration(v.uptime) if v.uptime is not None else "-", cpu, rss,
