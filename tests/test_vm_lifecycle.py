@@ -237,3 +237,44 @@ async def test_dashboard_shows_a_broken_vm_with_its_reason_beside_the_others(bas
         good, bad = table.get_row("good"), table.get_row("bad")
         assert good[1] == "stopped"
         assert bad[1] == "broken (config.json: cpus: invalid CPU count 'two': a whole number from 1 to 64)"
+
+
+# QEMU dying at start-up (point 13) ---------------------------------------------------------
+
+
+def _assert_nothing_runs(db: Path, name: str) -> None:
+    assert _qemu_pids(db) == []
+    assert not (db / "vms" / name / "qemu.pid").exists() and not (db / "vms" / name / "qmp.sock").exists()
+    (state,) = [v for v in json.loads(miv(db, "ps", "-a", "--json").stdout) if v["name"] == name]
+    assert state["state"] == "stopped"
+
+
+@pytest.mark.vm
+def test_qemu_that_cannot_get_its_memory_is_reported_at_once_with_its_reason(tiny_db: Path) -> None:
+    """On main: `started big` and exit 0, then nothing running."""
+    miv(tiny_db, "create", "tiny", "big", "-m", str(4 << 20))  # 4T, written so that main accepts it
+    started = time.monotonic()
+    err = _clear_error(miv(tiny_db, "start", "big", "--daemon", rc=None))
+    seconds = time.monotonic() - started
+    assert seconds < 10, seconds
+    assert "QEMU failed to start: " in err and "cannot set up guest memory 'pc.ram'" in err
+    assert "started" not in err
+    _assert_nothing_runs(tiny_db, "big")
+
+
+@pytest.mark.vm
+def test_qemu_refusing_its_command_line_is_reported_at_once_with_its_reason(tiny_db: Path) -> None:
+    miv(tiny_db, "create", "tiny", "bad", "-m", "200")
+    _break_config(tiny_db, "bad", resources=[{"type": "disk", "filename": "not-here.qcow2"}])
+    started = time.monotonic()
+    err = _clear_error(miv(tiny_db, "start", "bad", "--daemon", rc=None))
+    assert time.monotonic() - started < 10
+    assert "QEMU failed to start: " in err and "not-here.qcow2" in err
+    _assert_nothing_runs(tiny_db, "bad")
+
+
+def test_qemu_missing_is_a_clear_error(base_db: Path, tmp_path: Path) -> None:
+    miv(base_db, "create", "base", "v")
+    err = _clear_error(miv(base_db, "start", "v", "--daemon", rc=None, env={"PATH": str(tmp_path / "empty")}))
+    assert "QEMU is not installed: qemu-system-" in err and "not found on PATH" in err
+    _assert_nothing_runs(base_db, "v")

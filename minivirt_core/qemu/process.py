@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 from .. import layout
 from ..errors import ExternalError, Timeout
-from .sockets import can_connect
 
 
 def read_pid(vm_dir: Path) -> int | None:
@@ -75,48 +75,75 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-async def launch(argv: list[str], vm_dir: Path, timeout: float = 20.0) -> int:
-    """Start QEMU detached in ``vm_dir``; return its pid once its QMP socket answers.
+def _last_words(log: Path, offset: int) -> str:
+    """The last line QEMU wrote to its log after ``offset`` (this start's own output)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(offset, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
-    Raises :class:`ExternalError` with QEMU's own message when it exits during start-up.
+
+async def _spawn_detached(argv: list[str], vm_dir: Path) -> int:
+    """Start ``argv`` in ``vm_dir`` as a grandchild (it outlives us, never our zombie),
+    its output appended to the QEMU log; returns its pid."""
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", f'exec "$@" </dev/null >>{layout.VM_QEMU_LOG} 2>&1 & echo $!', "sh", *argv,
+        cwd=vm_dir, start_new_session=True,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    try:
+        return int(out)
+    except ValueError as e:
+        raise ExternalError(f"could not start {argv[0]}: the shell gave no process id") from e
+
+
+async def _answers_qmp(vm_dir: Path, timeout: float) -> bool:
+    """True once QEMU answers a command on its QMP socket. QEMU runs commands only from
+    its main loop, which starts after the machine is set up (memory, devices, drives):
+    an answer means the start-up succeeded, where an open socket alone does not."""
+    from .monitor import try_execute
+
+    if not (vm_dir / layout.VM_QMP).exists():
+        return False
+    return await try_execute(vm_dir / layout.VM_QMP, "query-status", timeout=timeout)
+
+
+async def launch(argv: list[str], vm_dir: Path, timeout: float = 20.0) -> int:
+    """Start QEMU detached in ``vm_dir``; return its pid once it has started for real.
+
+    QEMU's exit during start-up is noticed at once and raised as :class:`ExternalError`
+    with QEMU's own reason (e.g. ``cannot set up guest memory``); a missing QEMU is a
+    clear error before anything runs.
     """
+    if shutil.which(argv[0]) is None:
+        raise ExternalError(
+            f"QEMU is not installed: {argv[0]} was not found on PATH",
+            hint="Install it (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils); `miv doctor` checks.",
+        )
     log = vm_dir / layout.VM_QEMU_LOG
     with open(log, "ab") as f:
         f.write(b"--- starting: " + " ".join(argv).encode() + b"\n")
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", f'exec "$@" </dev/null >>{layout.VM_QEMU_LOG} 2>&1 &', "sh", *argv,
-        cwd=vm_dir, start_new_session=True,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    await proc.wait()
+        offset = f.tell()
+    pid = await _spawn_detached(argv, vm_dir)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    seen_pid = False
-    while loop.time() < deadline:
-        pid = read_pid(vm_dir)
-        if pid is not None:
-            seen_pid = True
-            if not pid_alive(pid, vm_dir):
-                break
-            if await asyncio.to_thread(can_connect, vm_dir / layout.VM_QMP):
-                return pid
-        await asyncio.sleep(0.02)
-    else:
-        pid = read_pid(vm_dir)
-        if pid is not None:
+    while pid_alive(pid, vm_dir):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
             terminate(pid, vm_dir, signal.SIGKILL)
-        clean_runtime(vm_dir)
-        raise Timeout(f"QEMU did not come up within {timeout:.0f} s", hint=f"See {log}.")
+            clean_runtime(vm_dir)
+            raise Timeout(f"QEMU did not come up within {timeout:.0f} s", hint=f"See {log}.")
+        if await _answers_qmp(vm_dir, min(remaining, 2.0)):
+            return pid
+        await asyncio.sleep(0.02)
     # QEMU exited during start-up: its last words are the reason.
-    await asyncio.sleep(0.05)
     clean_runtime(vm_dir)
-    detail = "\n".join(
-        line for line in log_tail(log, 20).splitlines() if not line.startswith("--- starting:")
-    ).strip()
-    if not seen_pid and not detail:
-        detail = "it exited at once"
-    raise ExternalError(f"QEMU failed to start: {detail.splitlines()[-1] if detail else 'no message'}",
-                        hint=f"Full log: {log}")
+    reason = _last_words(log, offset) or "it exited without a message"
+    raise ExternalError(f"QEMU failed to start: {reason}", hint=f"Full log: {log}")
 
 
 def terminate(pid: int, vm_dir: Path, sig: int = signal.SIGKILL) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,23 +42,3 @@ async def open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     """``asyncio.open_unix_connection`` for a path of any length."""
     async with short_path(path) as p:
         return await asyncio.open_unix_connection(p, limit=1 << 20)
-
-
-def can_connect(path: Path) -> bool:
-    """True when something accepts connections on the Unix socket ``path`` (blocking, brief)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
-    fd = -1
-    try:
-        target = str(path)
-        if len(target.encode()) > MAX_PATH:
-            fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            target = f"/proc/self/fd/{fd}/{path.name}"
-        s.connect(target)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-        if fd >= 0:
-            os.close(fd)
