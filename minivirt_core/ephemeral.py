@@ -20,11 +20,12 @@ async def ephemeral_vm(
     prefix: str = "run",
 ) -> AsyncIterator[VmStatus]:
     """A running VM of ``image`` for the block; destroyed after it, also on errors,
-    cancellation (Ctrl-C) and a QEMU that died meanwhile."""
+    cancellation (Ctrl-C) and a QEMU that died meanwhile. It records this process as its
+    owner, so if the process is killed outright, ``prune`` removes what it left."""
     name = vms.ephemeral_name(prefix)
     created = False
     try:
-        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports)
+        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True)
         created = True
         yield await vms.start(name, wait_for_ssh=wait_for_ssh)
     finally:

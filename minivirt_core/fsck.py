@@ -13,6 +13,7 @@ from .database import Database, read_json
 from .hostinfo import which
 from .images import ImageStore
 from .names import is_image_id
+from .orphans import find_orphans
 from .vms import VmManager
 
 
@@ -111,6 +112,8 @@ async def fsck(db: Database, progress: Callable[[str], None] | None = None) -> F
     for name in vms.names():
         _, vm_problems = vms.check(name)
         report.problems.extend(Problem(f"vm {name}", p) for p in vm_problems)
+    for orphan in find_orphans(db):
+        report.problems.append(Problem(f"vm {orphan.name}", orphan.describe()))
 
     stale = db.stale_staging()
     if stale:

@@ -75,6 +75,7 @@ class PruneReport:
 
     def __init__(self, dry_run: bool = False) -> None:
         self.images: list[str] = []
+        self.vms: list[str] = []  # orphan VMs (throw-away VMs whose owner is gone)
         self.leftovers: list[Path] = []
         self.freed = 0
         self.dry_run = dry_run
@@ -250,11 +251,16 @@ class ImageStore:
     # Removing --------------------------------------------------------------
 
     def prune(self, dry_run: bool = False) -> PruneReport:
-        """Remove images no tag and no VM uses, and leftovers of interrupted work."""
+        """Remove orphan VMs (their QEMU killed), then images no tag and no VM uses, and
+        leftovers of interrupted work."""
+        from .orphans import remove_orphans  # here: it needs the VM runtime, `miv images` does not
+
         report = PruneReport(dry_run=dry_run)
         with self.db.lock():
+            report.vms = [o.name for o in remove_orphans(self.db, dry_run)]
             ids, tags, other = self._scan()
-            used = set(tags.values()) | {i for i in self.db.vm_image_ids().values() if i}
+            vm_images = {i for name, i in self.db.vm_image_ids().items() if i and name not in report.vms}
+            used = set(tags.values()) | vm_images
             used |= self.db.held_image_ids()
             for image_id in sorted(ids):
                 if image_id in used:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from . import layout
 from .errors import InvalidInput
+from .owners import Owner
 from .ports import PortForward, forward_from_json
 
 T = TypeVar("T")
@@ -118,7 +119,10 @@ def _items(value: Any, parse: Callable[[Any], T]) -> tuple[T, ...]:
 
 @dataclass(frozen=True)
 class VmConfig:
-    """The persistent settings of a VM (its ``config.json``), checked when read."""
+    """The persistent settings of a VM (its ``config.json``), checked when read.
+
+    ``owner`` is set on throw-away VMs only (``run``, builds): the process that will
+    destroy them, so one whose owner is gone can be found and removed."""
 
     image: str | None
     memory_mb: int = DEFAULT_MEMORY_MB
@@ -126,6 +130,7 @@ class VmConfig:
     disk: bool = True
     ports: tuple[PortForward, ...] = ()
     resources: tuple[dict[str, str], ...] = ()
+    owner: Owner | None = None
 
     @classmethod
     def from_json(cls, value: object) -> VmConfig:
@@ -150,10 +155,11 @@ class VmConfig:
             disk=get("disk", _disk_flag, "disk" not in value),
             ports=get("ports", lambda v: _items(v, forward_from_json), ()),
             resources=get("resources", lambda v: _items(v, _resource), ()),
+            owner=get("owner", Owner.from_json, None),
         )
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        result: dict[str, Any] = {
             "image": self.image,
             "memory": self.memory_mb,
             "cpus": self.cpus,
@@ -161,6 +167,9 @@ class VmConfig:
             "ports": [p.as_json() for p in self.ports],
             "resources": list(self.resources),
         }
+        if self.owner is not None:
+            result["owner"] = self.owner.as_json()
+        return result
 
 
 def read_config(vm_dir: Path) -> VmConfig:

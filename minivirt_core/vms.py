@@ -1,9 +1,9 @@
 """VMs: a copy-on-write disk over an image, run by one detached QEMU each.
 
 A VM's folder holds its ``config.json`` (compatible with the original minivirt:
-``image``, ``memory``, ``disk``, ``ports``, ``resources``; ours adds ``cpus``), its
-``disk.qcow2`` overlay whose backing file is the image's disk by relative path, and
-while it runs: pid file, QMP and serial sockets, logs, ``run.json``, ``ssh-config``.
+``image``, ``memory``, ``disk``, ``ports``, ``resources``; ours adds ``cpus``, and ``owner``
+on throw-away VMs), its ``disk.qcow2`` overlay whose backing file is the image's disk by
+relative path, and while it runs: pid file, QMP and serial sockets, logs, ``run.json``, ``ssh-config``.
 State is derived on every look from the pid file and the process, never remembered.
 """
 
@@ -26,6 +26,7 @@ from .errors import Conflict, ExternalError, InvalidInput, NotFound
 from .fsutil import atomic_write_json, remove_tree
 from .images import Image, ImageStore
 from .names import validate_vm_name
+from .owners import Owner
 from .ports import PortForward, check_port_free, free_port, parse_forward
 from .qemu import process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
@@ -171,11 +172,14 @@ class VmManager:
         disk_size: str | None = None,
         ports: Iterable[str | PortForward] = (),
         empty: bool = False,
+        throwaway: bool = False,
     ) -> VmStatus:
         """Create VM ``name`` from an image: a qcow2 overlay over the image's disk.
 
         With no image, ``disk_size`` makes an empty disk; ``empty`` allows a VM with no
-        disk at all (a recipe then attaches what it needs)."""
+        disk at all (a recipe then attaches what it needs). A ``throwaway`` VM records
+        this process as its owner: once the process is gone, the VM is an orphan that
+        ``fsck`` reports and ``prune`` removes."""
         validate_vm_name(name)
         memory_mb = parse_memory(memory)
         cpus = parse_cpus(cpus)
@@ -207,7 +211,7 @@ class VmManager:
                 resources.append({"type": "cdrom", "filename": os.path.join("..", "..", layout.IMAGES, image.id, iso)})
             config = VmConfig(
                 image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
-                ports=forwards, resources=tuple(resources),
+                ports=forwards, resources=tuple(resources), owner=Owner.current() if throwaway else None,
             )
             atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
             with self.db.lock():
@@ -226,6 +230,11 @@ class VmManager:
             raise NotFound(f"VM {name!r} has no readable config")
         change(raw)
         atomic_write_json(path, raw)
+
+    def disown(self, name: str) -> None:
+        """Keep a throw-away VM for good: it no longer belongs to the process that made it,
+        so it never becomes an orphan (a build VM kept on failure)."""
+        self.update_config(name, lambda raw: raw.pop("owner", None))
 
     # Running ---------------------------------------------------------------
 

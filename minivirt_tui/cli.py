@@ -61,13 +61,52 @@ class MivGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(ExitCode.INTERRUPTED)
+        except Terminated as e:
+            import signal
+
+            click.echo(f"terminated by {signal.Signals(e.signum).name}", err=True)
+            ctx.exit(128 + e.signum)
+
+
+class Terminated(Exception):
+    """``miv`` got SIGTERM or SIGHUP and stopped what it was doing, cleaning up as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a core coroutine to completion from a command."""
-    import asyncio  # here, not at the top: `miv images` and `miv --help` need no event loop
+    """Run a core coroutine to completion from a command.
 
-    return asyncio.run(coro)
+    SIGTERM and SIGHUP (a closed terminal) cancel it as Ctrl-C does, so its cleanup runs
+    (a throw-away VM is destroyed, a build's VM too); a second signal does not cut that
+    cleanup short. They end in :class:`Terminated`."""
+    import asyncio  # here, not at the top: `miv images` and `miv --help` need no event loop
+    import signal
+
+    received: list[int] = []
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                task.cancel()
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if received:
+            raise Terminated(received[0]) from None
+        raise
 
 
 def core(ensure: bool = True) -> Any:

@@ -156,6 +156,10 @@ def test_keep_on_failure_keeps_the_build_vm(tiny_db: Path, tmp_path: Path) -> No
     proc = miv(tiny_db, "build", str(r), "--keep-on-failure", rc=1)
     (vm,) = db_entries(tiny_db)["vms"]
     assert f"miv start {vm}" in proc.stderr.decode()
+    # Kept for the user, so not an orphan of the finished build: prune leaves it.
+    assert b"no problems" in miv(tiny_db, "fsck").stderr
+    miv(tiny_db, "prune")
+    assert db_entries(tiny_db)["vms"] == [vm]
     miv(tiny_db, "destroy", vm)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from minivirt_core.errors import InvalidInput
 from minivirt_core.qemu.command import Drive, LaunchSpec, qemu_argv
 from minivirt_core.vmconfig import parse_memory
 
-from .helpers import db_entries, miv, simple_tar
+from .helpers import MIV, db_entries, miv, simple_tar
 from .test_vms import _qemu_pids
 
 BOOT = "60"
@@ -181,6 +183,7 @@ def test_size_parsing() -> None:
     ({"memory": "lots"}, "config.json: memory: invalid memory size 'lots'"),
     ({"ports": [{"host_port": "x"}]}, "config.json: ports: entry 1: not a port forward"),
     ({"resources": "disk"}, "config.json: resources: 'disk' is not a list"),
+    ({"owner": 5}, "config.json: owner: not an owner"),
 ])
 def test_a_malformed_vm_config_shows_that_vm_broken_and_lists_the_others(
         base_db: Path, change: dict, reason: str) -> None:
@@ -278,3 +281,90 @@ def test_qemu_missing_is_a_clear_error(base_db: Path, tmp_path: Path) -> None:
     err = _clear_error(miv(base_db, "start", "v", "--daemon", rc=None, env={"PATH": str(tmp_path / "empty")}))
     assert "QEMU is not installed: qemu-system-" in err and "not found on PATH" in err
     _assert_nothing_runs(base_db, "v")
+
+
+# Throw-away VMs and their owner (point 10) ---------------------------------------------------
+
+
+def test_an_owner_is_a_process_and_its_start_time() -> None:
+    from minivirt_core.owners import Owner, process_start_time
+
+    me = Owner.current()
+    assert me.pid == os.getpid() and me.started == process_start_time(os.getpid()) and me.alive()
+    assert not Owner(me.pid, (me.started or 0) + 1).alive()  # same pid, another process: a reused pid
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not Owner(child.pid, None).alive()
+
+
+def test_a_throwaway_vm_whose_owner_died_is_an_orphan_that_prune_removes(base_db: Path) -> None:
+    code = ("import asyncio, sys; from minivirt_core import Minivirt\n"
+            "asyncio.run(Minivirt(sys.argv[1]).vms.create('base', 'run-dead', throwaway=True))\n")
+    subprocess.run([sys.executable, "-c", code, str(base_db)], check=True)
+    miv(base_db, "create", "base", "kept")
+    owner = json.loads((base_db / "vms" / "run-dead" / "config.json").read_text())["owner"]
+    assert owner["pid"] > 0 and owner["started"] > 0
+    assert miv(base_db, "fsck", rc=1).stdout.decode() == (
+        f"vm run-dead: an orphan: the miv process that made it (pid {owner['pid']}) is gone; "
+        "`miv prune` removes it\n")
+    assert b"would remove orphan VM run-dead" in miv(base_db, "prune", "-n").stderr
+    assert db_entries(base_db)["vms"] == ["kept", "run-dead"]
+    assert b"removed orphan VM run-dead" in miv(base_db, "prune").stderr
+    assert db_entries(base_db)["vms"] == ["kept"] and db_entries(base_db)["staging"] == []
+    assert b"no problems" in miv(base_db, "fsck").stderr
+
+
+@pytest.mark.vm
+def test_run_killed_by_sigterm_then_sighup_leaves_no_vm(tiny_db: Path) -> None:
+    """On main, SIGTERM or SIGHUP ended `miv run` at once and its VM kept running."""
+    proc = subprocess.Popen([MIV, "run", "tiny", "-m", "200", "sleep", "60"], env=_env(tiny_db),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: len(db_entries(tiny_db)["vms"]) == 1, 60, "the run VM")
+        (name,) = db_entries(tiny_db)["vms"]
+
+        def guest_sleeps() -> bool:
+            return miv(tiny_db, "ssh", name, "pidof sleep", rc=None).returncode == 0
+
+        _wait(guest_sleeps, 180, "the command to run in the guest")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGHUP)  # a second signal must not cut the cleanup short
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    # Both are pending at once, and the kernel may hand over SIGHUP first: either one counts.
+    assert proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGHUP), err.decode()
+    assert f"terminated by {signal.Signals(proc.returncode - 128).name}" in err.decode()
+    assert b"Traceback" not in err
+    assert db_entries(tiny_db)["vms"] == [] and _qemu_pids(tiny_db) == []
+    assert b"no problems" in miv(tiny_db, "fsck").stderr
+
+
+@pytest.mark.vm
+def test_build_killed_by_sigkill_leaves_an_orphan_that_fsck_reports_and_prune_removes(
+        tiny_db: Path, tmp_path: Path) -> None:
+    """On main, the build VM kept running, `fsck` called the database ok and `prune` left it."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
+                      "        - run: sleep 600\n")
+    proc = subprocess.Popen([MIV, "build", str(recipe)], env=_env(tiny_db), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def build_vm_runs() -> bool:
+            vms = db_entries(tiny_db)["vms"]
+            return len(vms) == 1 and (tiny_db / "vms" / vms[0] / "run.json").exists() and bool(_qemu_pids(tiny_db))
+
+        _wait(build_vm_runs, 120, "the build VM to run")
+    finally:
+        proc.kill()
+        proc.wait()
+    (name,) = db_entries(tiny_db)["vms"]
+    assert name.startswith("build-")
+    (qemu,) = _qemu_pids(tiny_db)
+    fsck = miv(tiny_db, "fsck", rc=1)
+    assert (f"vm {name}: an orphan: the miv process that made it (pid {proc.pid}) is gone, "
+            f"and its QEMU (pid {qemu}) still runs; `miv prune` removes it") in fsck.stdout.decode()
+    pruned = miv(tiny_db, "prune").stderr.decode()
+    assert f"removed orphan VM {name}" in pruned
+    assert _qemu_pids(tiny_db) == [] and db_entries(tiny_db)["vms"] == [] and db_entries(tiny_db)["staging"] == []
+    assert b"no problems" in miv(tiny_db, "fsck").stderr

@@ -145,7 +145,7 @@ class Builder:
         with self.db.staging("build") as hold:
             try:
                 await self.vms.create(recipe.base, self.vm_name, memory=recipe.memory_mb, cpus=recipe.cpus,
-                                      empty=True)
+                                      empty=True, throwaway=True)
                 for step in recipe.steps:
                     timings.append((step.title, await self._top_step(step)))
                 self.emit(events.Note("committing the build VM's disk as an image"))
@@ -179,6 +179,7 @@ class Builder:
                 await self.vms.destroy(self.vm_name)
             else:
                 await self.vms.kill(self.vm_name)
+                self.vms.disown(self.vm_name)  # kept for the user: never an orphan to prune
                 self.emit(events.Note(
                     f"kept the build VM {self.vm_name}: `miv start {self.vm_name}` then `miv console "
                     f"{self.vm_name}` or `miv ssh {self.vm_name}`; `miv destroy {self.vm_name}` when done"))

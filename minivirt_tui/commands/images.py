@@ -62,11 +62,13 @@ def prune(dry_run: bool) -> None:
 
     report = core().images.prune(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
+    for name in report.vms:
+        info(f"{verb} orphan VM {name} (the miv process that made it is gone)")
     for image_id in report.images:
         info(f"{verb} image {image_id[:12]}")
     for path in report.leftovers:
         info(f"{verb} leftover {path.parent.name}/{path.name}")
-    if not report.images and not report.leftovers:
+    if not report.images and not report.leftovers and not report.vms:
         info("nothing to prune")
     else:
         info(f"{'would free' if dry_run else 'freed'} {human_size(report.freed)}")

@@ -83,7 +83,7 @@ class ImageActions(DashboardBase):
         async def run() -> str:
             vms = self.miv.vms
             name = vms.ephemeral_name("run")
-            await vms.create(image_id, name, memory=256)
+            await vms.create(image_id, name, memory=256, throwaway=True)
             self._ephemeral.add(name)
             try:
                 await vms.start(name)
