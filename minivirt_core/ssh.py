@@ -7,7 +7,9 @@ Guests accept root with minivirt's key, which is Vagrant's well-known insecure k
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,29 +88,98 @@ async def connect(port: int, timeout: float = 30.0, key: bytes | None = None) ->
         raise ExternalError(f"SSH connection to port {port} failed: {e or type(e).__name__}") from e
 
 
+def shell_command(argv: Sequence[str]) -> str | None:
+    """The command line to send for ``miv ssh VM ARG...`` / ``miv run IMAGE ARG...``.
+
+    One argument is a shell line, as with ssh(1) (``'cd /srv && make'``); several are a
+    command and its arguments, each kept exactly as given, as with ``docker run``
+    (``sh -c 'exit 3'``). None when there are none (an interactive shell)."""
+    import shlex
+
+    if not argv:
+        return None
+    if len(argv) == 1:
+        return argv[0]
+    return shlex.join(argv)
+
+
 async def run(
     conn: asyncssh.SSHClientConnection,
     command: str,
     on_stdout: Callable[[bytes], Any] | None = None,
     on_stderr: Callable[[bytes], Any] | None = None,
-    stdin: bytes | None = None,
+    stdin: bytes | int | None = None,
 ) -> int:
-    """Run ``command``, streaming its output to the callbacks; returns its exit status."""
+    """Run ``command``, streaming its output to the callbacks; returns its exit status
+    (255 when the connection ended without one, as with ssh(1)).
+
+    ``stdin`` is bytes to send or a file descriptor to stream until its end. The command
+    may exit before it read all of it: that is not an error, and its output is never lost."""
     process = await conn.create_process(command, encoding=None)
-    if stdin is not None:
-        process.stdin.write(stdin)
-    process.stdin.write_eof()
+    feeder = asyncio.ensure_future(_feed(process.stdin, stdin))
 
     async def pump(stream: Any, sink: Callable[[bytes], Any] | None) -> None:
         while data := await stream.read(65536):
             if sink is not None:
                 sink(data)
 
-    await asyncio.gather(pump(process.stdout, on_stdout), pump(process.stderr, on_stderr))
-    completed = await process.wait()
-    if completed.exit_status is None:
-        return 255 if completed.exit_signal else 0
+    try:
+        await asyncio.gather(pump(process.stdout, on_stdout), pump(process.stderr, on_stderr))
+        completed = await process.wait()
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+    if completed.exit_status is None or completed.exit_status < 0:
+        return 255
     return int(completed.exit_status)
+
+
+async def _feed(writer: Any, source: bytes | int | None) -> None:
+    """Write ``source`` to the remote command's stdin, then EOF; stop quietly when the
+    channel closes first (the command exited without reading everything)."""
+    import asyncssh
+
+    try:
+        if isinstance(source, bytes):
+            if source:
+                writer.write(source)
+                await writer.drain()
+        elif source is not None:
+            async for chunk in _read_chunks(source):
+                writer.write(chunk)
+                await writer.drain()
+        writer.write_eof()
+    except (OSError, asyncssh.Error):
+        pass  # the channel is closed: the command is gone, its output is read elsewhere
+
+
+async def _read_chunks(fd: int, size: int = 65536) -> AsyncIterator[bytes]:
+    """The data of ``fd`` until its end, without blocking the event loop on a pipe."""
+    import stat
+
+    loop = asyncio.get_running_loop()
+    mode = os.fstat(fd).st_mode
+    may_block = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
+    while True:
+        if may_block:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _set_once, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            data = os.read(fd, size)
+        else:  # files and devices like /dev/null answer at once
+            data = await asyncio.to_thread(os.read, fd, size)
+        if not data:
+            return
+        yield data
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def capture(conn: asyncssh.SSHClientConnection, command: str) -> tuple[int, str]:

@@ -146,24 +146,60 @@ def logs(name: str, follow: bool) -> None:
     run(go())
 
 
+class _CommandLineCommand(click.Command):
+    """`miv ssh NAME [OPTIONS] COMMAND...` / `miv run IMAGE [OPTIONS] COMMAND...`: options may
+    come before or after NAME, as with ssh(1), and COMMAND starts at the next word that is not
+    one of ours: from there every word is the command's, even one that looks like our option
+    (`miv run tiny grep -m 1 x f` keeps its `-m 1`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: dict[str, bool] = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                for opt in (*param.opts, *param.secondary_opts):
+                    takes_value[opt] = not param.is_flag and not param.count
+        args = list(args)
+        i, words = 0, 0
+        while i < len(args) and args[i] != "--":
+            arg = args[i]
+            if arg.startswith("-") and arg != "-":
+                name = arg.split("=", 1)[0]
+                attached = "=" in arg
+                if name not in takes_value and not arg.startswith("--") and arg[:2] in takes_value:
+                    name, attached = arg[:2], True  # -m512
+                if name in takes_value or words == 0:
+                    i += 2 if takes_value.get(name) and not attached else 1
+                    continue
+            words += 1
+            if words == 2:  # the command's first word: the rest is its own
+                args.insert(i, "--")
+                break
+            i += 1
+        return super().parse_args(ctx, args)
+
+
 async def _ssh_session(port: int, command: str | None, force_tty: bool) -> int:
     from minivirt_core import ssh
 
     conn = await ssh.connect(port)
     try:
-        if command is None or force_tty:
-            if not sys.stdin.isatty() and command is None:
-                data = sys.stdin.buffer.read()
-                return await ssh.run(conn, "sh", _out, _err, stdin=data)
+        stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
+        if stdin is None and (force_tty or command is None):  # -t needs a terminal to bridge
             from ..terminal import interactive_ssh
 
             return await interactive_ssh(conn, command)
-        import asyncio
-
-        stdin = None if sys.stdin.isatty() else await asyncio.to_thread(sys.stdin.buffer.read)
-        return await ssh.run(conn, command, _out, _err, stdin=stdin)
+        return await ssh.run(conn, command or "sh", _out, _err, stdin=stdin)
     finally:
         conn.close()
+
+
+def _stdin_fd() -> int | None:
+    """Standard input's descriptor when it is not a terminal (closed stdin: /dev/null's)."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return os.open(os.devnull, os.O_RDONLY)
+    return None if os.isatty(fd) else fd
 
 
 def _out(data: bytes) -> None:
@@ -176,40 +212,49 @@ def _err(data: bytes) -> None:
     sys.stderr.buffer.flush()
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(cls=_CommandLineCommand)
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("-t", "--tty", "force_tty", is_flag=True, help="Allocate a terminal even with a command.")
+@click.option("-t", "--tty", "force_tty", is_flag=True, help="A terminal even with a command (when stdin is one).")
 @click.option("--wait", type=float, default=DEFAULT_SSH_WAIT, show_default=True,
               help="Seconds to wait for the guest's SSH server.")
 def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> None:
-    """Open a shell on VM NAME over SSH, or run COMMAND there (its exit status is miv's)."""
+    """Open a shell on VM NAME over SSH, or run COMMAND there (its exit status is miv's).
+
+    One word is a shell line, as with ssh: miv ssh web 'cd /srv && make'. Several are a command
+    and its arguments, kept as given, as with docker run: miv ssh web sh -c 'exit 3'."""
 
     async def go() -> int:
+        from minivirt_core.ssh import shell_command
+
         vms = core().vms
         port = await vms.wait_for_ssh(name, wait)
-        return await _ssh_session(port, " ".join(command) if command else None, force_tty)
+        return await _ssh_session(port, shell_command(command), force_tty)
 
     sys.exit(run(go()))
 
 
-@click.command(name="run", context_settings={"ignore_unknown_options": True})
+@click.command(name="run", cls=_CommandLineCommand)
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_resources
 @click.option("--wait-for-ssh", type=float, default=DEFAULT_SSH_WAIT, show_default=True, metavar="SECONDS",
               help="Seconds to wait for the guest's SSH server.")
-@click.option("-t", "--tty", "force_tty", is_flag=True, help="Allocate a terminal even with a command.")
+@click.option("-t", "--tty", "force_tty", is_flag=True, help="A terminal even with a command (when stdin is one).")
 def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tuple[str, ...],
          wait_for_ssh: float, force_tty: bool) -> None:
-    """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it."""
+    """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it.
+
+    One word is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
+    and its arguments, kept as given, as with docker run: miv run tiny sh -c 'exit 3'."""
     from minivirt_core.ephemeral import ephemeral_vm
+    from minivirt_core.ssh import shell_command
 
     async def go() -> int:
         async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
                                 wait_for_ssh=wait_for_ssh) as st:
             assert st.ssh_port is not None
-            return await _ssh_session(st.ssh_port, " ".join(command) if command else None, force_tty)
+            return await _ssh_session(st.ssh_port, shell_command(command), force_tty)
 
     sys.exit(run(go()))
 
