@@ -20,6 +20,8 @@ from .ports import LOOPBACK
 if TYPE_CHECKING:
     import asyncssh
 
+    from .guestcopy import CopyResult
+
 DATA = Path(__file__).parent / "data"
 PRIVATE_KEY = DATA / "vagrant-private-key"
 PUBLIC_KEY = DATA / "vagrant.pub"
@@ -189,20 +191,12 @@ async def capture(conn: asyncssh.SSHClientConnection, command: str) -> tuple[int
     return status, b"".join(chunks).decode(errors="replace")
 
 
-async def copy(conn: asyncssh.SSHClientConnection, src: str, dest: str, upload: bool) -> None:
-    """Copy a file or folder to (``upload``) or from the guest over SFTP."""
-    import asyncssh
+async def copy(conn: asyncssh.SSHClientConnection, src: str, dest: str, upload: bool,
+               guest: str = "the guest") -> CopyResult:
+    """Copy a file or folder to (``upload``) or from the guest over SFTP (see :mod:`.guestcopy`)."""
+    from . import guestcopy
 
-    try:
-        async with conn.start_sftp_client() as sftp:
-            if upload:
-                await sftp.put(src, dest, recurse=True, preserve=True)
-            else:
-                await sftp.get(src, dest, recurse=True, preserve=True)
-    except (asyncssh.SFTPError, asyncssh.ChannelOpenError) as e:
-        raise ExternalError(f"copy failed: {e}", hint="The guest needs an SFTP server.") from e
-    except OSError as e:
-        raise ExternalError(f"copy failed: {e.strerror or e}: {e.filename or ''}".rstrip(": ")) from e
+    return await guestcopy.copy(conn, src, dest, upload, guest)
 
 
 def write_client_files(vm_dir: Path, name: str, port: int, key_file: str, config_file: str) -> Path:

@@ -76,3 +76,15 @@ def test_run_keeps_arguments_as_given_and_its_exit_status(tiny_db: Path) -> None
                               capture_output=True, env=_miv_env(tiny_db), timeout=300)
         assert (proc.returncode, proc.stdout) == (0, b"tiny\n"), proc.stderr
     assert os.listdir(tiny_db / "vms") == []
+
+
+def test_cp_of_a_missing_file_names_it(running: Path, tmp_path: Path) -> None:
+    # Before: `b'nothere'`, and a missing guest file blamed a missing SFTP server.
+    proc = miv(running, "cp", "nothere", "v:/tmp", rc=1)
+    assert proc.stderr.startswith(b"error: no such file or folder on this machine: nothere\n"), proc.stderr
+    dest = tmp_path / "out"
+    dest.mkdir()
+    proc = miv(running, "cp", "v:/nonexistent", str(dest), rc=1)
+    assert proc.stderr.startswith(b"error: no such file or folder in VM v: /nonexistent\n"), proc.stderr
+    assert b"SFTP" not in proc.stderr and b"Traceback" not in proc.stderr
+    assert os.listdir(dest) == []

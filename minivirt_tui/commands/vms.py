@@ -263,7 +263,9 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
 @click.argument("src")
 @click.argument("dest")
 def cp(src: str, dest: str) -> None:
-    """Copy files between the host and a VM: `miv cp file vm:/path` or `miv cp vm:/path file`."""
+    """Copy files between the host and a VM: `miv cp file vm:/path` or `miv cp vm:/path file`.
+
+    What comes out of a VM never keeps setuid, setgid or sticky bits, nor write access for others."""
     vms = core().vms
 
     def split(arg: str) -> tuple[str | None, str]:
@@ -284,9 +286,11 @@ def cp(src: str, dest: str) -> None:
         port = await vms.wait_for_ssh(vm, DEFAULT_SSH_WAIT)
         conn = await ssh.connect(port)
         try:
-            await ssh.copy(conn, src_path, dest_path, upload=dest_vm is not None)
+            result = await ssh.copy(conn, src_path, dest_path, upload=dest_vm is not None, guest=f"VM {vm}")
         finally:
             conn.close()
+        for skipped in result.skipped:
+            info(f"skipped {skipped}")
 
     run(go())
 
