@@ -1,9 +1,11 @@
 """The database: a folder of images, VMs, remotes and caches, safe for many processes.
 
-Every mutation takes :meth:`Database.lock` (an ``flock``, released by the kernel if the
-process dies). Images and VMs are assembled in :meth:`Database.staging` folders outside
-``images/`` and ``vms/`` and renamed into place only when complete, so a reader never
-sees half an image, and a crash leaves only a staging folder that ``prune`` removes.
+The database folder and its folders are private to their owner (0700, whatever the
+umask): they hold VM disks, logs, SSH keys and remotes. Every mutation takes
+:meth:`Database.lock` (an ``flock``, released by the kernel if the process dies). Images
+and VMs are assembled in :meth:`Database.staging` folders outside ``images/`` and
+``vms/`` and renamed into place only when complete, so a reader never sees half an
+image, and a crash leaves only a staging folder that ``prune`` removes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,8 @@ from typing import Any
 from . import layout
 from .errors import DatabaseError
 from .fsutil import FileLock, remove_tree
+
+PRIVATE_DIR = 0o700  # the database and its folders: nobody else may look inside
 
 
 def default_root() -> Path:
@@ -91,8 +96,10 @@ class Database:
                     f"the database path {self.root} is not a folder",
                     hint="Set MINIVIRT_DB_PATH to a folder (it is created when missing).",
                 )
+            self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             for d in (self.root, self.images_dir, self.vms_dir, self.staging_dir):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+                _make_private(d)
         except OSError as e:
             raise DatabaseError(f"cannot create the database at {self.root}: {e.strerror}", hint=hint) from e
         for d in (self.root, self.images_dir, self.vms_dir):
@@ -115,7 +122,7 @@ class Database:
         """A fresh locked staging folder; removed on exit unless the owner renamed it."""
         self.ensure()
         path = self.staging_dir / f"{kind}-{os.urandom(8).hex()}"
-        path.mkdir()
+        path.mkdir(mode=PRIVATE_DIR)  # becomes an image's or a VM's folder
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX)
         staging = Staging(path, fd)
@@ -183,6 +190,17 @@ class Database:
             image = config.get("image") if isinstance(config, dict) else None
             result[entry.name] = image if isinstance(image, str) else None
         return result
+
+
+def _make_private(folder: Path) -> None:
+    """Only the owner may enter ``folder`` (VM disks, logs, keys and remotes live below),
+    whatever the umask was when it was made; databases made before this are tightened."""
+    mode = folder.stat().st_mode
+    if mode & 0o077:
+        try:
+            os.chmod(folder, stat.S_IMODE(mode) & ~0o077 | 0o700)
+        except PermissionError:
+            pass  # not ours (a database shared on purpose): leave it as its owner made it
 
 
 def read_json(path: Path) -> Any:

@@ -18,6 +18,7 @@ async def ephemeral_vm(
     ports: Iterable[str] = (),
     wait_for_ssh: float | None = 120.0,
     prefix: str = "run",
+    isolated: bool = False,
 ) -> AsyncIterator[VmStatus]:
     """A running VM of ``image`` for the block; destroyed after it, also on errors,
     cancellation (Ctrl-C) and a QEMU that died meanwhile. It records this process as its
@@ -25,7 +26,7 @@ async def ephemeral_vm(
     name = vms.ephemeral_name(prefix)
     created = False
     try:
-        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True)
+        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True, isolated=isolated)
         created = True
         yield await vms.start(name, wait_for_ssh=wait_for_ssh)
     finally:

@@ -38,7 +38,10 @@ VM_SERIAL = "serial.sock"
 VM_SERIAL_LOG = "serial.log"
 VM_QEMU_LOG = "qemu.log"
 VM_RUN = "run.json"
-VM_SSH_CONFIG = "ssh-config"
-VM_SSH_KEY = "ssh-private-key"
+VM_SSH_CONFIG = "ssh-config"  # for plain `ssh -F`: names the key the guest accepts now
+# Inside a VM folder: its SSH keys (see vmkey.py).
+VM_SSH_KEY = "ssh-key"  # the VM's own private key (ed25519, 0600), made on first SSH contact
+VM_SSH_KEY_STATE = "ssh-key.json"  # which key the VM's disk accepts: {"disk_key": "own"|"well-known", ...}
+VM_WELL_KNOWN_KEY = "ssh-private-key"  # a 0600 copy of the well-known key, for VMs that keep it
 
 VM_RUNTIME_FILES = (VM_PID, VM_QMP, VM_SERIAL, VM_RUN)

@@ -1,7 +1,8 @@
 """SSH to guests with asyncssh: waiting for sshd, commands, shells, file copy.
 
-Guests accept root with minivirt's key, which is Vagrant's well-known insecure key
-(the classic recipes' images accept it). The forwarded port listens on 127.0.0.1 only.
+Images accept root with Vagrant's well-known insecure key (the classic recipes' images
+do); a VM replaces it with its own key on first contact (see :mod:`.vmkey`). The
+forwarded port listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExternalError, Timeout
-from .fsutil import atomic_write_bytes, atomic_write_text
 from .ports import LOOPBACK
 
 if TYPE_CHECKING:
@@ -68,23 +68,31 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
         await asyncio.sleep(0.05)
 
 
-async def connect(port: int, timeout: float = 30.0, key: bytes | None = None) -> asyncssh.SSHClientConnection:
-    """An authenticated SSH connection to the guest forwarded at ``port``."""
+class KeyRefused(ExternalError):
+    """The guest refused every key offered."""
+
+
+async def connect(port: int, timeout: float = 30.0,
+                  keys: Sequence[bytes] | None = None) -> asyncssh.SSHClientConnection:
+    """An authenticated root SSH connection to the guest forwarded at ``port``, offering
+    ``keys`` (private keys, in order), by default the well-known key. A VM's own key is
+    :func:`minivirt_core.vmkey.connect`'s business: use ``VmManager.ssh_connect``."""
     import asyncssh
 
-    client_key = asyncssh.import_private_key(key or private_key_bytes())
+    client_keys = [asyncssh.import_private_key(k) for k in keys or [private_key_bytes()]]
     try:
         return await asyncio.wait_for(
             asyncssh.connect(
-                LOOPBACK, port, username=USER, client_keys=[client_key], known_hosts=None,
+                LOOPBACK, port, username=USER, client_keys=client_keys, known_hosts=None,
                 agent_path=None, config=None, preferred_auth="publickey", keepalive_interval=15,
             ),
             timeout,
         )
     except asyncssh.PermissionDenied as e:
-        raise ExternalError(
+        raise KeyRefused(
             "the guest refused minivirt's SSH key",
-            hint="Images must authorize the key in minivirt_core/data/vagrant.pub for root.",
+            hint="Images must authorize the key in minivirt_core/data/vagrant.pub for root; "
+                 "a VM that replaced it uses the key in its folder (ssh-key).",
         ) from e
     except (TimeoutError, OSError, asyncssh.Error) as e:
         raise ExternalError(f"SSH connection to port {port} failed: {e or type(e).__name__}") from e
@@ -197,24 +205,3 @@ async def copy(conn: asyncssh.SSHClientConnection, src: str, dest: str, upload: 
     from . import guestcopy
 
     return await guestcopy.copy(conn, src, dest, upload, guest)
-
-
-def write_client_files(vm_dir: Path, name: str, port: int, key_file: str, config_file: str) -> Path:
-    """Write the VM's private key and an ``ssh-config`` so plain ``ssh -F`` works."""
-    key_path = vm_dir / key_file
-    atomic_write_bytes(key_path, private_key_bytes(), mode=0o600)
-    config = (
-        f"Host {name} {name}.miv\n"
-        f"  HostName {LOOPBACK}\n"
-        f"  Port {port}\n"
-        f"  User {USER}\n"
-        f"  IdentityFile {key_path}\n"
-        "  IdentitiesOnly yes\n"
-        "  StrictHostKeyChecking no\n"
-        "  UserKnownHostsFile /dev/null\n"
-        "  LogLevel ERROR\n"
-    )
-    path = vm_dir / config_file
-    atomic_write_text(path, config)
-    return path
-

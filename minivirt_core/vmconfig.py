@@ -90,6 +90,12 @@ def _image_ref(value: Any) -> str:
     return value
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{_brief(value)} is not true or false")
+    return value
+
+
 def _disk_flag(value: Any) -> bool:
     # true/false; the original minivirt could also write the --disk size it was given.
     if not isinstance(value, bool | str):
@@ -131,6 +137,7 @@ class VmConfig:
     ports: tuple[PortForward, ...] = ()
     resources: tuple[dict[str, str], ...] = ()
     owner: Owner | None = None
+    isolated: bool = False  # QEMU user networking with restrict=on: no way out of the guest
 
     @classmethod
     def from_json(cls, value: object) -> VmConfig:
@@ -156,6 +163,7 @@ class VmConfig:
             ports=get("ports", lambda v: _items(v, forward_from_json), ()),
             resources=get("resources", lambda v: _items(v, _resource), ()),
             owner=get("owner", Owner.from_json, None),
+            isolated=get("isolated", _flag, False),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -169,6 +177,8 @@ class VmConfig:
         }
         if self.owner is not None:
             result["owner"] = self.owner.as_json()
+        if self.isolated:  # an optional key: older files stay valid
+            result["isolated"] = True
         return result
 
 

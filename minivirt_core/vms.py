@@ -10,6 +10,7 @@ State is derived on every look from the pid file and the process, never remember
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import secrets
@@ -18,16 +19,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import accel, layout
+from . import accel, layout, vmkey
 from .database import Database, Staging, read_json
-from .errors import Conflict, ExternalError, InvalidInput, NotFound
+from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound, Timeout
 from .fsutil import atomic_write_json, remove_tree
 from .images import Image, ImageStore
 from .names import validate_vm_name
 from .owners import Owner
-from .ports import PortForward, check_port_free, free_port, parse_forward
+from .ports import LOOPBACK, PortForward, check_port_free, free_port, parse_forward
 from .qemu import process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
 from .tools import run_tool
@@ -47,6 +48,11 @@ from .vmconfig import (
     parse_memory,
     read_config,
 )
+
+if TYPE_CHECKING:
+    import asyncssh
+
+COMMIT_SSH_WAIT = 300.0  # a commit that must boot the VM to put the well-known key back
 
 __all__ = ["BROKEN", "DEFAULT_CPUS", "DEFAULT_MEMORY_MB", "RUNNING", "STOPPED", "STOP_TIMEOUT", "VmConfig",
            "VmManager", "VmStatus", "parse_memory"]
@@ -173,13 +179,15 @@ class VmManager:
         ports: Iterable[str | PortForward] = (),
         empty: bool = False,
         throwaway: bool = False,
+        isolated: bool = False,
     ) -> VmStatus:
         """Create VM ``name`` from an image: a qcow2 overlay over the image's disk.
 
         With no image, ``disk_size`` makes an empty disk; ``empty`` allows a VM with no
         disk at all (a recipe then attaches what it needs). A ``throwaway`` VM records
         this process as its owner: once the process is gone, the VM is an orphan that
-        ``fsck`` reports and ``prune`` removes."""
+        ``fsck`` reports and ``prune`` removes. ``isolated``: the guest can reach neither
+        the host nor the network (forwards into it still work)."""
         validate_vm_name(name)
         memory_mb = parse_memory(memory)
         cpus = parse_cpus(cpus)
@@ -212,6 +220,7 @@ class VmManager:
             config = VmConfig(
                 image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
                 ports=forwards, resources=tuple(resources), owner=Owner.current() if throwaway else None,
+                isolated=isolated,
             )
             atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
             with self.db.lock():
@@ -267,7 +276,7 @@ class VmManager:
             for attempt in range(3):
                 ssh_port = free_port()
                 spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
-                                  config.ports, drives, snapshot)
+                                  config.ports, drives, snapshot, isolated=config.isolated)
                 try:
                     pid = await process.launch(qemu_argv(spec), vm_dir)
                     break
@@ -283,9 +292,7 @@ class VmManager:
                         choice = self._accel = accel.AccelChoice("tcg", f"{choice.accel} failed to start a VM")
                         continue
                     raise
-            from . import ssh
-
-            ssh.write_client_files(vm_dir, name, ssh_port, layout.VM_SSH_KEY, layout.VM_SSH_CONFIG)
+            vmkey.write_ssh_config_at_start(vm_dir, name, ssh_port)
             atomic_write_json(vm_dir / layout.VM_RUN, {
                 "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
                 "snapshot": snapshot,
@@ -317,6 +324,7 @@ class VmManager:
             from .qemu import monitor
 
             qmp = vm_dir / layout.VM_QMP
+            await self._put_back_well_known_key(vm_dir)
             graceful = False
             if await monitor.try_execute(qmp, "system_powerdown"):
                 graceful = await process.wait_exit(pid, vm_dir, timeout)
@@ -353,6 +361,73 @@ class VmManager:
             os.rename(self.path(name), trash)
         remove_tree(trash)
 
+    # SSH keys (see vmkey.py) ---------------------------------------------------
+
+    async def ssh_connect(self, name: str, wait: float = 120.0) -> asyncssh.SSHClientConnection:
+        """A root SSH connection to running VM ``name`` (waiting up to ``wait`` s for its
+        server), with the VM's own key: the first one replaces the well-known key in the guest."""
+        port = await self.wait_for_ssh(name, wait)
+        run = read_json(self.path(name) / layout.VM_RUN) or {}
+        return await vmkey.connect(self.path(name), name, port, snapshot=run.get("snapshot") is True)
+
+    def ssh_key_replaced(self, name: str) -> bool:
+        """True while the VM's disk accepts only the VM's own key (a commit would boot it
+        briefly to put the well-known key back)."""
+        state = vmkey.KeyState.read(self.path(name))
+        return state.own and not state.keep_well_known
+
+    def keep_well_known_key(self, name: str) -> None:
+        """Never replace the well-known key in VM ``name`` (a recipe's build VM)."""
+        vmkey.keep_well_known(self.path(name))
+
+    async def _put_back_well_known_key(self, vm_dir: Path) -> None:
+        """Before a graceful power-off: close the VM's forwarded ports, then put the
+        well-known key back in the guest. Best effort: on failure, ``commit`` does it later."""
+        if not vmkey.KeyState.read(vm_dir).own:
+            return
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        port = run.get("ssh_port")
+        if run.get("snapshot") is True or not isinstance(port, int):
+            return  # this run's writes are discarded: the disk keeps what it had
+        from . import ssh
+        from .qemu import monitor
+
+        try:
+            host_ports = [port, *(f.host_port for f in read_config(vm_dir).ports)]
+        except InvalidInput:
+            host_ports = [port]
+
+        async def close_ports() -> None:  # nobody may log in with the well-known key from now on
+            for host_port in host_ports:
+                with contextlib.suppress(ExternalError):
+                    await monitor.execute(vm_dir / layout.VM_QMP, "human-monitor-command",
+                                          {"command-line": f"hostfwd_remove net0 tcp:{LOOPBACK}:{host_port}"})
+
+        try:
+            await ssh.wait_for_banner(port, 5)
+            await vmkey.put_back(vm_dir, port, close_ports)
+        except (ExternalError, Timeout):
+            pass
+
+    async def _commit_with_well_known_key(self, name: str) -> None:
+        """A VM stopped without putting the well-known key back (killed, or powered off from
+        inside) is booted briefly to do it: an image must open with the well-known key."""
+        if not self.ssh_key_replaced(name):
+            return
+        try:
+            await self.start(name, wait_for_ssh=COMMIT_SSH_WAIT)
+            port = await self.wait_for_ssh(name, COMMIT_SSH_WAIT)
+            await vmkey.put_back(self.path(name), port)
+        except MinivirtError as e:
+            if self.status(name).running:
+                await self.kill(name)
+            raise ExternalError(
+                f"VM {name!r} accepts only its own SSH key, and putting the well-known key back failed: {e.message}",
+                hint=f"An image must open with the well-known key. Start it and stop it gracefully "
+                     f"(`miv start {name} -d --wait-for-ssh 300 && miv stop {name}`), then commit.",
+            ) from e
+        await self.stop(name)
+
     # Images from VMs ---------------------------------------------------------
 
     async def commit(self, name: str, tags: Iterable[str] = (), hold: Staging | None = None) -> Image:
@@ -365,6 +440,7 @@ class VmManager:
             raise Conflict(f"VM {name!r} is running", hint=f"Stop it first: `miv stop {name}`.")
         if not (st.path / layout.VM_DISK).is_file():
             raise NotFound(f"VM {name!r} has no disk to commit")
+        await self._commit_with_well_known_key(name)
         with self.db.staging("commit") as staging:
             await run_tool(["qemu-img", "convert", "-O", "qcow2", str(st.path / layout.VM_DISK),
                              str(staging.path / layout.IMAGE_DISK)], cwd=st.path)

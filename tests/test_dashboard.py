@@ -159,7 +159,7 @@ async def test_vm_lifecycle_and_console(tiny_db: Path, tmp_path: Path) -> None:
         from minivirt_core import ssh
 
         async def guest_file() -> str:
-            conn = await ssh.connect(port if False else vms.status("web").ssh_port)
+            conn = await vms.ssh_connect("web", 60)
             try:
                 return (await ssh.capture(conn, "cat /root/up.txt"))[1]
             finally:

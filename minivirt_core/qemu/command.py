@@ -32,6 +32,7 @@ class LaunchSpec:
     drives: Sequence[Drive] = ()
     snapshot: bool = False
     arch: str = field(default_factory=host_arch)
+    isolated: bool = False  # restrict=on: the guest reaches neither the host nor the network
 
 
 def opt_value(value: object) -> str:
@@ -63,7 +64,7 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
         f"socket,id=serial0,path={opt_value(layout.VM_SERIAL)},server=on,wait=off,"
         f"logfile={opt_value(layout.VM_SERIAL_LOG)},logappend=on",
         "-serial", "chardev:serial0",
-        "-netdev", "user,id=net0," + ",".join(hostfwd),
+        "-netdev", "user,id=net0," + ("restrict=on," if spec.isolated else "") + ",".join(hostfwd),
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
     ]

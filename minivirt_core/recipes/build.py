@@ -146,6 +146,8 @@ class Builder:
             try:
                 await self.vms.create(recipe.base, self.vm_name, memory=recipe.memory_mb, cpus=recipe.cpus,
                                       empty=True, throwaway=True)
+                # Its steps work on the image-to-be, which must accept the well-known key.
+                self.vms.keep_well_known_key(self.vm_name)
                 for step in recipe.steps:
                     timings.append((step.title, await self._top_step(step)))
                 self.emit(events.Note("committing the build VM's disk as an image"))
@@ -322,8 +324,7 @@ class Builder:
         await self.vms.kill(self.vm_name)  # cleans runtime files
 
     async def _ssh_poweroff(self, timeout: float) -> None:
-        port = await self.vms.wait_for_ssh(self.vm_name, timeout)
-        conn = await ssh.connect(port)
+        conn = await self.vms.ssh_connect(self.vm_name, timeout)
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ssh.run(conn, "poweroff"), 10)
@@ -339,8 +340,7 @@ class Builder:
     async def _with_ssh(self, wait: float, body: Callable[[Any], Any]) -> None:
         await self.vms.start(self.vm_name, wait_for_ssh=wait)
         try:
-            port = await self.vms.wait_for_ssh(self.vm_name, wait)
-            conn = await ssh.connect(port)
+            conn = await self.vms.ssh_connect(self.vm_name, wait)
             try:
                 await body(conn)
                 await ssh.run(conn, "sync")
@@ -383,8 +383,7 @@ class Builder:
         started = time.monotonic()
         async with ephemeral_vm(self.vms, image.id, memory=self.recipe.memory_mb, cpus=self.recipe.cpus,
                                 wait_for_ssh=DEFAULT_SSH_WAIT, prefix="test") as st:
-            assert st.ssh_port is not None
-            conn = await ssh.connect(st.ssh_port)
+            conn = await self.vms.ssh_connect(st.name, DEFAULT_SSH_WAIT)
             try:
                 coro = ssh.capture(conn, fill(command))
                 status, output = await (asyncio.wait_for(coro, timeout) if timeout else coro)

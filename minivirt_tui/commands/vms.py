@@ -16,6 +16,9 @@ DEFAULT_SSH_WAIT = 120.0
 
 
 def _resources(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option("--isolated", is_flag=True,
+                     help="No network for the guest: it cannot reach this machine (10.0.2.2) or beyond; "
+                          "forwards into it still work. For images you do not trust.")(f)
     f = click.option("--port", "ports", multiple=True, metavar="HOST:GUEST",
                      help="Forward 127.0.0.1:HOST to the guest's port GUEST (repeatable).")(f)
     f = click.option("--cpus", type=click.IntRange(1, 64), default=1, show_default=True, help="Virtual CPUs.")(f)
@@ -28,9 +31,11 @@ def _resources(f: click.decorators.FC) -> click.decorators.FC:
 @click.argument("name")
 @_resources
 @click.option("--disk", "disk_size", metavar="SIZE", help="Grow the VM's disk to SIZE (e.g. 10G).")
-def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...], disk_size: str | None) -> None:
+def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...], disk_size: str | None,
+           isolated: bool) -> None:
     """Create VM NAME from IMAGE (a copy-on-write disk over the image)."""
-    st = run(core().vms.create(image, name, memory=memory, cpus=cpus, disk_size=disk_size, ports=ports))
+    st = run(core().vms.create(image, name, memory=memory, cpus=cpus, disk_size=disk_size, ports=ports,
+                               isolated=isolated))
     info(f"created VM {st.name} from {st.image_label}; start it with `miv start {st.name}`")
 
 
@@ -45,6 +50,8 @@ def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None) -
     async def go() -> None:
         vms = core().vms
         st = await vms.start(name, snapshot=snapshot, wait_for_ssh=wait_for_ssh)
+        if wait_for_ssh:  # first contact now: the guest stops accepting the well-known key
+            (await vms.ssh_connect(name, wait_for_ssh)).close()
         info(f"started {name} (ssh port {st.ssh_port}, {st.accel})")
         if not daemon:
             from ..terminal import attach_console
@@ -60,9 +67,13 @@ def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None) -
               help="Seconds to wait for the guest to power off before forcing it.")
 def stop(names: tuple[str, ...], timeout: float) -> None:
     """Power off VMs gracefully (ACPI), forcing them after --timeout."""
+    vms = core().vms
     for name in names:
-        graceful = run(core().vms.stop(name, timeout=timeout))
+        graceful = run(vms.stop(name, timeout=timeout))
         info(f"stopped {name}" + ("" if graceful else " (forced: it did not power off in time)"))
+        if vms.ssh_key_replaced(name):
+            info(f"note: {name} still accepts only its own SSH key (putting the well-known key back failed); "
+                 "`miv commit` will boot it briefly to do so")
 
 
 @click.command()
@@ -178,10 +189,10 @@ class _CommandLineCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-async def _ssh_session(port: int, command: str | None, force_tty: bool) -> int:
+async def _ssh_session(vm: str, wait: float, command: str | None, force_tty: bool) -> int:
     from minivirt_core import ssh
 
-    conn = await ssh.connect(port)
+    conn = await core().vms.ssh_connect(vm, wait)
     try:
         stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
         if stdin is None and (force_tty or command is None):  # -t needs a terminal to bridge
@@ -227,9 +238,7 @@ def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> No
     async def go() -> int:
         from minivirt_core.ssh import shell_command
 
-        vms = core().vms
-        port = await vms.wait_for_ssh(name, wait)
-        return await _ssh_session(port, shell_command(command), force_tty)
+        return await _ssh_session(name, wait, shell_command(command), force_tty)
 
     sys.exit(run(go()))
 
@@ -242,7 +251,7 @@ def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> No
               help="Seconds to wait for the guest's SSH server.")
 @click.option("-t", "--tty", "force_tty", is_flag=True, help="A terminal even with a command (when stdin is one).")
 def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tuple[str, ...],
-         wait_for_ssh: float, force_tty: bool) -> None:
+         isolated: bool, wait_for_ssh: float, force_tty: bool) -> None:
     """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it.
 
     One word is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
@@ -252,9 +261,8 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
 
     async def go() -> int:
         async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
-                                wait_for_ssh=wait_for_ssh) as st:
-            assert st.ssh_port is not None
-            return await _ssh_session(st.ssh_port, shell_command(command), force_tty)
+                                wait_for_ssh=wait_for_ssh, isolated=isolated) as st:
+            return await _ssh_session(st.name, wait_for_ssh, shell_command(command), force_tty)
 
     sys.exit(run(go()))
 
@@ -283,8 +291,7 @@ def cp(src: str, dest: str) -> None:
     async def go() -> None:
         from minivirt_core import ssh
 
-        port = await vms.wait_for_ssh(vm, DEFAULT_SSH_WAIT)
-        conn = await ssh.connect(port)
+        conn = await vms.ssh_connect(vm, DEFAULT_SSH_WAIT)
         try:
             result = await ssh.copy(conn, src_path, dest_path, upload=dest_vm is not None, guest=f"VM {vm}")
         finally:
@@ -301,7 +308,11 @@ def cp(src: str, dest: str) -> None:
 def commit(name: str, tags: tuple[str, ...]) -> None:
     """Save stopped VM NAME's disk as a new image tagged TAGS."""
     started = time.monotonic()
-    image = run(core().vms.commit(name, tags))
+    vms = core().vms
+    if vms.ssh_key_replaced(name) and not vms.status(name).running:
+        info(f"{name} was stopped without putting back the well-known SSH key (killed, or powered off from "
+             "inside): booting it briefly to do so, so that the image opens with it")
+    image = run(vms.commit(name, tags))
     info(f"committed {name} as {image.short_id} ({', '.join(image.tags)}) in {duration(time.monotonic() - started)}")
     click.echo(image.short_id)
 

@@ -148,10 +148,9 @@ class VmActions(DashboardBase):
             async def run() -> str:
                 from minivirt_core import ssh
 
-                port = await self.miv.vms.wait_for_ssh(name, 60)
-                conn = await ssh.connect(port)
+                conn = await self.miv.vms.ssh_connect(name, 60)
                 try:
-                    await ssh.copy(conn, values["src"], values["dest"], upload=upload)
+                    await ssh.copy(conn, values["src"], values["dest"], upload=upload, guest=f"VM {name}")
                 finally:
                     conn.close()
                 return f"copied {values['src']} to {'' if not upload else name + ':'}{values['dest']}"

@@ -1,0 +1,233 @@
+"""A VM's own SSH key, in place of the well-known one (what Vagrant does).
+
+Images accept root with Vagrant's well-known insecure key, so anybody on this machine who
+can reach a VM's 127.0.0.1 port could log in. On minivirt's first SSH connection to a VM,
+the well-known key is taken out of the guest's ``~root/.ssh/authorized_keys`` and a key
+made for this VM (ed25519, ``ssh-key`` in the VM folder, 0600) put in; its line carries the
+comment ``minivirt-vm-key``, and the well-known key's line is kept aside in the guest
+(``~/.ssh/minivirt-well-known-key``). Other lines of the file are left as they are.
+
+Whoever gets an image must be able to log in with the well-known key, so a graceful stop
+puts it back just before powering off (after closing the VM's forwarded ports, so nobody
+can slip in meanwhile), and ``commit`` of a VM stopped another way (killed, powered off
+from inside) boots it briefly to do the same. ``ssh-key.json`` in the VM folder records
+what the VM's disk holds; runs with ``--snapshot`` never change it.
+
+Build VMs of recipes keep the well-known key (:func:`keep_well_known`): the image they
+make must accept it, and a recipe's steps may edit ``authorized_keys`` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import layout, ssh
+from .database import read_json
+from .errors import ExternalError
+from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .ports import LOOPBACK
+
+if TYPE_CHECKING:
+    import asyncssh
+
+VM_KEY_COMMENT = "minivirt-vm-key"
+GUEST_SAVED_KEY = "minivirt-well-known-key"  # in the guest's ~/.ssh: the well-known key's line(s)
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What ``ssh-key.json`` records: which key root's ``authorized_keys`` holds on the
+    VM's disk (``own`` is True once it is the VM's own key), and whether this VM keeps the
+    well-known key for good (build VMs)."""
+
+    own: bool = False
+    keep_well_known: bool = False
+
+    @classmethod
+    def read(cls, vm_dir: Path) -> KeyState:
+        """The VM's state; a missing or malformed file means nothing was replaced yet."""
+        raw = read_json(vm_dir / layout.VM_SSH_KEY_STATE)
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(own=raw.get("disk_key") == "own", keep_well_known=raw.get("keep_well_known") is True)
+
+    def write(self, vm_dir: Path) -> None:
+        """Record this state in the VM folder (atomically)."""
+        atomic_write_json(vm_dir / layout.VM_SSH_KEY_STATE,
+                          {"disk_key": "own" if self.own else "well-known", "keep_well_known": self.keep_well_known},
+                          mode=0o600)
+
+
+def keep_well_known(vm_dir: Path) -> None:
+    """Never replace the well-known key in this VM (build VMs of recipes)."""
+    replace(KeyState.read(vm_dir), keep_well_known=True).write(vm_dir)
+
+
+def own_key(vm_dir: Path) -> bytes:
+    """The VM's own private key (OpenSSH format), made on first use; when two processes
+    make it at once, both end up with the first one written."""
+    path = vm_dir / layout.VM_SSH_KEY
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519", comment=VM_KEY_COMMENT)
+    tmp = vm_dir / f".{layout.VM_SSH_KEY}.{os.urandom(6).hex()}.tmp"
+    atomic_write_bytes(tmp, key.export_private_key("openssh"), mode=0o600)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes()
+
+
+async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False,
+                  timeout: float = 30.0) -> asyncssh.SSHClientConnection:
+    """A root SSH connection to the VM at ``port``, with the VM's own key, replacing the
+    well-known key in the guest first when needed; writes the VM's ``ssh-config``.
+
+    ``snapshot``: this run's disk writes are discarded, so the replacement is made in the
+    running guest but not recorded for the disk."""
+    state = KeyState.read(vm_dir)
+    if state.keep_well_known:
+        conn = await ssh.connect(port, timeout)
+        _write_ssh_config(vm_dir, name, port, _well_known_copy(vm_dir))
+        return conn
+    key = own_key(vm_dir)
+    if state.own and not snapshot:
+        try:
+            conn = await ssh.connect(port, timeout, keys=[key])
+        except ssh.KeyRefused:
+            pass  # the guest lost our key (its authorized_keys edited by hand): replace again
+        else:
+            _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
+            return conn
+    # Our key first: a replacement whose record was lost (a crash) still gets in.
+    conn = await ssh.connect(port, timeout, keys=[key, ssh.private_key_bytes()])
+    try:
+        await _run_script(conn, _install_script(_public_line(key)), "replace the well-known SSH key")
+    except BaseException:
+        conn.close()
+        raise
+    if not snapshot:
+        replace(state, own=True).write(vm_dir)
+    _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
+    return conn
+
+
+async def put_back(vm_dir: Path, port: int, close_ports: Callable[[], Awaitable[None]] | None = None,
+                   timeout: float = 20.0) -> None:
+    """Put the well-known key back in the running guest (and record it), removing the VM's
+    own key; ``close_ports`` runs once our connection is up, before the change."""
+    conn = await ssh.connect(port, timeout, keys=[own_key(vm_dir), ssh.private_key_bytes()])
+    try:
+        if close_ports is not None:
+            await close_ports()
+        await _run_script(conn, _restore_script(), "put back the well-known SSH key")
+    finally:
+        conn.close()
+    replace(KeyState.read(vm_dir), own=False).write(vm_dir)
+    (vm_dir / layout.VM_SSH_CONFIG).unlink(missing_ok=True)
+
+
+def write_ssh_config_at_start(vm_dir: Path, name: str, port: int) -> None:
+    """At start: an ``ssh-config`` naming the key the guest accepts, when that is known
+    already (else it is written on first contact); a stale one is removed."""
+    state = KeyState.read(vm_dir)
+    if state.keep_well_known:
+        _write_ssh_config(vm_dir, name, port, _well_known_copy(vm_dir))
+    elif state.own and (vm_dir / layout.VM_SSH_KEY).is_file():
+        _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
+    else:
+        (vm_dir / layout.VM_SSH_CONFIG).unlink(missing_ok=True)
+
+
+# Helpers -------------------------------------------------------------------
+
+
+def _public_line(private_key: bytes) -> str:
+    import asyncssh
+
+    key = asyncssh.import_private_key(private_key)
+    return key.export_public_key("openssh").decode().split("\n")[0].strip()
+
+
+def _well_known_copy(vm_dir: Path) -> Path:
+    """A 0600 copy of the well-known private key (OpenSSH refuses readable ones)."""
+    path = vm_dir / layout.VM_WELL_KNOWN_KEY
+    atomic_write_bytes(path, ssh.private_key_bytes(), mode=0o600)
+    return path
+
+
+def _write_ssh_config(vm_dir: Path, name: str, port: int, key_path: Path) -> None:
+    config = (
+        f"Host {name} {name}.miv\n"
+        f"  HostName {LOOPBACK}\n"
+        f"  Port {port}\n"
+        f"  User {ssh.USER}\n"
+        f"  IdentityFile {key_path}\n"
+        "  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+    )
+    atomic_write_text(vm_dir / layout.VM_SSH_CONFIG, config, mode=0o600)
+
+
+def _well_known_blob() -> str:
+    return ssh.public_key_text().split()[1]
+
+
+# Both scripts run as root in the guest's POSIX sh (busybox, dash, bash), are idempotent,
+# and replace authorized_keys by a rename (restorecon keeps SELinux guests happy).
+_REWRITE = """
+mv -f authorized_keys.minivirt.$$ authorized_keys
+if command -v restorecon >/dev/null 2>&1; then restorecon authorized_keys || true; fi
+sync
+"""
+
+
+def _install_script(public_line: str) -> str:
+    wk, tag = shlex.quote(_well_known_blob()), shlex.quote(" " + VM_KEY_COMMENT)
+    return f"""set -e
+umask 077
+cd
+mkdir -p .ssh
+cd .ssh
+touch authorized_keys
+if grep -q -F -e {wk} authorized_keys; then grep -F -e {wk} authorized_keys > {GUEST_SAVED_KEY}; fi
+{{ grep -v -F -e {wk} -e {tag} authorized_keys || true; printf '%s\\n' {shlex.quote(public_line)}; }} \\
+  > authorized_keys.minivirt.$$
+{_REWRITE}"""
+
+
+def _restore_script() -> str:
+    wk, tag = shlex.quote(_well_known_blob()), shlex.quote(" " + VM_KEY_COMMENT)
+    return f"""set -e
+umask 077
+cd
+cd .ssh
+if [ -f {GUEST_SAVED_KEY} ]; then
+  {{ grep -v -F -e {wk} -e {tag} authorized_keys || true; cat {GUEST_SAVED_KEY}; }} > authorized_keys.minivirt.$$
+else
+  {{ grep -v -F -e {tag} authorized_keys || true; }} > authorized_keys.minivirt.$$
+fi
+{_REWRITE}rm -f {GUEST_SAVED_KEY}
+sync
+"""
+
+
+async def _run_script(conn: asyncssh.SSHClientConnection, script: str, what: str) -> None:
+    status, output = await ssh.capture(conn, script)
+    if status != 0:
+        raise ExternalError(f"could not {what} in the guest (exit status {status}): {output.strip()[-300:]}",
+                            hint="The guest's root needs a writable ~/.ssh and a POSIX sh with grep.")
