@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import accel, layout, vmkey
 from .database import Database, Staging, read_json
-from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound, Timeout
+from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
 from .fsutil import atomic_write_json, remove_tree
 from .images import Image, ImageStore
 from .names import validate_vm_name
@@ -380,16 +380,16 @@ class VmManager:
         """Never replace the well-known key in VM ``name`` (a recipe's build VM)."""
         vmkey.keep_well_known(self.path(name))
 
-    async def _put_back_well_known_key(self, vm_dir: Path) -> None:
+    async def _put_back_well_known_key(self, vm_dir: Path, wait: float | None = None) -> None:
         """Before a graceful power-off: close the VM's forwarded ports, then put the
-        well-known key back in the guest. Best effort: on failure, ``commit`` does it later."""
+        well-known key back in the guest. Best effort (on failure, ``commit`` does it later),
+        unless ``wait`` (seconds for SSH) is given: then failures raise."""
         if not vmkey.KeyState.read(vm_dir).own:
             return
         run = read_json(vm_dir / layout.VM_RUN) or {}
         port = run.get("ssh_port")
         if run.get("snapshot") is True or not isinstance(port, int):
             return  # this run's writes are discarded: the disk keeps what it had
-        from . import ssh
         from .qemu import monitor
 
         try:
@@ -404,10 +404,11 @@ class VmManager:
                                           {"command-line": f"hostfwd_remove net0 tcp:{LOOPBACK}:{host_port}"})
 
         try:
-            await ssh.wait_for_banner(port, 5)
+            await self.wait_for_ssh(vm_dir.name, wait or 5)
             await vmkey.put_back(vm_dir, port, close_ports)
-        except (ExternalError, Timeout):
-            pass
+        except MinivirtError:
+            if wait is not None:
+                raise
 
     async def _commit_with_well_known_key(self, name: str) -> None:
         """A VM stopped without putting the well-known key back (killed, or powered off from
@@ -415,9 +416,8 @@ class VmManager:
         if not self.ssh_key_replaced(name):
             return
         try:
-            await self.start(name, wait_for_ssh=COMMIT_SSH_WAIT)
-            port = await self.wait_for_ssh(name, COMMIT_SSH_WAIT)
-            await vmkey.put_back(self.path(name), port)
+            await self.start(name)
+            await self._put_back_well_known_key(self.path(name), wait=COMMIT_SSH_WAIT)
         except MinivirtError as e:
             if self.status(name).running:
                 await self.kill(name)

@@ -117,3 +117,14 @@ def s3(s3_server):
     """The S3 server with an empty bucket (tests must not see each other's objects)."""
     s3_server.clear()
     return s3_server
+
+
+@pytest.fixture
+def running_vm(tiny_db: Path):
+    """``tiny_db`` with a running VM ``v`` of the tiny image (200 MiB), reached once over SSH."""
+    from .helpers import miv
+
+    miv(tiny_db, "create", "tiny", "v", "-m", "200")
+    miv(tiny_db, "start", "v", "--daemon", "--wait-for-ssh", "120")
+    yield tiny_db
+    miv(tiny_db, "destroy", "v", rc=None)

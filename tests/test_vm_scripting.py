@@ -12,37 +12,27 @@ import pytest
 from .helpers import MIV, miv
 
 pytestmark = pytest.mark.vm
-BOOT = "120"
-
-
-@pytest.fixture
-def running(tiny_db: Path):
-    """A running VM `v` of the tiny image."""
-    miv(tiny_db, "create", "tiny", "v", "-m", "200")
-    miv(tiny_db, "start", "v", "--daemon", "--wait-for-ssh", BOOT)
-    yield tiny_db
-    miv(tiny_db, "destroy", "v", rc=None)
 
 
 def _miv_env(db: Path) -> dict[str, str]:
     return {**os.environ, "MINIVIRT_DB_PATH": str(db)}
 
 
-def test_scripted_ssh_never_breaks_the_pipe_nor_loses_output(running: Path) -> None:
+def test_scripted_ssh_never_breaks_the_pipe_nor_loses_output(running_vm: Path) -> None:
     # Before: "BrokenPipeError: Channel not open for sending" now and then, output lost.
     for i in range(30):
         quiet = subprocess.run([MIV, "ssh", "v", "hostname"], stdin=subprocess.DEVNULL, capture_output=True,
-                               env=_miv_env(running), timeout=120)
+                               env=_miv_env(running_vm), timeout=120)
         assert (quiet.returncode, quiet.stdout) == (0, b"tiny\n"), (i, quiet.stderr)
         piped = subprocess.run([MIV, "ssh", "v", "hostname"], input=b"hi\n", capture_output=True,
-                               env=_miv_env(running), timeout=120)
+                               env=_miv_env(running_vm), timeout=120)
         assert (piped.returncode, piped.stdout) == (0, b"tiny\n"), (i, piped.stderr)
 
 
-def test_ssh_streams_stdin_and_does_not_wait_for_its_end(running: Path) -> None:
+def test_ssh_streams_stdin_and_does_not_wait_for_its_end(running_vm: Path) -> None:
     # Before: all of stdin was read first, so a pipe that stays open made `miv ssh` hang.
     with subprocess.Popen([MIV, "ssh", "v", "hostname"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=_miv_env(running)) as proc:
+                          stderr=subprocess.PIPE, env=_miv_env(running_vm)) as proc:
         try:
             status = proc.wait(timeout=120)  # our end of its stdin stays open meanwhile
         finally:
@@ -50,20 +40,20 @@ def test_ssh_streams_stdin_and_does_not_wait_for_its_end(running: Path) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         assert (status, proc.stdout.read()) == (0, b"tiny\n"), proc.stderr.read()
     # Streamed both ways: the command reads what it needs and stops.
-    big = miv(running, "ssh", "v", "wc -c", input=b"x" * (8 << 20)).stdout
+    big = miv(running_vm, "ssh", "v", "wc -c", input=b"x" * (8 << 20)).stdout
     assert big.strip() == str(8 << 20).encode()
-    assert miv(running, "ssh", "v", "head -c 3", input=b"abcdef" * 100_000).stdout == b"abc"
+    assert miv(running_vm, "ssh", "v", "head -c 3", input=b"abcdef" * 100_000).stdout == b"abc"
 
 
-def test_ssh_keeps_arguments_as_given(running: Path) -> None:
+def test_ssh_keeps_arguments_as_given(running_vm: Path) -> None:
     # Several words: a command and its arguments, as given (spaces, quotes, our own option names).
-    out = miv(running, "ssh", "v", "printf", "%s|", "a  b", "-t", "--wait", "$HOME", "it's").stdout
+    out = miv(running_vm, "ssh", "v", "printf", "%s|", "a  b", "-t", "--wait", "$HOME", "it's").stdout
     assert out == b"a  b|-t|--wait|$HOME|it's|"
-    assert miv(running, "ssh", "v", "sh", "-c", "exit 3", rc=3).returncode == 3
+    assert miv(running_vm, "ssh", "v", "sh", "-c", "exit 3", rc=3).returncode == 3
     # One word: a shell line, as with ssh(1).
-    assert miv(running, "ssh", "v", "echo $HOME && exit 4", rc=4).stdout == b"/root\n"
+    assert miv(running_vm, "ssh", "v", "echo $HOME && exit 4", rc=4).stdout == b"/root\n"
     # Our options may still come after the VM's name, before the command.
-    assert miv(running, "ssh", "v", "--wait", "30", "hostname").stdout == b"tiny\n"
+    assert miv(running_vm, "ssh", "v", "--wait", "30", "hostname").stdout == b"tiny\n"
 
 
 def test_run_keeps_arguments_as_given_and_its_exit_status(tiny_db: Path) -> None:
@@ -78,13 +68,13 @@ def test_run_keeps_arguments_as_given_and_its_exit_status(tiny_db: Path) -> None
     assert os.listdir(tiny_db / "vms") == []
 
 
-def test_cp_of_a_missing_file_names_it(running: Path, tmp_path: Path) -> None:
+def test_cp_of_a_missing_file_names_it(running_vm: Path, tmp_path: Path) -> None:
     # Before: `b'nothere'`, and a missing guest file blamed a missing SFTP server.
-    proc = miv(running, "cp", "nothere", "v:/tmp", rc=1)
+    proc = miv(running_vm, "cp", "nothere", "v:/tmp", rc=1)
     assert proc.stderr.startswith(b"error: no such file or folder on this machine: nothere\n"), proc.stderr
     dest = tmp_path / "out"
     dest.mkdir()
-    proc = miv(running, "cp", "v:/nonexistent", str(dest), rc=1)
+    proc = miv(running_vm, "cp", "v:/nonexistent", str(dest), rc=1)
     assert proc.stderr.startswith(b"error: no such file or folder in VM v: /nonexistent\n"), proc.stderr
     assert b"SFTP" not in proc.stderr and b"Traceback" not in proc.stderr
     assert os.listdir(dest) == []

@@ -24,15 +24,6 @@ BOOT = "120"
 UNSAFE = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH
 
 
-@pytest.fixture
-def running(tiny_db: Path):
-    """A running VM `v` of the tiny image."""
-    miv(tiny_db, "create", "tiny", "v", "-m", "200")
-    miv(tiny_db, "start", "v", "--daemon", "--wait-for-ssh", BOOT)
-    yield tiny_db
-    miv(tiny_db, "destroy", "v", rc=None)
-
-
 def _modes(root: Path) -> dict[str, int]:
     found = {".": stat.S_IMODE(root.lstat().st_mode)}
     for folder, dirs, files in os.walk(root):
@@ -42,11 +33,11 @@ def _modes(root: Path) -> dict[str, int]:
     return found
 
 
-def test_cp_out_of_a_guest_drops_setuid_setgid_sticky_and_world_write(running: Path, tmp_path: Path) -> None:
-    miv(running, "ssh", "v", "mkdir -p /root/t/sub && cd /root/t && cp /bin/busybox suid && chmod 4777 suid"
+def test_cp_out_of_a_guest_drops_setuid_setgid_sticky_and_world_write(running_vm: Path, tmp_path: Path) -> None:
+    miv(running_vm, "ssh", "v", "mkdir -p /root/t/sub && cd /root/t && cp /bin/busybox suid && chmod 4777 suid"
         " && echo g > sgid && chmod 2755 sgid && chmod 1777 sub && echo w > sub/w && chmod 0666 sub/w"
         " && ln -s /etc/shadow out && mkfifo fifo")
-    env = {**os.environ, "MINIVIRT_DB_PATH": str(running)}
+    env = {**os.environ, "MINIVIRT_DB_PATH": str(running_vm)}
     # umask 000: nothing may become writable by others through the umask either.
     proc = subprocess.run([MIV, "cp", "v:/root/t", str(tmp_path / "t")], env=env, capture_output=True,
                           stdin=subprocess.DEVNULL, umask=0, timeout=120)
@@ -59,7 +50,7 @@ def test_cp_out_of_a_guest_drops_setuid_setgid_sticky_and_world_write(running: P
     victim = tmp_path / "victim"
     victim.write_text("untouched")
     (tmp_path / "one").symlink_to(victim)
-    miv(running, "cp", "v:/root/t/suid", str(tmp_path / "one"))
+    miv(running_vm, "cp", "v:/root/t/suid", str(tmp_path / "one"))
     assert victim.read_text() == "untouched"
     one = (tmp_path / "one").lstat()
     assert stat.S_ISREG(one.st_mode) and not one.st_mode & UNSAFE and stat.S_IMODE(one.st_mode) == 0o775
