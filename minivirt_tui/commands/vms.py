@@ -232,7 +232,7 @@ def _err(data: bytes) -> None:
 def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> None:
     """Open a shell on VM NAME over SSH, or run COMMAND there (its exit status is miv's).
 
-    One word is a shell line, as with ssh: miv ssh web 'cd /srv && make'. Several are a command
+    One argument is a shell line, as with ssh: miv ssh web 'cd /srv && make'. Several are a command
     and its arguments, kept as given, as with docker run: miv ssh web sh -c 'exit 3'."""
 
     async def go() -> int:
@@ -254,7 +254,7 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
          isolated: bool, wait_for_ssh: float, force_tty: bool) -> None:
     """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it.
 
-    One word is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
+    One argument is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
     and its arguments, kept as given, as with docker run: miv run tiny sh -c 'exit 3'."""
     from minivirt_core.ephemeral import ephemeral_vm
     from minivirt_core.ssh import shell_command
