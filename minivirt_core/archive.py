@@ -2,17 +2,19 @@
 
 The reader is a push parser (:class:`TarImporter`): feed it bytes as they arrive from a
 pipe or a download and it writes the members into a staging folder while hashing them,
-so the image id is known when the last byte is written, with no second read. Members
-must be flat regular files; anything else (absolute paths, ``..``, folders, links,
-devices, duplicates) and any qcow2 disk that points at another file is refused, and the
-caller's staging folder is removed, so nothing is left behind.
+so the image id is known when the last byte is written, with no second read. It takes
+exactly what ``fsck`` accepts (:mod:`~minivirt_core.imageconfig`): flat regular files named
+``config.json``, ``disk.qcow2`` (a qcow2 naming no other file) and the ISO the config
+declares. Anything else (absolute paths, ``..``, folders, links, devices, duplicates, other
+members, lookalike names, data after the end) is refused, the caller's staging folder is
+removed, and nothing is left behind.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,11 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import imageid, qcow2
-from .errors import InvalidInput
+from . import imageconfig, imageid, layout, qcow2
+from .errors import InvalidInput, MinivirtError
+from .fsutil import write_error
+from .imageconfig import ImageConfig
 
 BLOCK = 512
 CHUNK = 1 << 20
+MAX_PADDING = 1 << 20  # zero bytes allowed after the tar's end marker (record padding)
 GZIP_MAGIC = b"\x1f\x8b"
 _TYPE_NAMES = {
     tarfile.SYMTYPE: "a symbolic link",
@@ -54,31 +59,61 @@ ProgressCallback = Callable[[Progress], None]
 keep it cheap and thread-safe, or hand the value to your loop (``loop.call_soon_threadsafe``)."""
 
 
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 60 else name[:57] + "...")
+
+
 def check_member_name(name: str) -> str:
     """The member name if it is a flat, safe file name; else raise :class:`InvalidInput`."""
     if name.startswith("./"):
         name = name[2:]
     if not name:
         raise InvalidInput("the archive has a member with an empty name")
+    shown = _shown(name)
     if name.startswith("/"):
-        raise InvalidInput(f"the archive member {name!r} has an absolute path")
+        raise InvalidInput(f"the archive member {shown} has an absolute path")
     if ".." in name.split("/"):
-        raise InvalidInput(f"the archive member {name!r} has '..' in its path")
+        raise InvalidInput(f"the archive member {shown} has '..' in its path")
     if "/" in name:
-        raise InvalidInput(f"the archive member {name!r} is inside a folder; image members are flat")
-    if name.startswith(".") or "\0" in name or not name.isprintable():
-        raise InvalidInput(f"the archive member {name!r} has a name an image may not use")
+        raise InvalidInput(f"the archive member {shown} is inside a folder; image members are flat")
+    if name.startswith("."):
+        raise InvalidInput(f"the archive member {shown} has a name an image may not use")
+    if problem := imageconfig.member_name_problem(name):
+        raise InvalidInput(f"the archive member {shown} has a name an image may not use: it {problem}")
     return name
 
 
-class _Member:
-    """One file being written: fd, remaining bytes, hash running on a helper thread."""
+def _not_a_member(name: str, config: ImageConfig | None) -> InvalidInput:
+    if config is None:
+        holds = "config.json, disk.qcow2 (when its config declares a disk) and the ISO its config.json names"
+        return InvalidInput(f"the archive member {_shown(name)} is not part of an image: an image holds only {holds}")
+    declared = ", ".join(sorted(config.members))
+    return InvalidInput(f"the archive member {_shown(name)} is not part of the image: "
+                        f"its config.json declares {declared}")
 
-    def __init__(self, name: str, path: Path, size: int, pool: ThreadPoolExecutor) -> None:
+
+def _write_error(e: OSError, path: Path) -> MinivirtError:
+    hint = "Free some space (`miv prune` removes unused images) and try again; nothing was imported."
+    return write_error(e, f"the image's {path.name} (in {path.parent.parent})", hint=hint)
+
+
+class _Member:
+    """One file being written: fd, remaining bytes, hash running on a helper thread.
+
+    Its first bytes (``need`` of them: the whole config, a disk's header, an ISO's
+    signature) are kept and checked before the rest is written."""
+
+    def __init__(self, name: str, path: Path, size: int, pool: ThreadPoolExecutor, declared: bool = True) -> None:
         self.name = name
+        self.declared = declared  # False: read before config.json, so it can only be the ISO
+        self.path = path
         self.size = size
         self.remaining = size
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.need = size if name == layout.IMAGE_CONFIG else imageconfig.head_bytes(name)
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _write_error(e, path) from e
         self.hash = hashlib.sha256()
         self.head = b""
         self.checked = False
@@ -87,23 +122,30 @@ class _Member:
 
     def write(self, data: memoryview) -> None:
         if not self.checked:
-            self.head += bytes(data[: qcow2.HEADER_BYTES - len(self.head)])
-            if len(self.head) >= qcow2.HEADER_BYTES or len(self.head) == self.size:
+            self.head += bytes(data[: self.need - len(self.head)])
+            if len(self.head) >= self.need:
                 self.check_head()
         if self._pending is not None:
             self._pending.result()
         # Hash on the helper thread while this one writes: hashlib drops the GIL.
         self._pending = self._pool.submit(self.hash.update, data)
-        while data:
-            n = os.write(self.fd, data)
-            data = data[n:]
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                data = data[n:]
+        except OSError as e:
+            raise _write_error(e, self.path) from e
 
     def check_head(self) -> None:
         self.checked = True
-        if reason := qcow2.unsafe_reason(self.head):
-            raise InvalidInput(f"the archive member {self.name!r} is refused: {reason}")
+        reason = qcow2.unsafe_reason(self.head) or imageconfig.content_refusal(self.name, self.head)
+        if reason and not self.declared:
+            raise InvalidInput(f"the archive member {_shown(self.name)} is not part of an image: it is neither "
+                               f"config.json nor disk.qcow2, and as the image's ISO it is refused: {reason}")
+        if reason:
+            raise InvalidInput(f"the archive member {_shown(self.name)} is refused: {reason}")
 
-    def finish(self) -> str | None:
+    def finish(self) -> str:
         if self._pending is not None:
             self._pending.result()
             self._pending = None
@@ -128,22 +170,33 @@ class TarImporter:
     """Parse a tar (or gzip'd tar) stream fed in pieces into a folder, hashing as it goes.
 
     Call :meth:`feed` with each piece, then :meth:`finish`, which returns the image id.
-    On any error an :class:`InvalidInput` is raised; the caller removes the folder.
+    Only what ``fsck`` accepts gets in (see :mod:`~minivirt_core.imageconfig`): ``config.json``,
+    ``disk.qcow2`` and the declared ISO, each checked as soon as its first bytes arrive.
+    On any error a :class:`MinivirtError` is raised; the caller removes the folder.
     """
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.digests: dict[str, str] = {}
+        self.config: ImageConfig | None = None
         self.bytes_in = 0
         self._buf = bytearray()
         self._gunzip: zlib._Decompress | None = None
         self._gz_open = False  # the current gzip member has started and not ended
+        self._gz_next = b""  # bytes after a gzip member's end: the next member's magic, or garbage
         self._sniffed = False
-        self._member: _Member | None = None
+        self._member: _Member | _PaxCollector | None = None
+        self._iso_candidate: str | None = None  # a member seen before config.json said what the ISO is
         self._pad = 0
         self._pax: dict[str, str] = {}
         self._ended = False
+        self._padding_after_end = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="miv-hash")
+
+    @property
+    def complete(self) -> bool:
+        """True once the tar's end marker (and the end of its gzip stream) has been read."""
+        return self._ended and not self._gz_open
 
     def feed(self, data: bytes) -> None:
         """Take the next piece of the archive (any size; not to be changed afterwards)."""
@@ -162,7 +215,18 @@ class TarImporter:
         assert self._gunzip is not None
         out = []
         while data:
-            self._gz_open = True
+            if not self._gz_open:
+                # Between gzip members: what follows must be another member (gzip(1) reads
+                # concatenated members as one stream); anything else is trailing garbage.
+                data = self._gz_next + data
+                self._gz_next = b""
+                if not GZIP_MAGIC.startswith(data[:2]):
+                    raise InvalidInput("the archive has data after the end of its gzip stream",
+                                       hint="The file is damaged or was appended to; nothing was imported.")
+                if len(data) < len(GZIP_MAGIC):
+                    self._gz_next = data
+                    break
+                self._gz_open = True
             try:
                 out.append(self._gunzip.decompress(data))
             except zlib.error as e:
@@ -170,10 +234,7 @@ class TarImporter:
             if self._gunzip.eof:
                 self._gz_open = False
                 data = self._gunzip.unused_data
-                # Concatenated gzip members are one stream (as gzip(1) treats them).
                 self._gunzip = zlib.decompressobj(wbits=31)
-                if data and data[:2] != GZIP_MAGIC:
-                    data = b""  # trailing garbage after the stream: ignored, like gzip
             else:
                 data = b""
         return b"".join(out)
@@ -181,7 +242,8 @@ class TarImporter:
     def _consume(self, view: memoryview) -> None:
         while view:
             if self._ended:
-                return  # bytes after the end-of-archive blocks are padding
+                self._after_end(view)
+                return
             member = self._member
             if member is not None:
                 n = min(member.remaining, len(view))
@@ -190,10 +252,7 @@ class TarImporter:
                 view = view[n:]
                 if member.remaining == 0:
                     self._member = None
-                    digest = member.finish()
-                    if digest is not None:
-                        self.digests[member.name] = digest
-                        self._check_config(member.name)
+                    self._finish_member(member)
                 continue
             if self._pad:
                 n = min(self._pad, len(view))
@@ -208,6 +267,13 @@ class TarImporter:
                 self._buf.clear()
                 self._header(block)
 
+    def _after_end(self, view: memoryview) -> None:
+        # After the end marker only zero padding (up to a tar record of any usual size) may follow.
+        self._padding_after_end += len(view)
+        if self._padding_after_end > MAX_PADDING or bytes(view).strip(b"\0"):
+            raise InvalidInput("the archive has data after the end of the tar archive",
+                               hint="The file is damaged or was appended to; nothing was imported.")
+
     def _header(self, block: bytes) -> None:
         if block == b"\0" * BLOCK:
             self._ended = True
@@ -216,25 +282,61 @@ class TarImporter:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.HeaderError as e:
             raise InvalidInput(f"the input is not a valid tar archive ({e})") from e
+        if info.size < 0:
+            raise InvalidInput("the archive has a member with a negative size")
         if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
             self._start_pax(info)
             return
-        name = self._pax.pop("path", info.name)
-        size = int(self._pax.pop("size", info.size))
-        self._pax.clear()
+        pax, self._pax = self._pax, {}
+        name = pax.get("path", info.name)
+        size = _pax_size(pax["size"]) if "size" in pax else info.size
         if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             kind = _TYPE_NAMES.get(info.type, f"of tar type {info.type!r}")
-            raise InvalidInput(f"the archive member {name!r} is {kind}; only regular files are allowed")
+            raise InvalidInput(f"the archive member {_shown(name)} is {kind}; only regular files are allowed")
+        if any(key.startswith("GNU.sparse.") for key in pax):
+            raise InvalidInput(f"the archive member {_shown(name)} is a sparse file; only plain files are allowed")
         name = check_member_name(name)
-        if name in self.digests:
-            raise InvalidInput(f"the archive has the member {name!r} twice")
+        self._admit(name, size)
         self._pad = -size % BLOCK
-        member = _Member(name, self.dest / name, size, self._pool)
+        declared = self.config is not None or name in (layout.IMAGE_CONFIG, layout.IMAGE_DISK)
+        member = _Member(name, self.dest / name, size, self._pool, declared)
         if size == 0:
-            self.digests[name] = member.finish() or ""
-            self._check_config(name)
+            self._finish_member(member)
         else:
             self._member = member
+
+    def _admit(self, name: str, size: int) -> None:
+        """Refuse a member an image cannot hold, as far as what was read so far tells."""
+        if name in self.digests:
+            raise InvalidInput(f"the archive has the member {_shown(name)} twice")
+        if name == layout.IMAGE_CONFIG:
+            if size > imageconfig.CONFIG_MAX_BYTES:
+                raise InvalidInput(f"the archive's config.json is larger than "
+                                   f"{imageconfig.CONFIG_MAX_BYTES // 1024} KiB")
+        elif self.config is not None:
+            if name not in self.config.members:
+                raise _not_a_member(name, self.config)
+        elif name != layout.IMAGE_DISK:
+            # Before config.json arrives, one more member may come: the ISO it will name.
+            if imageconfig.iso_name_problem(name) or self._iso_candidate not in (None, name):
+                raise _not_a_member(name, None)
+            self._iso_candidate = name
+
+    def _finish_member(self, member: _Member | _PaxCollector) -> None:
+        if isinstance(member, _PaxCollector):
+            member.finish()
+            return
+        self.digests[member.name] = member.finish()
+        if member.name == layout.IMAGE_CONFIG:
+            try:
+                self.config = ImageConfig.parse(member.head)
+            except InvalidInput as e:
+                raise InvalidInput(f"the archive's {e.message}", hint=e.hint) from e
+            for name in sorted(self.digests):
+                if name not in self.config.members:
+                    raise _not_a_member(name, self.config)
+            if self._iso_candidate is not None and self._iso_candidate not in self.config.members:
+                raise _not_a_member(self._iso_candidate, self.config)
 
     def _start_pax(self, info: tarfile.TarInfo) -> None:
         # Collect the pax record into memory (it is small), then parse it.
@@ -245,39 +347,33 @@ class TarImporter:
         collector = _PaxCollector(size, self, is_global)
         self._pad = -size % BLOCK
         if size:
-            self._member = collector  # type: ignore[assignment]
+            self._member = collector
         else:
             collector.finish()
-
-    def _check_config(self, name: str) -> None:
-        if name != "config.json":
-            return
-        try:
-            with open(self.dest / name, "rb") as f:
-                value = json.load(f)
-        except ValueError as e:
-            raise InvalidInput(f"the archive's config.json is not valid JSON: {e}") from e
-        if not isinstance(value, dict):
-            raise InvalidInput("the archive's config.json is not a JSON object")
 
     def finish(self) -> str:
         """Check the archive was complete and return the image id of what was written."""
         try:
             if self._gz_open:
                 raise InvalidInput("the archive is truncated (the gzip stream ends early)")
+            if self._gz_next:
+                raise InvalidInput("the archive has data after the end of its gzip stream")
             if not self.bytes_in:
                 raise InvalidInput("the input is empty; expected a tar archive")
             if self._member is not None or self._buf or self._pad or not self._ended:
                 raise InvalidInput("the archive is truncated (it ends before the tar end marker)")
-            if not self.digests:
-                raise InvalidInput("the archive holds no files")
+            if self.config is None:
+                raise InvalidInput("the archive has no config.json: it is not a minivirt image",
+                                   hint="An image archive holds config.json and disk.qcow2 (see `miv save`).")
+            for name in sorted(self.config.members - self.digests.keys()):
+                raise InvalidInput(f"the archive lacks {name}, which its config.json declares")
             return imageid.combine(self.digests)
         finally:
             self.close()
 
     def close(self) -> None:
         """Release files and the hashing thread (also after an error)."""
-        if self._member is not None and isinstance(self._member, _Member):
+        if isinstance(self._member, _Member):
             self._member.abort()
         self._pool.shutdown(wait=True)
 
@@ -298,30 +394,42 @@ class _PaxCollector:
     def finish(self) -> None:
         if not self._global:
             self._importer._pax = _parse_pax(bytes(self._data))
-        return None
 
     def abort(self) -> None:
         pass
 
 
+_PAX_LENGTH = re.compile(rb"[0-9]{1,8}")
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+
+
 def _parse_pax(data: bytes) -> dict[str, str]:
+    """The records of a pax extended header: ``<length> <key>=<value>\\n`` each."""
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
         space = data.find(b" ", pos)
-        if space < 0:
+        if space < 0 or not _PAX_LENGTH.fullmatch(data[pos:space]):
             raise InvalidInput("the archive has a malformed pax header")
-        try:
-            length = int(data[pos:space])
-        except ValueError as e:
-            raise InvalidInput("the archive has a malformed pax header") from e
-        record = data[space + 1 : pos + length - 1]
-        key, _, value = record.partition(b"=")
+        length = int(data[pos:space])
+        end = pos + length
+        if length <= space - pos + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise InvalidInput("the archive has a malformed pax header")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise InvalidInput("the archive has a malformed pax header")
         records[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
-        if length <= 0:
-            raise InvalidInput("the archive has a malformed pax header")
-        pos += length
-    return {k: v for k, v in records.items() if k in ("path", "size")}
+        pos = end
+    return records
+
+
+def _pax_size(text: str) -> int:
+    """A pax ``size`` record's value: decimal digits only (GNU tar refuses the rest too)."""
+    if text.strip().startswith("-"):
+        raise InvalidInput(f"the archive has a negative member size ({text[:30]!r}) in a pax header")
+    if not _DECIMAL.fullmatch(text):
+        raise InvalidInput(f"the archive has an invalid member size ({text[:30]!r}) in a pax header")
+    return int(text)
 
 
 def import_stream(
@@ -340,6 +448,7 @@ def import_stream(
         return importer.finish()
     finally:
         importer.close()
+
 
 
 # Writing -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The database check: every id recomputed, every tag and VM resolved, every disk checked."""
+"""The database check: every id recomputed, every image's files held to its config, every tag and
+VM resolved, every disk checked."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import imageid, layout, qcow2
-from .database import Database, read_json
+from . import drives, imageconfig, imageid, layout
+from .database import Database
+from .errors import InvalidInput
 from .hostinfo import which
+from .imageconfig import ImageConfig
 from .images import ImageStore
 from .names import is_image_id
 from .orphans import find_orphans
+from .vmconfig import VmConfig
 from .vms import VmManager
 
 
@@ -53,27 +57,34 @@ async def _qemu_img_check(path: Path) -> str | None:
     return text[-1] if text else f"qemu-img check exited with {proc.returncode}"
 
 
-async def _check_image(image_id: str, path: Path, have_qemu_img: bool) -> list[Problem]:
+async def _check_image(image_id: str, path: Path, have_qemu_img: bool) -> tuple[ImageConfig | None, list[Problem]]:
+    """The image's config (None if it is unusable) and its problems: its id, its config and
+    files (:func:`~minivirt_core.imageconfig.inspect_image`), its disk by ``qemu-img check``."""
     subject = f"image {image_id[:12]}"
     problems = []
-    actual = await asyncio.to_thread(imageid.compute_id, path)
-    if actual != image_id:
-        problems.append(Problem(subject, f"its files hash to {actual[:12]}, not to its id: the image is corrupt"))
-    config_path = path / layout.IMAGE_CONFIG
-    if config_path.exists() and not isinstance(read_json(config_path), dict):
-        problems.append(Problem(subject, "config.json is not a JSON object"))
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
-            problems.append(Problem(subject, f"{entry.name} is not a regular file"))
-            continue
-        header = qcow2.read_header(Path(entry.path))
-        if header is None:
-            continue
-        if header.has_backing_file or header.has_external_data_file:
-            problems.append(Problem(subject, f"{entry.name} points at another file"))
-        elif have_qemu_img and (err := await _qemu_img_check(Path(entry.path))):
-            problems.append(Problem(subject, f"{entry.name} fails qemu-img check: {err}"))
-    return problems
+    try:
+        actual = await asyncio.to_thread(imageid.compute_id, path)
+    except InvalidInput as e:
+        problems.append(Problem(subject, f"its id cannot be checked: {e.message}"))
+    else:
+        if actual != image_id:
+            problems.append(Problem(subject, f"its files hash to {actual[:12]}, not to its id: the image is corrupt"))
+    config, found = await asyncio.to_thread(imageconfig.inspect_image, path)
+    problems += [Problem(subject, message) for message in found]
+    disk = path / layout.IMAGE_DISK
+    if config and config.disk and have_qemu_img and not any(m.startswith(layout.IMAGE_DISK) for m in found) \
+            and (err := await _qemu_img_check(disk)):
+        problems.append(Problem(subject, f"{layout.IMAGE_DISK} fails qemu-img check: {err}"))
+    return (config if not problems else None), problems
+
+
+def _drives_problem(vm_dir: Path, config: VmConfig, image_config: ImageConfig | None) -> str | None:
+    """What would keep the VM from starting among its drives (disk, image ISO, resources)."""
+    try:
+        drives.vm_drives(vm_dir, config, image_config)
+    except InvalidInput as e:
+        return e.message
+    return None
 
 
 async def fsck(db: Database, progress: Callable[[str], None] | None = None) -> FsckReport:
@@ -87,13 +98,16 @@ async def fsck(db: Database, progress: Callable[[str], None] | None = None) -> F
 
     sem = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
 
-    async def one(image_id: str) -> list[Problem]:
+    async def one(image_id: str) -> tuple[ImageConfig | None, list[Problem]]:
         async with sem:
             if progress:
                 progress(f"checking image {image_id[:12]}")
             return await _check_image(image_id, db.images_dir / image_id, have_qemu_img)
 
-    for problems in await asyncio.gather(*(one(i) for i in sorted(ids))):
+    image_configs = {}
+    for checked_id, (config, problems) in zip(sorted(ids), await asyncio.gather(*(one(i) for i in sorted(ids))),
+                                            strict=True):
+        image_configs[checked_id] = config
         report.problems.extend(problems)
     report.images_checked = len(ids)
 
@@ -110,7 +124,11 @@ async def fsck(db: Database, progress: Callable[[str], None] | None = None) -> F
 
     vms = VmManager(db, store)
     for name in vms.names():
-        _, vm_problems = vms.check(name)
+        vm_config, vm_problems = vms.check(name)
+        if vm_config is not None and not vm_problems:
+            image_config = image_configs.get(vm_config.image) if vm_config.image else None
+            if problem := _drives_problem(vms.path(name), vm_config, image_config):
+                vm_problems.append(problem)
         report.problems.extend(Problem(f"vm {name}", p) for p in vm_problems)
     for orphan in find_orphans(db):
         report.problems.append(Problem(f"vm {orphan.name}", orphan.describe()))

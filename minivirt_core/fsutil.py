@@ -1,12 +1,18 @@
-"""Small file-system helpers: atomic writes, the database lock, sizes."""
+"""Small file-system helpers: atomic writes, output files, the database lock, sizes, write errors."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
+
+from .errors import DatabaseError, InvalidInput, MinivirtError, NotFound
+
+T = TypeVar("T")
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -118,3 +124,71 @@ def human_size(n: float) -> str:
             return f"{n:.1f}{unit}" if n < 10 else f"{n:.0f}{unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def write_error(e: OSError, what: object, hint: str | None = None) -> MinivirtError:
+    """A clear :class:`~minivirt_core.errors.MinivirtError` for a failed write of ``what``
+    (a path, or words naming it): a full disk above all, to raise instead of the ``OSError``."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DatabaseError(f"no space left on the device while writing {what}",
+                             hint=hint or "Free some space and try again.")
+    return DatabaseError(f"cannot write {what}: {e.strerror or e}", hint=hint)
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a FIFO"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "a regular file")
+
+
+def write_output(path: Path, write: Callable[[BinaryIO], T]) -> T:
+    """Write a command's output (``-o PATH``) with ``write(file)``, never replacing anything
+    that is not a regular file. A regular file (or a new one) is written beside it as
+    ``.<name>.<random>.part`` and renamed into place when complete; a character device or a
+    FIFO (``/dev/null``, a named pipe) is written into; a symbolic link, a folder, a block
+    device or a socket is refused. Blocking (a FIFO waits for its reader): run it in a thread."""
+    try:
+        kind: str | None = _kind(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        kind = None
+    if kind in ("a character device", "a FIFO"):
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "wb") as f:
+            if _kind(os.fstat(fd).st_mode) != kind:
+                raise InvalidInput(f"{path} changed while it was opened; nothing was written")
+            if f.isatty():
+                raise InvalidInput(f"refusing to write to {path}: it is a terminal")
+            try:
+                return write(f)
+            except OSError as e:
+                raise write_error(e, path) from e
+    if kind not in (None, "a regular file"):
+        raise InvalidInput(f"refusing to write to {path}: it is {kind}, not a regular file",
+                           hint="Name a regular file (a character device or a FIFO is written into).")
+    part = path.parent / f".{path.name}.{os.urandom(6).hex()}.part"
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise NotFound(f"cannot write {path}: the folder {path.parent} does not exist",
+                       hint="Create the folder first, or name a file in an existing one.") from e
+    except OSError as e:
+        raise write_error(e, path) from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = write(f)
+        try:
+            now = _kind(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            now = None
+        if now not in (None, "a regular file"):
+            raise InvalidInput(f"refusing to replace {path}: it became {now} meanwhile")
+        os.replace(part, path)
+        return result
+    except OSError as e:
+        raise write_error(e, path) from e
+    finally:
+        part.unlink(missing_ok=True)

@@ -7,10 +7,14 @@ This is the original minivirt's algorithm; ids of existing databases stay valid.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
+
+from .errors import InvalidInput
 
 CHUNK = 1 << 20
 
@@ -22,9 +26,17 @@ def combine(file_digests: Mapping[str, str]) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA256 hex of one file, read in large chunks."""
+    """SHA256 hex of one regular file, read in large chunks. A symlink, FIFO or device is an
+    :class:`~minivirt_core.errors.InvalidInput` (never followed or read: it could be endless)."""
     h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        what = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be read: {e.strerror}"
+        raise InvalidInput(f"{path.name} {what}") from e
+    with open(fd, "rb", buffering=0) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(f"{path.name} is not a regular file")
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):

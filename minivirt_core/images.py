@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from . import layout
-from .database import Database, Staging, read_json
+from .database import Database, Staging
 from .errors import InvalidInput, NotFound
 from .fsutil import dir_size, remove_tree
 from .names import is_image_id, validate_tag
 
 if TYPE_CHECKING:
     from .archive import ProgressCallback
+    from .imageconfig import ImageConfig
 
 # asyncio and the archive code are imported where used: `miv images` needs neither.
 
@@ -42,10 +43,12 @@ class Image(NamedTuple):
         return self.id[:SHORT_ID]
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The image's ``config.json`` (empty when absent)."""
-        value = read_json(self.path / layout.IMAGE_CONFIG)
-        return value if isinstance(value, dict) else {}
+    def config(self) -> ImageConfig:
+        """The image's validated ``config.json``, after checking the image's files follow it
+        (:func:`~minivirt_core.imageconfig.check_image`): a clear error for an unsafe image."""
+        from .imageconfig import check_image
+
+        return check_image(self.path, self.label)
 
     @property
     def disk_path(self) -> Path | None:
@@ -328,15 +331,20 @@ class ImageStore:
             return self.commit_staging(staging, image_id, tags)
 
     async def save_to_file(self, ref: str, path: Path, progress: ProgressCallback | None = None) -> int:
-        """Write image ``ref`` as a tar to ``path``: to ``.<name>.part`` first, renamed when complete."""
-        part = path.with_name(f".{path.name}.part")
-        try:
-            with open(part, "wb") as f:
-                written = await self.save(ref, f, progress)
-            os.replace(part, path)
-            return written
-        finally:
-            part.unlink(missing_ok=True)
+        """Write image ``ref`` as a tar to ``path``; returns bytes written.
+
+        A regular file (or a new one) is written as ``.<name>.<random>.part`` beside it and
+        renamed into place when complete. A character device or a FIFO (``/dev/null``, a
+        named pipe) is written into. Anything else, a symbolic link above all, is refused:
+        ``save`` never replaces what is not a regular file."""
+        import asyncio
+
+        from . import archive
+        from .fsutil import write_output
+
+        image = self.resolve(ref)
+        return await asyncio.to_thread(write_output, path,
+                                       lambda out: archive.write_archive(image.path, out, progress))
 
     async def save(self, ref: str, out: BinaryIO, progress: ProgressCallback | None = None) -> int:
         """Write image ``ref`` as a tar with flat members to ``out``; returns bytes written."""

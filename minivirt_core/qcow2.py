@@ -39,6 +39,8 @@ def parse_header(head: bytes) -> Qcow2Header | None:
     if len(head) < 72 or head[:4] != MAGIC:
         return None
     version, backing_off, backing_size = struct.unpack(">IQI", head[4:20])
+    if version not in (2, 3):
+        return None
     (size,) = struct.unpack(">Q", head[24:32])
     incompat = 0
     if version >= 3 and len(head) >= 80:
@@ -63,3 +65,13 @@ def read_header(path: Path) -> Qcow2Header | None:
     with open(path, "rb") as f:
         return parse_header(f.read(HEADER_BYTES))
 
+
+
+def backing_file_name(path: Path) -> str | None:
+    """The backing file a qcow2 on disk names (as written in it), or ``None`` for none."""
+    with open(path, "rb") as f:
+        header = parse_header(f.read(HEADER_BYTES))
+        if header is None or not header.has_backing_file:
+            return None
+        f.seek(header.backing_file_offset)
+        return f.read(min(header.backing_file_size, 1023)).decode("utf-8", "replace")

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import accel, layout, vmkey
+from . import accel, drives, layout, vmkey
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
 from .fsutil import atomic_write_json, remove_tree
@@ -199,6 +199,7 @@ class VmManager:
         if self.path(name).exists():
             raise Conflict(f"a VM named {name!r} already exists", hint="Choose another name, or `miv destroy` it.")
         image: Image | None = self.images.resolve(image_ref) if image_ref else None
+        image_config = image.config if image is not None else None  # checked: refuses an unsafe image
         if image is None and not disk_size and not empty:
             raise InvalidInput("a VM without an image needs --disk SIZE")
         with self.db.staging("vm") as staging:
@@ -215,8 +216,8 @@ class VmManager:
                     args.append(str(disk_bytes))
                 await run_tool(args, cwd=staging.path)
             resources = []
-            if image is not None and (iso := image.config.get("iso")):
-                resources.append({"type": "cdrom", "filename": os.path.join("..", "..", layout.IMAGES, image.id, iso)})
+            if image is not None and image_config and (iso := drives.image_iso_path(image.id, image_config)):
+                resources.append({"type": "cdrom", "filename": iso})
             config = VmConfig(
                 image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
                 ports=forwards, resources=tuple(resources), owner=Owner.current() if throwaway else None,
@@ -266,17 +267,12 @@ class VmManager:
             config = st.config
             for forward in config.ports:
                 check_port_free(forward.host_port)
-            drives = []
-            if config.disk:
-                drives.append(Drive(layout.VM_DISK, "disk", "qcow2"))
-            for res in config.resources:
-                kind = res.get("type", "disk")
-                drives.append(Drive(res["filename"], "cdrom" if kind == "cdrom" else "disk", res.get("format")))
+            attached = self._drives(name, vm_dir, config)
             choice = await self.accelerator()
             for attempt in range(3):
                 ssh_port = free_port()
                 spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
-                                  config.ports, drives, snapshot, isolated=config.isolated)
+                                  config.ports, attached, snapshot, isolated=config.isolated)
                 try:
                     pid = await process.launch(qemu_argv(spec), vm_dir)
                     break
@@ -300,6 +296,15 @@ class VmManager:
         if wait_for_ssh:
             await self.wait_for_ssh(name, wait_for_ssh)
         return self.status(name)
+
+    def _drives(self, name: str, vm_dir: Path, config: VmConfig) -> tuple[Drive, ...]:
+        """The VM's checked drives; a VM whose image or attached files are unsafe does not start."""
+        image = self.images.get(config.image) if config.image else None
+        try:
+            return drives.vm_drives(vm_dir, config, image.config if image else None)
+        except InvalidInput as e:
+            raise InvalidInput(f"VM {name!r} cannot start: {e.message}",
+                               hint=e.hint or "`miv fsck` lists the problems.") from e
 
     async def wait_for_ssh(self, name: str, timeout: float) -> int:
         """Wait until the running VM's SSH server answers; returns its port."""

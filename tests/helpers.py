@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +70,45 @@ def qcow2_bytes(tmp: Path, size: str = "1M", backing: str | None = None, data_fi
     data = path.read_bytes()
     path.unlink()
     return data
+
+
+@functools.cache
+def qcow2_of(data: bytes = b"", size: int = 1 << 20) -> bytes:
+    """A real qcow2 (qemu-img convert) of ``size`` bytes whose start holds ``data``; cached."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, out = Path(tmp) / "raw", Path(tmp) / "out.qcow2"
+        with open(raw, "wb") as f:
+            f.write(data)
+            f.truncate(max(size, len(data)))
+        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(out)], check=True)
+        return out.read_bytes()
+
+
+@functools.cache
+def iso_bytes(text: str = "") -> bytes:
+    """A real ISO 9660 image (the cloud-init seed kind minivirt makes); cached."""
+    from minivirt_core.recipes.iso import write_cidata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.iso"
+        write_cidata(path, text)
+        return path.read_bytes()
+
+
+def image_files(n: int = 0, disk: bytes | None = None, iso: str | None = None) -> dict[str, bytes]:
+    """The files of a valid image: ``config.json`` and a real qcow2 ``disk.qcow2`` (its size
+    depends on ``n``, so images of different ``n`` have different ids), optionally an ISO."""
+    config: dict[str, object] = {"disk": True}
+    files = {"disk.qcow2": disk if disk is not None else qcow2_of(size=(n + 1) << 20)}
+    if iso:
+        config["iso"] = iso
+        files[iso] = iso_bytes(f"image {n}")
+    return {"config.json": json.dumps(config).encode(), **files}
+
+
+def image_tar(n: int = 0, disk: bytes | None = None, iso: str | None = None) -> bytes:
+    """A tar of :func:`image_files` (what ``miv save`` writes)."""
+    return simple_tar(image_files(n, disk, iso))
 
 
 def image_id_of(files: dict[str, bytes]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import image_id_of, miv, simple_tar
+from .helpers import image_id_of, iso_bytes, miv, simple_tar
 
 ORIGINAL = "minivirt==0.1"
 
@@ -61,14 +61,21 @@ def test_database_written_by_the_original(original_miv: str, db: Path, tmp_path:
     assert (db / "images" / image_id).is_dir()
     assert not (db / "images" / image_id_of({"config.json": b"{}"})).exists()
 
-    # An image saved by our `miv save` loads into it with the original, unchanged.
+    # An image saved by our `miv save` (here one with an installer ISO) loads into it with the
+    # original, unchanged; and what the original saves (`tar c *`: the ISO first) loads into ours.
     other = tmp_path / "ours"
-    miv(other, "load", "mine", input=simple_tar(files | {"extra": b"data"}))
+    with_iso = {"alpine.iso": iso_bytes(), "config.json": b'{"disk": true, "iso": "alpine.iso"}',
+                "disk.qcow2": disk}
+    miv(other, "load", "mine", input=simple_tar(with_iso))
     saved = miv(other, "save", "mine").stdout
     original(original_miv, db, "load", "from-ours", input=saved)
-    assert os.readlink(db / "images" / "from-ours") == image_id_of(files | {"extra": b"data"})
+    assert os.readlink(db / "images" / "from-ours") == image_id_of(with_iso)
     original(original_miv, db, "fsck")
     assert b"no problems" in miv(db, "fsck").stderr
+    theirs = original(original_miv, db, "save", "from-ours").stdout
+    third = tmp_path / "third"
+    miv(third, "load", "from-original", input=theirs)
+    assert os.readlink(third / "images" / "from-original") == image_id_of(with_iso)
 
 
 def test_original_leftover_temp_folders_are_pruned(db: Path) -> None:

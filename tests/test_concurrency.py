@@ -8,11 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from .helpers import MIV, db_entries, miv, simple_tar
+from .helpers import MIV, db_entries, image_tar, miv, qcow2_of
 
 
 def test_load_killed_halfway_leaves_fsck_clean_and_no_image(db: Path) -> None:
-    data = simple_tar({"config.json": b"{}", "disk.qcow2": os.urandom(8 << 20)})
+    data = image_tar(disk=qcow2_of(os.urandom(8 << 20)))
     miv(db, "images")
     proc = subprocess.Popen([MIV, "load", "half"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
@@ -39,8 +39,8 @@ def test_load_killed_halfway_leaves_fsck_clean_and_no_image(db: Path) -> None:
 
 
 def test_concurrent_loads_and_prune_end_consistent(db: Path) -> None:
-    archives = {f"t{i}": simple_tar({"disk.qcow2": os.urandom(6 << 20), "n": str(i).encode()}) for i in range(2)}
-    miv(db, "load", "junk", input=simple_tar({"junk": b"1"}))
+    archives = {f"t{i}": image_tar(disk=qcow2_of(os.urandom(6 << 20))) for i in range(2)}
+    miv(db, "load", "junk", input=image_tar())
     miv(db, "untag", "junk")
     env = {**os.environ, "MINIVIRT_DB_PATH": str(db)}
     for _round in range(3):

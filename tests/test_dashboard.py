@@ -17,7 +17,7 @@ from minivirt_tui.dashboard.modals import ConfirmModal, FormModal, ReportModal
 from minivirt_tui.dashboard.output import JobView
 from minivirt_tui.dashboard.terminal import SerialTerminal
 
-from .helpers import MIV, miv, simple_tar
+from .helpers import MIV, image_tar, miv
 
 SIZE = (120, 40)
 
@@ -61,7 +61,7 @@ def running(db: Path, name: str) -> bool:
 
 
 async def test_image_actions(db: Path, tmp_path: Path) -> None:
-    miv(db, "load", "base", input=simple_tar({"config.json": b"{}", "a": b"1"}))
+    miv(db, "load", "base", input=image_tar())
     app = make_app(db, probe_accel=False)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.query_one("#images").row_count == 1, what="the image")
@@ -105,7 +105,7 @@ async def test_changes_from_another_terminal_show_up(db: Path) -> None:
     app = make_app(db, probe_accel=False)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.5)
-        miv(db, "load", "fromcli", input=simple_tar({"b": b"2"}))
+        miv(db, "load", "fromcli", input=image_tar(1))
         started = time.monotonic()
         await until(pilot, lambda: app.query_one("#images").row_count == 1, 5, "the new image")
         assert time.monotonic() - started < 2.5

@@ -7,14 +7,30 @@ import os
 import tarfile
 from pathlib import Path
 
-from .helpers import TEST_VECTOR_ID, db_entries, image_id_of, miv, simple_tar
+from .helpers import TEST_VECTOR_ID, db_entries, image_files, image_id_of, image_tar, miv, qcow2_of, simple_tar
 
 
-def test_test_vector_loaded_as_tar_gets_the_documented_id(db: Path) -> None:
-    out = miv(db, "load", "vector", input=simple_tar({"foo": b"Hello,", "bar": b"World!"}))
-    assert out.stdout.decode().strip() == TEST_VECTOR_ID[:12]
-    assert (db / "images" / TEST_VECTOR_ID / "foo").read_bytes() == b"Hello,"
-    assert os.readlink(db / "images" / "vector") == TEST_VECTOR_ID
+def test_test_vector_through_the_id_function(db: Path) -> None:
+    import hashlib
+
+    from minivirt_core import imageid
+
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in (("foo", b"Hello,"), ("bar", b"World!"))}
+    assert imageid.combine(digests) == TEST_VECTOR_ID
+
+
+def test_test_vector_folder_is_not_an_image_to_load(db: Path) -> None:
+    # foo and bar test the id algorithm; as an archive they are no image (no config.json, no disk).
+    proc = miv(db, "load", "vector", input=simple_tar({"foo": b"Hello,", "bar": b"World!"}), rc=1)
+    assert b"is not part of an image" in proc.stderr
+    assert db_entries(db)["images"] == [] and db_entries(db)["staging"] == []
+
+
+def test_loaded_image_gets_the_id_of_its_files(db: Path) -> None:
+    files = image_files()
+    out = miv(db, "load", "real", input=simple_tar(files))
+    assert out.stdout.decode().strip() == image_id_of(files)[:12]
+    assert os.readlink(db / "images" / "real") == image_id_of(files)
 
 
 def test_test_vector_from_a_folder(tmp_path: Path) -> None:
@@ -28,16 +44,16 @@ def test_test_vector_from_a_folder(tmp_path: Path) -> None:
 def test_gzipped_input_is_accepted_as_is(db: Path) -> None:
     import gzip
 
-    data = gzip.compress(simple_tar({"foo": b"Hello,", "bar": b"World!"}))
+    data = gzip.compress(image_tar())
     miv(db, "load", "gz", input=data)
-    assert os.readlink(db / "images" / "gz") == TEST_VECTOR_ID
+    assert os.readlink(db / "images" / "gz") == image_id_of(image_files())
 
 
 def test_images_lists_short_id_size_and_tags(db: Path) -> None:
-    miv(db, "load", "a", "b", input=simple_tar({"config.json": b"{}", "disk.qcow2": b"x" * 5000}))
+    miv(db, "load", "a", "b", input=image_tar())
     out = miv(db, "images").stdout.decode().splitlines()
     assert out[0].split() == ["IMAGE", "ID", "SIZE", "CREATED", "TAGS"]
-    image_id = image_id_of({"config.json": b"{}", "disk.qcow2": b"x" * 5000})
+    image_id = image_id_of(image_files())
     assert out[1].startswith(image_id[:12])
     assert out[1].split()[-2:] == ["a", "b"]
     listed = json.loads(miv(db, "images", "--json").stdout)
@@ -73,16 +89,16 @@ def test_ambiguous_prefix_lists_candidates(db: Path) -> None:
 
 
 def test_retagging_moves_the_tag_and_says_so(db: Path) -> None:
-    miv(db, "load", "t", input=simple_tar({"a": b"1"}))
-    miv(db, "load", "other", input=simple_tar({"a": b"2"}))
+    miv(db, "load", "t", input=image_tar(1))
+    miv(db, "load", "other", input=image_tar(2))
     proc = miv(db, "tag", "other", "t")
     assert b"moved from" in proc.stderr
-    assert os.readlink(db / "images" / "t") == image_id_of({"a": b"2"})
+    assert os.readlink(db / "images" / "t") == image_id_of(image_files(2))
 
 
 def test_untag_then_prune_removes_the_image(db: Path) -> None:
-    miv(db, "load", "t", input=simple_tar({"a": b"1" * 100000}))
-    image_id = image_id_of({"a": b"1" * 100000})
+    miv(db, "load", "t", input=image_tar())
+    image_id = image_id_of(image_files())
     miv(db, "untag", "t")
     assert (db / "images" / image_id).is_dir()
     dry = miv(db, "prune", "--dry-run")
@@ -121,7 +137,7 @@ def test_prune_survives_a_vm_whose_image_is_gone(db: Path) -> None:
 
 
 def test_save_and_load_round_trip(db: Path, tmp_path: Path) -> None:
-    files = {"config.json": b'{"disk": true}', "disk.qcow2": os.urandom(300000)}
+    files = image_files(disk=qcow2_of(os.urandom(300000)))
     miv(db, "load", "orig", input=simple_tar(files))
     saved = miv(db, "save", "orig").stdout
     with tarfile.open(fileobj=__import__("io").BytesIO(saved)) as tar:
@@ -140,7 +156,7 @@ def test_save_refuses_a_terminal(db: Path) -> None:
 
     from .helpers import MIV
 
-    miv(db, "load", "t", input=simple_tar({"a": b"1"}))
+    miv(db, "load", "t", input=image_tar())
     leader, follower = pty.openpty()
     proc = subprocess.run([MIV, "save", "t"], stdout=follower, stderr=subprocess.PIPE,
                           env={**os.environ, "MINIVIRT_DB_PATH": str(db)}, timeout=30)
@@ -157,7 +173,7 @@ def test_save_unknown_image(db: Path) -> None:
 
 
 def test_load_same_image_twice_keeps_one_copy(db: Path) -> None:
-    data = simple_tar({"a": b"1"})
+    data = image_tar()
     miv(db, "load", "x", input=data)
     miv(db, "load", "y", input=data)
     entries = db_entries(db)
@@ -166,10 +182,11 @@ def test_load_same_image_twice_keeps_one_copy(db: Path) -> None:
 
 
 def test_fsck_clean_and_detects_corruption_and_dangling_tags(db: Path) -> None:
-    miv(db, "load", "t", input=simple_tar({"a": b"1"}))
+    files = image_files()
+    miv(db, "load", "t", input=simple_tar(files))
     assert b"no problems" in miv(db, "fsck").stderr
-    image_id = image_id_of({"a": b"1"})
-    (db / "images" / image_id / "a").write_bytes(b"tampered")
+    image_id = image_id_of(files)
+    (db / "images" / image_id / "disk.qcow2").write_bytes(files["disk.qcow2"][:-1] + b"!")
     (db / "images" / "dangling").symlink_to("0" * 64)
     (db / "images" / "tmpabc123").mkdir()
     out = miv(db, "fsck", rc=1).stdout.decode()
@@ -180,8 +197,8 @@ def test_fsck_runs_qemu_img_check(db: Path, tmp_path: Path) -> None:
     from .helpers import qcow2_bytes
 
     disk = bytearray(qcow2_bytes(tmp_path))
-    miv(db, "load", "q", input=simple_tar({"disk.qcow2": bytes(disk)}))
-    image_id = image_id_of({"disk.qcow2": bytes(disk)})
+    miv(db, "load", "q", input=image_tar(disk=bytes(disk)))
+    image_id = image_id_of(image_files(disk=bytes(disk)))
     assert miv(db, "fsck").returncode == 0
     # Break the refcount table offset: qemu-img check rejects the file.
     path = db / "images" / image_id / "disk.qcow2"

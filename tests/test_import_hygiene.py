@@ -10,7 +10,7 @@ from pathlib import Path
 
 import minivirt_core
 
-from .helpers import MIV, simple_tar
+from .helpers import MIV, image_tar
 
 UI = ("textual", "rich", "click")
 
@@ -39,7 +39,7 @@ def _imported_by(args: list[str], db: Path, stdin: bytes | None = None) -> set[s
 
 
 def test_miv_images_and_help_import_no_heavy_library(db: Path) -> None:
-    subprocess.run([MIV, "load", "t"], input=simple_tar({"a": b"1"}), check=True,
+    subprocess.run([MIV, "load", "t"], input=image_tar(), check=True,
                    env={**os.environ, "MINIVIRT_DB_PATH": str(db)}, capture_output=True)
     for args in (["images"], ["--help"], ["images", "--json"]):
         imported = _imported_by(args, db)

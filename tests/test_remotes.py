@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIV, db_entries, file_member, miv, simple_tar, tar_bytes
+from .helpers import MIV, db_entries, file_member, image_files, image_tar, miv, qcow2_of, simple_tar, tar_bytes
 from .httpserver import StaticServer
 
 pytestmark = pytest.mark.s3
@@ -55,7 +55,7 @@ def test_second_push_and_pull_skip_the_image(tiny_db: Path, s3) -> None:
 
 
 def test_wrong_secret_and_anonymous_push_are_refused(db: Path, s3) -> None:
-    miv(db, "load", "small", input=simple_tar({"config.json": b"{}", "x": os.urandom(1000)}))
+    miv(db, "load", "small", input=image_tar())
     miv(db, "remote", "add", "sw", s3.url())
     before = _keys(s3)
     bad = miv(db, "push", "sw", "small", "nope", env={**s3.env, "AWS_SECRET_ACCESS_KEY": "wrong"}, rc=1)
@@ -85,7 +85,7 @@ def _assert_nothing_imported(db: Path) -> None:
 
 
 def test_tampered_object_is_rejected(db: Path, s3) -> None:
-    files = {"config.json": b"{}", "disk.qcow2": os.urandom(50000)}
+    files = image_files(disk=qcow2_of(os.urandom(50000)))
     from .helpers import image_id_of
 
     image_id = image_id_of(files)
@@ -144,7 +144,7 @@ def _publish(http: StaticServer, files: dict[str, bytes], tag: str) -> tuple[str
 
 
 def test_pull_killed_halfway_resumes_with_range(db: Path, http: StaticServer) -> None:
-    files = {"config.json": b"{}", "disk.qcow2": os.urandom(4 << 20)}
+    files = image_files(disk=qcow2_of(os.urandom(4 << 20)))
     image_id, tgz = _publish(http, files, "big")
     miv(db, "remote", "add", "web", f"{http.url}/repo")
     http.throttle = 0.02  # ~3 MiB/s: slow enough to interrupt
@@ -171,7 +171,7 @@ def test_pull_killed_halfway_resumes_with_range(db: Path, http: StaticServer) ->
 
 
 def test_connection_cut_midway_is_retried_and_resumed(db: Path, http: StaticServer) -> None:
-    files = {"config.json": b"{}", "disk.qcow2": os.urandom(3 << 20)}
+    files = image_files(disk=qcow2_of(os.urandom(3 << 20)))
     image_id, tgz = _publish(http, files, "cut")
     http.cut_after[f"/repo/images/{image_id}.tgz"] = len(tgz) // 2
     miv(db, "remote", "add", "web", f"{http.url}/repo")
@@ -182,7 +182,7 @@ def test_connection_cut_midway_is_retried_and_resumed(db: Path, http: StaticServ
 
 
 def test_file_remote_round_trip(db: Path, tmp_path: Path) -> None:
-    files = {"config.json": b'{"disk": true}', "disk.qcow2": os.urandom(100000)}
+    files = image_files(disk=qcow2_of(os.urandom(100000)))
     miv(db, "load", "img", input=simple_tar(files))
     repo = tmp_path / "repo"
     repo.mkdir()

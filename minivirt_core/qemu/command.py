@@ -9,14 +9,26 @@ from .. import layout
 from ..hostinfo import host_arch, qemu_system_name
 from ..ports import LOOPBACK, PortForward
 
+DRIVE_FORMATS = {"disk": "qcow2", "cdrom": "raw"}
+"""The format QEMU is told for each kind of drive: never left to QEMU's probing, which would
+let a file's content choose a format that opens other files (a VMDK descriptor, a QED)."""
+
 
 @dataclass(frozen=True)
 class Drive:
-    """A disk or CD-ROM file, relative to the VM folder (or absolute)."""
+    """A disk (qcow2) or CD-ROM (raw ISO) file, relative to the VM folder."""
 
     filename: str
     kind: str = "disk"  # "disk" or "cdrom"
-    fmt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in DRIVE_FORMATS:
+            raise ValueError(f"unknown drive kind {self.kind!r}")
+
+    @property
+    def fmt(self) -> str:
+        """The format QEMU opens it with: qcow2 for a disk, raw for a CD-ROM."""
+        return DRIVE_FORMATS[self.kind]
 
 
 @dataclass(frozen=True)
@@ -73,10 +85,9 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
     for drive in spec.drives:
         name = opt_value(drive.filename)
         if drive.kind == "cdrom":
-            argv += ["-drive", f"file={name},media=cdrom,readonly=on"]
+            argv += ["-drive", f"file={name},format={drive.fmt},media=cdrom,readonly=on"]
         else:
-            fmt = f",format={opt_value(drive.fmt)}" if drive.fmt else ""
-            argv += ["-drive", f"if=virtio,file={name}{fmt}"]
+            argv += ["-drive", f"if=virtio,file={name},format={drive.fmt}"]
     if spec.snapshot:
         argv.append("-snapshot")
     return argv
