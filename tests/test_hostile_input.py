@@ -491,3 +491,168 @@ def test_save_over_a_regular_file_replaces_it_whole(db: Path, tmp_path: Path) ->
     miv(db, "save", "t", "-o", str(out))
     assert out.read_bytes() == miv(db, "save", "t").stdout
     assert sorted(os.listdir(tmp_path)) == ["db", "x.tar"]
+
+
+# Issue 9, point 1: nothing in an image or a VM config makes QEMU open a host file. ----------
+
+def _plant_image(db: Path, tiny_disk: Path, config: bytes, tag: str, extra: dict[str, bytes] | None = None) -> str:
+    """An image folder written straight into the database (as a careless or hostile hand would)."""
+    from minivirt_core import imageid
+
+    staging = db / "planting"
+    staging.mkdir()
+    os.link(tiny_disk, staging / "disk.qcow2")
+    (staging / "config.json").write_bytes(config)
+    for name, data in (extra or {}).items():
+        (staging / name).write_bytes(data)
+    image_id = imageid.compute_id(staging)
+    staging.rename(db / "images" / image_id)
+    (db / "images" / tag).symlink_to(image_id)
+    return image_id
+
+
+@pytest.mark.parametrize("iso", ["/etc/shadow", "../../../etc/shadow"])
+def test_image_iso_naming_a_host_file_planted_in_the_database_is_reported_and_refused(
+        tiny_db: Path, iso: str) -> None:
+    disk = tiny_db / "images" / "tiny" / "disk.qcow2"
+    image_id = _plant_image(tiny_db, disk, json.dumps({"disk": True, "iso": iso}).encode(), "planted")
+    out = miv(tiny_db, "fsck", rc=1).stdout.decode()
+    assert f'image {image_id[:12]}: config.json: "iso" is not a plain file name' in out
+    err = miv(tiny_db, "create", "planted", "v", rc=1).stderr.decode()
+    assert "image planted is unsafe or damaged" in err and "Traceback" not in err
+    assert db_entries(tiny_db)["vms"] == [] and db_entries(tiny_db)["staging"] == []
+
+
+def test_image_changed_after_create_keeps_its_vm_from_starting(tiny_db: Path) -> None:
+    miv(tiny_db, "create", "tiny", "v")
+    config = tiny_db / "images" / "tiny" / "config.json"
+    config.unlink()  # (a hard link of the cached image's file: replace it, don't write through it)
+    config.write_text(json.dumps({"disk": True, "iso": "../../../../etc/shadow"}))
+    err = miv(tiny_db, "start", "v", rc=1).stderr.decode()
+    assert "VM 'v' cannot start: image" in err and "unsafe or damaged" in err
+    assert not (tiny_db / "vms" / "v" / "qemu.pid").exists()
+
+
+@pytest.mark.parametrize("resource,message", [
+    ({"type": "cdrom", "filename": "/etc/shadow"}, "not a file of the VM's folder"),
+    ({"type": "disk", "filename": "../../../../etc/shadow"}, "not a file of the VM's folder"),
+    ({"type": "cdrom", "filename": "json:{\"file.filename\":\"/etc/shadow\"}"}, "not a file of the VM's folder"),
+    ({"type": "cdrom", "filename": "link.iso"}, "missing or not a regular file"),
+    ({"type": "cdrom", "filename": "config.json"}, "one of minivirt's own files"),
+    ({"type": "cdrom", "filename": "fake.iso"}, "not an ISO 9660 image"),
+    ({"type": "disk", "filename": "fake.iso"}, "not a qcow2 disk"),
+    ({"type": "disk", "filename": "backed.qcow2"}, "names a backing file"),
+    ({"type": "floppy", "filename": "fake.iso"}, "not {type: disk|cdrom, filename}"),
+], ids=["absolute", "dot-dot", "json-protocol", "symlink", "own-file", "cdrom-not-iso", "disk-not-qcow2",
+        "backing-file", "bad-type"])
+def test_vm_config_resource_naming_a_host_file_is_refused(tiny_db: Path, tmp_path: Path, resource: dict,
+                                                          message: str) -> None:
+    miv(tiny_db, "create", "tiny", "v")
+    vm = tiny_db / "vms" / "v"
+    (vm / "link.iso").symlink_to("/etc/shadow")
+    (vm / "fake.iso").write_bytes(b"x" * 40000)
+    (vm / "backed.qcow2").write_bytes(qcow2_bytes(tmp_path, backing="/etc/shadow"))
+    config = json.loads((vm / "config.json").read_text())
+    config["resources"] = [resource]
+    (vm / "config.json").write_text(json.dumps(config))
+    err = miv(tiny_db, "start", "v", rc=1).stderr.decode()
+    assert "VM 'v' cannot start:" in err and message in err, err
+    assert not (vm / "qemu.pid").exists()
+    assert "vm v: " in miv(tiny_db, "fsck", rc=1).stdout.decode()
+
+
+def test_vm_disk_with_a_foreign_backing_file_is_refused(tiny_db: Path, tmp_path: Path) -> None:
+    miv(tiny_db, "create", "tiny", "v")
+    disk = tiny_db / "vms" / "v" / "disk.qcow2"
+    disk.write_bytes(qcow2_bytes(tmp_path, backing="/etc/shadow"))
+    err = miv(tiny_db, "start", "v", rc=1).stderr.decode()
+    assert "names the backing file '/etc/shadow', not its image's disk" in err
+
+
+def _open_files(pid: int) -> list[str]:
+    paths = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            paths.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return paths
+
+
+@pytest.mark.vm
+def test_iso_member_reaches_qemu_as_raw_and_nothing_outside_is_opened(tiny_db: Path) -> None:
+    import asyncio
+
+    from minivirt_core.qemu.monitor import execute
+
+    tiny_disk = (tiny_db / "images" / "tiny" / "disk.qcow2").read_bytes()
+    files = {"config.json": b'{"disk": true, "iso": "seed.iso"}', "disk.qcow2": tiny_disk, "seed.iso": iso_bytes()}
+    miv(tiny_db, "load", "with-iso", input=simple_tar(files))
+    image_dir = (tiny_db / "images" / "with-iso").resolve()
+    miv(tiny_db, "create", "with-iso", "v", "-m", "200")
+    vm = (tiny_db / "vms" / "v").resolve()
+    try:
+        miv(tiny_db, "start", "v", "--daemon")
+        pid = int((vm / "qemu.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        drives = [cmdline[i + 1].decode() for i, arg in enumerate(cmdline) if arg == b"-drive"]
+        assert drives == [
+            "if=virtio,file=disk.qcow2,format=qcow2",
+            f"file=../../images/{image_dir.name}/seed.iso,format=raw,media=cdrom,readonly=on",
+        ]
+        blocks = asyncio.run(execute(vm / "qmp.sock", "query-block"))
+        images = {b["device"]: b["inserted"]["image"] for b in blocks if "inserted" in b}
+        formats = {image["filename"].rsplit("/", 1)[-1]: image["format"] for image in images.values()}
+        assert formats == {"disk.qcow2": "qcow2", "seed.iso": "raw"}
+        (disk,) = [i for i in images.values() if i["format"] == "qcow2"]
+        assert disk["backing-image"]["format"] == "qcow2" and "backing-image" not in disk["backing-image"]
+        # Every file QEMU holds is in the VM's folder or its image's (or a device, socket, pipe...).
+        files_open = [p for p in _open_files(pid) if p.startswith("/") and not p.startswith("/dev/")]
+        outside = [p for p in files_open if not p.startswith((f"{vm}/", f"{image_dir}/"))]
+        assert outside == [], outside
+        assert f"{image_dir}/seed.iso" in files_open and f"{image_dir}/disk.qcow2" in files_open
+    finally:
+        miv(tiny_db, "destroy", "v", rc=None)
+
+
+@pytest.mark.parametrize("kind", ["http", "file"])
+@pytest.mark.parametrize("case", ["iso-host-file", "extra-member", "lookalike", "not-qcow2", "trailing"])
+def test_pull_takes_exactly_what_load_takes(db: Path, tmp_path: Path, kind: str, case: str) -> None:
+    from .helpers import image_id_of
+    from .httpserver import StaticServer
+
+    files = image_files()
+    tail = b""
+    if case == "iso-host-file":
+        files["config.json"], message = b'{"disk": true, "iso": "../../../etc/shadow"}', '"iso" is not a plain file'
+    elif case == "extra-member":
+        files["extra"], message = b"data", "'extra' is not part of the image"
+    elif case == "lookalike":
+        files["disk.qc\u043ew2"], message = iso_bytes(), "is not part of the image"
+    elif case == "not-qcow2":
+        files["disk.qcow2"], message = b"x" * 4096, "'disk.qcow2' is refused: it is not a qcow2 disk"
+    else:
+        tail, message = b"trailing garbage", "data after the end of its gzip stream"
+    image_id = image_id_of(files)
+    tgz = gzip.compress(simple_tar(files)) + tail
+    server = None
+    if kind == "http":
+        server = StaticServer(tmp_path / "www").start()
+        server.put(f"repo/images/{image_id}.tgz", tgz)
+        server.put("repo/tags/evil", image_id.encode())
+        url = f"{server.url}/repo"
+    else:
+        (tmp_path / "repo" / "images").mkdir(parents=True)
+        (tmp_path / "repo" / "tags").mkdir()
+        (tmp_path / "repo" / "images" / f"{image_id}.tgz").write_bytes(tgz)
+        (tmp_path / "repo" / "tags" / "evil").write_text(image_id)
+        url = f"file://{tmp_path / 'repo'}"
+    try:
+        miv(db, "remote", "add", "r", url)
+        err = miv(db, "pull", "r", "evil", rc=1).stderr.decode()
+    finally:
+        if server:
+            server.stop()
+    assert message in err and "Traceback" not in err, err
+    _assert_nothing_left(db)
+    assert os.listdir(db / "cache") == [] if (db / "cache").exists() else True
