@@ -25,11 +25,15 @@ from typing import BinaryIO
 
 from . import imageconfig, imageid, layout, qcow2
 from .errors import InvalidInput, MinivirtError
-from .fsutil import write_error
+from .fsutil import widen_pipe, write_error
 from .imageconfig import ImageConfig
 
 BLOCK = 512
 CHUNK = 1 << 20
+# Files are written in pieces of this size: a 1 MiB write(2) into the page cache cost ~3x the
+# system time of 256 KiB ones here (measured: 1.7 s vs 0.5 s for 1 GiB), the source no
+# longer being in the CPU's cache by the time the copy ends.
+WRITE_PIECE = 256 << 10
 MAX_PADDING = 1 << 20  # zero bytes allowed after the tar's end marker (record padding)
 GZIP_MAGIC = b"\x1f\x8b"
 _TYPE_NAMES = {
@@ -131,7 +135,7 @@ class _Member:
         self._pending = self._pool.submit(self.hash.update, data)
         try:
             while data:
-                n = os.write(self.fd, data)
+                n = os.write(self.fd, data[:WRITE_PIECE])
                 data = data[n:]
         except OSError as e:
             raise _write_error(e, self.path) from e
@@ -506,6 +510,7 @@ def iter_archive(image_path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
 def write_archive(image_path: Path, out: BinaryIO, progress: ProgressCallback | None = None) -> int:
     """Write the image's tar to ``out``; uses ``sendfile`` where the kernel allows it."""
     fd = out.fileno()
+    widen_pipe(fd)
     total = archive_size(image_path)
     done = 0
 

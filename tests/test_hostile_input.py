@@ -655,4 +655,5 @@ def test_pull_takes_exactly_what_load_takes(db: Path, tmp_path: Path, kind: str,
             server.stop()
     assert message in err and "Traceback" not in err, err
     _assert_nothing_left(db)
-    assert os.listdir(db / "cache") == [] if (db / "cache").exists() else True
+    cache = db / "cache"
+    assert not cache.exists() or os.listdir(cache) == []

@@ -124,9 +124,12 @@ def load(tags: tuple[str, ...], input_: BinaryIO | None) -> None:
         raise click.UsageError(
             "stdin is a terminal: pipe an archive in (e.g. `zcat x.tgz | miv load x`) or use -i FILE"
         )
+    from minivirt_core.fsutil import widen_pipe
+
     total = None
     try:
         total = os.fstat(stream.fileno()).st_size or None
+        widen_pipe(stream.fileno())
     except (OSError, ValueError):
         pass
     with progress("loading", total) as report:
