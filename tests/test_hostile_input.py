@@ -433,7 +433,7 @@ def test_save_into_a_fifo_writes_into_it(db: Path, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     miv(db, "save", "t", "-o", str(fifo))
     reader.join(60)
@@ -453,15 +453,25 @@ def test_save_refuses_to_write_through_a_symlink(db: Path, tmp_path: Path) -> No
     assert sorted(os.listdir(tmp_path)) == ["db", "link.tar", "victim"]
 
 
-def test_save_to_dev_null_keeps_the_device(db: Path) -> None:
+def test_save_to_dev_null_keeps_the_device(db: Path, tmp_path: Path) -> None:
+    """As root, `save -o /dev/null` replaced the machine's /dev/null with a regular file. A private
+    null device (same major/minor, made with mknod as root) is tried first, so that a regression
+    fails here without touching the real /dev/null, which other programs on the machine use."""
     import stat
 
     miv(db, "load", "t", input=image_tar())
-    before = os.lstat("/dev/null")
-    miv(db, "save", "t", "-o", "/dev/null")
-    after = os.lstat("/dev/null")
-    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev and after.st_ino == before.st_ino
-    assert not [n for n in os.listdir("/dev") if n.startswith(".null.")]
+    targets = [Path("/dev/null")]
+    if os.geteuid() == 0:
+        private = tmp_path / "null"
+        os.mknod(private, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        targets.insert(0, private)
+    for target in targets:
+        before = os.lstat(target)
+        miv(db, "save", "t", "-o", str(target))
+        after = os.lstat(target)
+        assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev, target
+        assert after.st_ino == before.st_ino, target
+        assert not [n for n in os.listdir(target.parent) if n.startswith(".null.")]
 
 
 def test_save_refuses_a_socket(db: Path, tmp_path: Path) -> None:
