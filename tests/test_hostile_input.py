@@ -552,7 +552,7 @@ def test_image_changed_after_create_keeps_its_vm_from_starting(tiny_db: Path) ->
     ({"type": "cdrom", "filename": "fake.iso"}, "not an ISO 9660 image"),
     ({"type": "disk", "filename": "fake.iso"}, "not a qcow2 disk"),
     ({"type": "disk", "filename": "backed.qcow2"}, "names a backing file"),
-    ({"type": "floppy", "filename": "fake.iso"}, "not {type: disk|cdrom, filename}"),
+    ({"type": "floppy", "filename": "fake.iso"}, "is not a resource"),
 ], ids=["absolute", "dot-dot", "json-protocol", "symlink", "own-file", "cdrom-not-iso", "disk-not-qcow2",
         "backing-file", "bad-type"])
 def test_vm_config_resource_naming_a_host_file_is_refused(tiny_db: Path, tmp_path: Path, resource: dict,

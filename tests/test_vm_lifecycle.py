@@ -19,7 +19,7 @@ from minivirt_core.errors import InvalidInput
 from minivirt_core.qemu.command import Drive, LaunchSpec, qemu_argv
 from minivirt_core.vmconfig import parse_memory
 
-from .helpers import MIV, db_entries, miv, simple_tar
+from .helpers import MIV, db_entries, miv, qcow2_of, simple_tar
 from .test_vms import _qemu_pids
 
 BOOT = "60"
@@ -268,11 +268,15 @@ def test_qemu_that_cannot_get_its_memory_is_reported_at_once_with_its_reason(tin
 @pytest.mark.vm
 def test_qemu_refusing_its_command_line_is_reported_at_once_with_its_reason(tiny_db: Path) -> None:
     miv(tiny_db, "create", "tiny", "bad", "-m", "200")
-    _break_config(tiny_db, "bad", resources=[{"type": "disk", "filename": "not-here.qcow2"}])
+    # A qcow2 minivirt lets through (right magic, no backing file) whose cluster size QEMU refuses.
+    broken = bytearray(qcow2_of())
+    broken[20:24] = (99).to_bytes(4, "big")
+    (tiny_db / "vms" / "bad" / "broken.qcow2").write_bytes(broken)
+    _break_config(tiny_db, "bad", resources=[{"type": "disk", "filename": "broken.qcow2"}])
     started = time.monotonic()
     err = _clear_error(miv(tiny_db, "start", "bad", "--daemon", rc=None))
     assert time.monotonic() - started < 10
-    assert "QEMU failed to start: " in err and "not-here.qcow2" in err
+    assert "QEMU failed to start: " in err and "broken.qcow2" in err
     _assert_nothing_runs(tiny_db, "bad")
 
 

@@ -16,19 +16,20 @@ let a file's content choose a format that opens other files (a VMDK descriptor, 
 
 @dataclass(frozen=True)
 class Drive:
-    """A disk (qcow2) or CD-ROM (raw ISO) file, relative to the VM folder."""
+    """A disk (qcow2) or CD-ROM (raw ISO) file, relative to the VM folder.
+
+    ``fmt`` is always the one of :data:`DRIVE_FORMATS` for ``kind`` (filled in when omitted)."""
 
     filename: str
     kind: str = "disk"  # "disk" or "cdrom"
+    fmt: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DRIVE_FORMATS:
             raise ValueError(f"unknown drive kind {self.kind!r}")
-
-    @property
-    def fmt(self) -> str:
-        """The format QEMU opens it with: qcow2 for a disk, raw for a CD-ROM."""
-        return DRIVE_FORMATS[self.kind]
+        if self.fmt not in (None, DRIVE_FORMATS[self.kind]):
+            raise ValueError(f"a {self.kind} is always opened as {DRIVE_FORMATS[self.kind]}, not {self.fmt}")
+        object.__setattr__(self, "fmt", DRIVE_FORMATS[self.kind])
 
 
 @dataclass(frozen=True)
