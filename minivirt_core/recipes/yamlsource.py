@@ -2,6 +2,10 @@
 
 Only YAML's standard tags are accepted; any other tag (``!!python/object/apply`` and
 friends) is an error found while composing, so nothing is ever constructed from it.
+Aliases are counted while composing, before anything is expanded: a document that would
+expand to more than :data:`MAX_VALUES` values (a "billion laughs" file), nests deeper
+than :data:`MAX_DEPTH`, or refers to itself is an error at once, in time and memory
+proportional to the file's size.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ SAFE_TAGS = {
 }
 
 PathKey = tuple[Any, ...]
+
+MAX_DEPTH = 64  # nesting levels; the shipped recipes use fewer than 10
+MAX_VALUES = 20_000  # scalars, lists and mappings once aliases are expanded; recipes have hundreds
 
 
 class Source:
@@ -66,6 +73,48 @@ def _convert(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], filename
     return yaml.SafeLoader.construct_object(_SCALARS, node)  # type: ignore[arg-type]
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing under :data:`MAX_DEPTH` and :data:`MAX_VALUES`.
+
+    Each node's expanded size (itself plus its children's, an alias counting as the
+    whole node it names) is known as soon as it is composed, so an explosion is caught
+    at the first node that crosses the limit, before any value is built."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open: list[str | None] = []  # the anchors of the nodes being composed (depth = its length)
+        self._sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self._open:
+            raise yaml.composer.ComposerError(
+                None, None, f"the alias *{event.anchor} refers to a value that contains it", event.start_mark)
+        if len(self._open) >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"values are nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._open.append(getattr(event, "anchor", None))
+        try:
+            node: yaml.Node = super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._open.pop()
+        if id(node) in self._sizes:
+            return node  # an alias: counted by its parent
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        size = 1 + sum(self._sizes[id(child)] for child in children)
+        if size > MAX_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"this value expands to more than {MAX_VALUES} values (through YAML aliases?); "
+                "a recipe is much smaller", node.start_mark)
+        self._sizes[id(node)] = size
+        return node
+
+
 class _ScalarConstructor(yaml.SafeLoader):
     def __init__(self) -> None:  # no stream: only used to construct scalar nodes
         yaml.constructor.SafeConstructor.__init__(self)
@@ -77,7 +126,7 @@ _SCALARS = _ScalarConstructor()
 def parse(text: str, filename: str) -> Source:
     """Parse ``text``; a syntax error or an unsafe tag becomes :class:`InvalidInput` with the line."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
