@@ -224,12 +224,16 @@ class VmManager:
                 isolated=isolated,
             )
             atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
-            with self.db.lock():
-                if image is not None and not (self.db.images_dir / image.id).is_dir():
-                    raise NotFound(f"image {image.label} was removed meanwhile")
-                if self.path(name).exists():
-                    raise Conflict(f"a VM named {name!r} already exists")
-                os.rename(staging.path, self.path(name))
+
+            def place() -> None:  # in a thread: the lock may wait for another miv
+                with self.db.lock():
+                    if image is not None and not (self.db.images_dir / image.id).is_dir():
+                        raise NotFound(f"image {image.label} was removed meanwhile")
+                    if self.path(name).exists():
+                        raise Conflict(f"a VM named {name!r} already exists")
+                    os.rename(staging.path, self.path(name))
+
+            await asyncio.to_thread(place)
         return self.status(name)
 
     def update_config(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
@@ -360,11 +364,15 @@ class VmManager:
         if not self.path(name).is_dir():
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
         await self.kill(name)
-        with self.db.lock():
-            # Move it out of vms/ first, so a half-removed VM is never listed.
-            trash = self.db.staging_dir / f"destroy-{secrets.token_hex(6)}"
-            os.rename(self.path(name), trash)
-        remove_tree(trash)
+
+        def remove() -> None:  # in a thread: the lock may wait, and a big folder takes a while
+            with self.db.lock():
+                # Move it out of vms/ first, so a half-removed VM is never listed.
+                trash = self.db.staging_dir / f"destroy-{secrets.token_hex(6)}"
+                os.rename(self.path(name), trash)
+            remove_tree(trash)
+
+        await asyncio.to_thread(remove)
 
     # SSH keys (see vmkey.py) ---------------------------------------------------
 
@@ -451,7 +459,7 @@ class VmManager:
                              str(staging.path / layout.IMAGE_DISK)], cwd=st.path)
             atomic_write_json(staging.path / layout.IMAGE_CONFIG, {"disk": True})
             image_id = await asyncio.to_thread(imageid.compute_id, staging.path)
-            return self.images.commit_staging(staging, image_id, tags, hold=hold)
+            return await asyncio.to_thread(self.images.commit_staging, staging, image_id, tags, hold=hold)
 
     # Ephemeral -------------------------------------------------------------
 

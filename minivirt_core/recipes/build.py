@@ -24,16 +24,17 @@ from .. import layout, ssh
 from ..console import SerialConsole
 from ..download import fetch
 from ..ephemeral import ephemeral_vm
-from ..errors import ExternalError, MinivirtError, Timeout
+from ..errors import ExternalError, InvalidInput, MinivirtError, Timeout
 from ..hostinfo import host_arch, interpolate_arch
 from ..images import Image
 from ..qemu import process
 from ..tools import run_tool
 from ..vms import VmManager
-from . import events
+from . import events, paths
 from .iso import write_cidata
 from .placeholders import fill
 from .schema import Recipe, Step
+from .yamlsource import PathKey
 
 EventCallback = Callable[[events.BuildEvent], None]
 DEFAULT_SSH_WAIT = 300.0
@@ -159,7 +160,7 @@ class Builder:
                     await self._test(image, test.name, test.run, test.expect, test.timeout)
                     timings.append((f"test: {test.name}", time.monotonic() - t))
                 if tags:
-                    self.images.tag(image.id, tags)
+                    await asyncio.to_thread(self.images.tag, image.id, tags)
                 ok = True
             finally:
                 await self._cleanup(ok, image, hold.path / layout.HOLD)
@@ -187,7 +188,7 @@ class Builder:
                     f"{self.vm_name}` or `miv ssh {self.vm_name}`; `miv destroy {self.vm_name}` when done"))
             if not ok and image is not None:
                 hold_marker.unlink(missing_ok=True)  # our own hold must not keep it
-                self.images.remove_if_unused(image.id)
+                await asyncio.to_thread(self.images.remove_if_unused, image.id)
 
         await asyncio.shield(clean())
 
@@ -201,7 +202,7 @@ class Builder:
         self.emit(events.StepStarted(step.number, total, step.title))
         started = time.monotonic()
         try:
-            coro = self._run_kind(step.uses, step.settings)
+            coro = self._run_kind(step.uses, step.settings, step.path)
             if step.timeout:
                 await asyncio.wait_for(coro, step.timeout)
             else:
@@ -217,9 +218,14 @@ class Builder:
         self.emit(events.StepFinished(step.number, total, step.title, seconds))
         return seconds
 
-    async def _run_kind(self, uses: str, settings: dict[str, Any]) -> None:
+    async def _run_kind(self, uses: str, settings: dict[str, Any], where: PathKey) -> None:
+        """Run one step kind; ``where`` is the step's place in the recipe, for errors."""
         handler = getattr(self, f"_step_{uses}")
-        await handler(**settings)
+        await handler(where, **settings)
+
+    def _refuse(self, where: PathKey, problem: str) -> InvalidInput:
+        """A step's file reference refused when it runs, with the recipe's file and line."""
+        return self.recipe.source.error(where, problem, hint=paths.RECIPE_FILE_HINT)
 
     def _attach(self, filename: str, attach: dict[str, str] | None) -> None:
         if not attach:
@@ -232,15 +238,19 @@ class Builder:
 
         self.vms.update_config(self.vm_name, add)
 
-    async def _step_create_disk_image(self, size: str, filename: str = layout.VM_DISK,
+    async def _step_create_disk_image(self, where: PathKey, size: str, filename: str = layout.VM_DISK,
                                       attach: dict[str, str] | None = None) -> None:
         await run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(self.vm_dir / filename), fill(size)])
         self._attach(filename, attach)
 
-    async def _step_download(self, url: str, filename: str | None = None, resize: str | None = None,
+    async def _step_download(self, where: PathKey, url: str, filename: str | None = None, resize: str | None = None,
                              attach: dict[str, str] | None = None, sha256: str | None = None) -> None:
         url = fill(url)
-        filename = fill(filename) if filename else url.rstrip("/").rsplit("/", 1)[-1]
+        filename = fill(filename) if filename else paths.download_name(url)
+        if url.startswith("file:"):
+            url, problem = paths.file_url(self.recipe.directory, url)  # again: the folder may have changed
+            if problem:
+                raise self._refuse((*where, "with", "url"), f"'url' {problem}")
         last = [0.0]
         loop = asyncio.get_running_loop()
 
@@ -258,18 +268,19 @@ class Builder:
             await run_tool(["qemu-img", "resize", "-q", str(dest), fill(resize)])
         self._attach(filename, attach)
 
-    async def _step_cloud_init_iso(self, cloud_config: str, filename: str = "cloud-init.iso",
+    async def _step_cloud_init_iso(self, where: PathKey, cloud_config: str, filename: str = "cloud-init.iso",
                                    attach: dict[str, str] | None = None) -> None:
         await asyncio.to_thread(write_cidata, self.vm_dir / filename, fill(cloud_config))
         self._attach(filename, attach)
 
-    async def _step_detach(self, filename: str) -> None:
+    async def _step_detach(self, where: PathKey, filename: str) -> None:
         def remove(config: dict[str, Any]) -> None:
             config["resources"] = [r for r in config.get("resources") or [] if r.get("filename") != filename]
 
         self.vms.update_config(self.vm_name, remove)
 
-    async def _step_host(self, run: str, filename: str | None = None, attach: dict[str, str] | None = None) -> None:
+    async def _step_host(self, where: PathKey, run: str, filename: str | None = None,
+                         attach: dict[str, str] | None = None) -> None:
         env = {**os.environ, "MINIVIRT_RECIPE_DIR": str(self.recipe.directory),
                "MINIVIRT_BUILD_DIR": str(self.vm_dir), "MINIVIRT_ARCH": host_arch()}
         proc = await asyncio.create_subprocess_exec(
@@ -296,12 +307,12 @@ class Builder:
         if filename:
             self._attach(filename, attach)
 
-    async def _step_run_console(self, steps: list[dict[str, Any]]) -> None:
+    async def _step_run_console(self, where: PathKey, steps: list[dict[str, Any]]) -> None:
         st = await self.vms.start(self.vm_name)
         assert st.pid is not None
         self.console = _ConsoleSession(await SerialConsole.open(self.vm_dir), self.emit)
         try:
-            for cstep in steps:
+            for i, cstep in enumerate(steps):
                 if cstep.get("if_arch") and cstep["if_arch"] != host_arch():
                     continue
                 timeout = float(cstep.get("timeout") or DEFAULT_CONSOLE_WAIT)
@@ -309,7 +320,7 @@ class Builder:
                 if uses == "ssh_poweroff":
                     await self._ssh_poweroff(timeout)
                 elif uses:
-                    await self._run_kind(uses, cstep.get("with") or {})
+                    await self._run_kind(uses, cstep.get("with") or {}, (*where, "with", "steps", i))
                 if "send" in cstep:
                     await self.console.send(fill(cstep["send"]))
                 if "wait" in cstep:
@@ -331,11 +342,13 @@ class Builder:
         finally:
             conn.close()
 
-    async def _step_run(self, steps: list[dict[str, Any]], wait_for_ssh: float = DEFAULT_SSH_WAIT) -> None:
-        await self._with_ssh(wait_for_ssh, lambda conn: self._ssh_steps(conn, steps))
+    async def _step_run(self, where: PathKey, steps: list[dict[str, Any]],
+                        wait_for_ssh: float = DEFAULT_SSH_WAIT) -> None:
+        await self._with_ssh(wait_for_ssh, lambda conn: self._ssh_steps(conn, steps, where))
 
-    async def _step_copy(self, src: str, dest: str, wait_for_ssh: float = DEFAULT_SSH_WAIT) -> None:
-        await self._with_ssh(wait_for_ssh, lambda conn: self._copy_in(conn, src, dest))
+    async def _step_copy(self, where: PathKey, src: str, dest: str, wait_for_ssh: float = DEFAULT_SSH_WAIT) -> None:
+        source = self._copy_source(src, where)  # before booting: a refused source costs no boot
+        await self._with_ssh(wait_for_ssh, lambda conn: self._copy_in(conn, source, dest))
 
     async def _with_ssh(self, wait: float, body: Callable[[Any], Any]) -> None:
         await self.vms.start(self.vm_name, wait_for_ssh=wait)
@@ -349,20 +362,26 @@ class Builder:
         finally:
             await self.vms.stop(self.vm_name, timeout=60)
 
-    async def _copy_in(self, conn: Any, src: str, dest: str) -> None:
-        source = Path(fill(src))
-        if not source.is_absolute():
-            source = self.recipe.directory / source
+    def _copy_source(self, src: str, where: PathKey) -> Path:
+        """The file a ``copy`` step's ``src`` names, checked again now: it must still be in the
+        recipe's folder (a link to elsewhere may have appeared since the recipe was loaded)."""
+        source, problem = paths.recipe_file(self.recipe.directory, fill(src))
+        if problem:
+            raise self._refuse((*where, "with", "src"), f"'src' {problem}")
+        return source
+
+    async def _copy_in(self, conn: Any, source: Path, dest: str) -> None:
         self.emit(events.Note(f"copying {source} to {dest}"))
         await ssh.copy(conn, str(source), fill(dest), upload=True)
 
-    async def _ssh_steps(self, conn: Any, steps: list[dict[str, Any]]) -> None:
+    async def _ssh_steps(self, conn: Any, steps: list[dict[str, Any]], where: PathKey) -> None:
         for i, sstep in enumerate(steps, 1):
             if sstep.get("if_arch") and sstep["if_arch"] != host_arch():
                 continue
             title = sstep.get("name") or f"SSH step {i}"
             if sstep.get("uses") == "copy":
-                await self._copy_in(conn, sstep["with"]["src"], sstep["with"]["dest"])
+                source = self._copy_source(sstep["with"]["src"], (*where, "with", "steps", i - 1))
+                await self._copy_in(conn, source, sstep["with"]["dest"])
                 continue
             seen = bytearray()
 

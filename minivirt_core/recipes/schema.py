@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..vms import DEFAULT_CPUS, parse_memory
+from . import paths
+from .placeholders import fill
 from .yamlsource import PathKey, Source, read
 
 DEFAULT_BUILD_MEMORY = 1024
@@ -112,8 +114,9 @@ class Recipe:
 
 
 class _Checker:
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, directory: Path) -> None:
         self.source = source
+        self.directory = directory  # the recipe's folder
 
     def fail(self, path: PathKey, message: str, hint: str | None = None) -> Exception:
         return self.source.error(path, message, hint)
@@ -150,6 +153,18 @@ class _Checker:
             if key == "sha256" and isinstance(item, str) and (len(item) != 64 or not set(item.lower()) <= set(
                     "0123456789abcdef")):
                 raise self.fail((*path, key), f"{where}: 'sha256' must be 64 hex digits")
+            if isinstance(item, str):
+                self.file_reference(key, fill(item), (*path, key), where)
+
+    def file_reference(self, key: str, value: str, path: PathKey, where: str) -> None:
+        """A ``filename`` must stay in the build folder; a ``src`` or ``file:`` URL in the
+        recipe's folder (checked again when the step runs: files can change meanwhile)."""
+        if key == "filename" and (problem := paths.build_file_problem(value)):
+            raise self.fail(path, f"{where}: 'filename' {problem}", hint=paths.BUILD_FILE_HINT)
+        if key == "src" and (problem := paths.recipe_file(self.directory, value)[1]):
+            raise self.fail(path, f"{where}: 'src' {problem}", hint=paths.RECIPE_FILE_HINT)
+        if key == "url" and value.startswith("file:") and (problem := paths.file_url(self.directory, value)[1]):
+            raise self.fail(path, f"{where}: 'url' {problem}", hint=paths.RECIPE_FILE_HINT)
 
     def kind(self, uses: Any, allowed: set[str], path: PathKey, where: str) -> str:
         if not isinstance(uses, str) or not uses:
@@ -169,6 +184,11 @@ class _Checker:
                 raise self.fail((*path, "with") if "with" in step else path,
                                 f"{where}: missing required key {key!r} in 'with'")
         self.scalars(settings, (*path, "with"), where)
+        if uses == "download" and "filename" not in settings and isinstance(settings["url"], str):
+            name = paths.download_name(fill(settings["url"]))
+            if problem := paths.build_file_problem(name):
+                raise self.fail((*path, "with", "url"), f"{where}: the file this download writes: {problem}",
+                                hint="Give the step a 'filename'.")
         return settings
 
     def nested_steps(self, steps: Any, path: PathKey, outer: str, label: str, allowed: set[str],
@@ -206,7 +226,7 @@ def _check_regex(checker: _Checker, pattern: str, path: PathKey, where: str) -> 
 
 def validate(source: Source, path: Path) -> Recipe:
     """Check a parsed recipe completely; raise :class:`InvalidInput` at the first problem."""
-    c = _Checker(source)
+    c = _Checker(source, path.parent)
     top = c.mapping(source.data, (), "a recipe")
     c.keys(top, TOP_KEYS, (), "recipe")
     c.scalars({k: v for k, v in top.items() if k in ("from", "name", "description")}, (), "recipe")

@@ -95,7 +95,7 @@ async def pull(db: Database, images: ImageStore, remote: Remote, remote_tag: str
     db.ensure()
     image_id = await read_tag(remote, remote_tag)
     if (db.images_dir / image_id).is_dir():
-        images.tag(image_id, [tag])
+        await asyncio.to_thread(images.tag, image_id, [tag])  # the lock may wait for another miv
         return PullResult(images.get(image_id), downloaded=False)
     with db.staging("pull") as staging:
         if remote.kind == "file":
@@ -108,7 +108,7 @@ async def pull(db: Database, images: ImageStore, remote: Remote, remote_tag: str
                 f"{remote_tag!r} says {image_id[:12]}: nothing was imported",
                 hint="The object on the remote was changed or damaged in transit.",
             )
-        image = images.commit_staging(staging, image_id, [tag])
+        image = await asyncio.to_thread(images.commit_staging, staging, image_id, [tag])
     return PullResult(image, downloaded=True, bytes=size)
 
 
