@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +56,7 @@ class Database:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.root = self.root.absolute()
-        self._lock = FileLock(self.root / layout.LOCK)
+        self._lock = _lock_of(self.root / layout.LOCK)
         self._ready = False
 
     def __repr__(self) -> str:
@@ -112,7 +113,11 @@ class Database:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the database's exclusive lock (re-entrant within this object)."""
+        """Hold the database's lock: exclusive across processes, threads and asyncio tasks,
+        re-entrant for the thread (or task) holding it; see :class:`~.fsutil.FileLock`.
+
+        It may wait for another ``miv``: async code takes it in a worker thread, e.g.
+        ``await asyncio.to_thread(store.prune)``, never across an ``await``."""
         self.ensure()
         with self._lock:
             yield
@@ -201,6 +206,17 @@ def _make_private(folder: Path) -> None:
             os.chmod(folder, stat.S_IMODE(mode) & ~0o077 | 0o700)
         except PermissionError:
             pass  # not ours (a database shared on purpose): leave it as its owner made it
+
+
+_LOCKS: dict[Path, FileLock] = {}
+_LOCKS_MUTEX = threading.Lock()
+
+
+def _lock_of(path: Path) -> FileLock:
+    """One lock object per lock file in this process, so that two :class:`Database` objects
+    of one folder share it (re-entrant for one thread, exclusive for the others)."""
+    with _LOCKS_MUTEX:
+        return _LOCKS.setdefault(path, FileLock(path))
 
 
 def read_json(path: Path) -> Any:

@@ -6,6 +6,8 @@ import fcntl
 import json
 import os
 import stat
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -45,45 +47,67 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 class FileLock:
-    """An advisory ``flock`` on a file; exclusive by default, re-entrant per object.
+    """An advisory ``flock`` on a file, exclusive across processes, threads and asyncio tasks.
 
-    Locks are released by the kernel when the process dies, so a killed ``miv``
-    never leaves the database locked.
+    Re-entrant only for its owner: the thread that took it or, on a thread running an
+    asyncio event loop, the task that took it. Another thread waits (or gets False with
+    ``blocking=False``). Another task of the same loop would wait for a holder that can
+    only let go when that very loop runs again, so it gets a ``RuntimeError`` instead:
+    no coroutine may hold the lock across an ``await``; async code takes it in a worker
+    thread (``asyncio.to_thread``), which also keeps ``flock`` waits off the loop.
+
+    Locks are released by the kernel when the process dies, so a killed ``miv`` never
+    leaves the database locked.
     """
 
     def __init__(self, path: Path, shared: bool = False) -> None:
         self.path = path
-        self.shared = shared
+        self.shared = shared  # shared with other processes; within one, holders still take turns
+        self._mutex = threading.Lock()  # held by the owner's thread while the lock is held
+        self._owner: tuple[int, object] | None = None
         self._fd: int | None = None
         self._depth = 0
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock; with ``blocking=False`` return False instead of waiting."""
-        if self._depth:
+        me = _owner()
+        if self._owner == me:
             self._depth += 1
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        flags = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
-        if not blocking:
-            flags |= fcntl.LOCK_NB
+        owner = self._owner
+        if owner is not None and owner[0] == me[0]:
+            raise RuntimeError(f"{self.path} is held by another coroutine of this event loop across an await; "
+                               "take it in a worker thread (asyncio.to_thread)")
+        if not self._mutex.acquire(blocking):
+            return False
         try:
-            fcntl.flock(fd, flags)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+            except BaseException:
+                os.close(fd)
+                raise
         except BlockingIOError:
-            os.close(fd)
+            self._mutex.release()
             return False
         except BaseException:
-            os.close(fd)
+            self._mutex.release()
             raise
         self._fd = fd
+        self._owner = me
         self._depth = 1
         return True
 
     def release(self) -> None:
-        """Release the lock (the outermost release unlocks)."""
+        """Release the lock (the outermost release unlocks); only its owner may."""
+        if self._owner != _owner():
+            raise RuntimeError(f"{self.path} is not held by this thread or task")
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._depth == 0:
+            fd, self._fd, self._owner = self._fd, None, None
+            if fd is not None:
+                os.close(fd)
+            self._mutex.release()
 
     def __enter__(self) -> FileLock:
         self.acquire()
@@ -91,6 +115,15 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _owner() -> tuple[int, object]:
+    """Who takes a lock now: this thread, and the asyncio task running on it, if any."""
+    asyncio = sys.modules.get("asyncio")  # never imported for this: `miv images` does without it
+    task = None
+    if asyncio is not None and asyncio.events._get_running_loop() is not None:
+        task = asyncio.current_task()
+    return threading.get_ident(), task
 
 
 def dir_size(path: Path) -> int:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-from .helpers import MIV, db_entries, image_tar, miv, qcow2_of
+import pytest
+
+from minivirt_core import Minivirt
+from minivirt_core.database import Database
+
+from .helpers import MIV, db_entries, image_id_of, image_tar, miv, qcow2_of
 
 
 def test_load_killed_halfway_leaves_fsck_clean_and_no_image(db: Path) -> None:
@@ -59,3 +66,114 @@ def test_concurrent_loads_and_prune_end_consistent(db: Path) -> None:
         miv(db, "untag", *archives)
         miv(db, "prune")
     assert db_entries(db) == {"images": [], "vms": [], "staging": []}
+
+
+# The database lock across threads and coroutines --------------------------------------------
+
+
+def test_database_lock_is_exclusive_across_threads(db: Path) -> None:
+    """Regression: the lock counted re-entry per object, so a second thread walked right in."""
+    database = Database(db)
+    with database.lock():
+        with database.lock():  # re-entrant for the thread that holds it
+            got: list[bool] = []
+            probe = threading.Thread(target=lambda: got.append(database._lock.acquire(blocking=False)))
+            probe.start()
+            probe.join()
+    assert got == [False]
+    # Many threads, each taking it often: never two inside at once.
+    inside: list[int] = []
+    most = [0]
+    start = threading.Barrier(4)
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(300):
+            with Database(db).lock():  # another object for the same folder: the same lock
+                inside.append(1)
+                most[0] = max(most[0], len(inside))
+                os.stat(db)  # a system call: a chance for the others to run
+                inside.pop()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == [1]
+
+
+def test_prune_on_another_thread_waits_for_the_lock_holder(db: Path) -> None:
+    """Regression: `ImageStore.load` commits on a worker thread; a prune on another thread
+    entered the lock meanwhile and could remove the image before its tag was written."""
+    miv_ = Minivirt(db)
+    files = {"config.json": b"{}", "disk.qcow2": b"d"}
+    image_id = image_id_of(files)
+    pruned: list[list[str]] = []
+    with miv_.db.lock():  # what commit_staging does: the image appears, then its tag
+        folder = miv_.db.images_dir / image_id
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        pruner = threading.Thread(target=lambda: pruned.append(miv_.images.prune().images))
+        pruner.start()
+        pruner.join(1)  # a bounded look: it must still be waiting for us
+        assert pruner.is_alive() and pruned == []
+        miv_.images.tag(image_id, ["kept"])
+    pruner.join(30)
+    assert pruned == [[]] and folder.is_dir()
+
+
+async def test_two_coroutines_never_hold_the_lock_at_once(db: Path) -> None:
+    """Coroutines share a thread: one holding the lock across an await must not let another in."""
+    database = Database(db)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def misbehaving() -> None:
+        with database.lock():
+            holding.set()
+            await release.wait()
+
+    task = asyncio.create_task(misbehaving())
+    await holding.wait()
+    with pytest.raises(RuntimeError, match="another coroutine"), database.lock():
+        pass
+    release.set()
+    await task
+    with database.lock():  # free again
+        pass
+
+
+@pytest.mark.parametrize("operation", ["create", "commit", "destroy"])
+async def test_core_waits_for_the_database_lock_off_the_event_loop(db: Path, operation: str) -> None:
+    """Regression: `destroy`, `commit` and `create` took the lock on the event loop, so a
+    lock held elsewhere (another miv, a prune) froze everything else on the loop."""
+    miv_ = Minivirt(db)
+    if operation != "create":
+        await miv_.vms.create(None, "v", disk_size="1M")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with miv_.db.lock():
+            holding.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait()
+    try:
+        if operation == "create":
+            task = asyncio.create_task(miv_.vms.create(None, "v", disk_size="1M"))
+        elif operation == "commit":
+            task = asyncio.create_task(miv_.vms.commit("v", ["committed"]))
+        else:
+            task = asyncio.create_task(miv_.vms.destroy("v"))
+        for _ in range(50):  # the loop keeps running while the operation waits for the lock
+            await asyncio.sleep(0.01)
+        assert not task.done()
+    finally:
+        release.set()
+    await task
+    holder.join()
+    assert (db / "vms" / "v").is_dir() == (operation != "destroy")
+    assert (db / "images" / "committed").is_symlink() == (operation == "commit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from .base import DashboardBase
@@ -18,7 +19,7 @@ class ImageActions(DashboardBase):
 
         def go(values: dict[str, str]) -> None:
             async def run() -> str:
-                changes = self.miv.images.tag(image_id, [values["tag"]])
+                changes = await asyncio.to_thread(self.miv.images.tag, image_id, [values["tag"]])
                 moved = f" (moved from {changes[0].previous_id[:12]})" if changes[0].previous_id else ""
                 return f"tagged {image_id[:12]} as {values['tag']}{moved}"
 
@@ -36,7 +37,7 @@ class ImageActions(DashboardBase):
 
         def go(values: dict[str, str]) -> None:
             async def run() -> str:
-                self.miv.images.untag([values["tag"]])
+                await asyncio.to_thread(self.miv.images.untag, [values["tag"]])
                 return f"untagged {values['tag']}"
 
             self.operation("untag", run())
@@ -49,7 +50,7 @@ class ImageActions(DashboardBase):
             async def run() -> str:
                 from minivirt_core.fsutil import human_size
 
-                report = self.miv.images.prune()
+                report = await asyncio.to_thread(self.miv.images.prune)  # waits for the lock, removes trees
                 return (f"pruned {len(report.images)} image(s), {len(report.leftovers)} leftover(s), "
                         f"freed {human_size(report.freed)}")
 

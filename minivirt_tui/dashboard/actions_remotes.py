@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual import work
 
 from minivirt_core import MinivirtError
@@ -17,7 +19,7 @@ class RemoteActions(DashboardBase):
     def action_add_remote(self) -> None:
         def go(values: dict[str, str]) -> None:
             async def run() -> str:
-                r = self.miv.remotes.add(values["name"], values["url"])
+                r = await asyncio.to_thread(self.miv.remotes.add, values["name"], values["url"])
                 return f"added remote {r.name} ({r.url})"
 
             self.operation("add remote", run())
@@ -32,7 +34,7 @@ class RemoteActions(DashboardBase):
 
         def go(confirmed: bool) -> None:
             async def run() -> str:
-                self.miv.remotes.remove(name)
+                await asyncio.to_thread(self.miv.remotes.remove, name)
                 return f"removed remote {name}"
 
             self.operation("remove remote", run())
