@@ -74,6 +74,91 @@ def test_python_tags_are_never_executed(db: Path, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def _billion_laughs(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nsteps: *a{levels}\n"
+
+
+def test_yaml_alias_bomb_fails_fast_in_bounded_memory(db: Path, tmp_path: Path) -> None:
+    """Regression: a 9-level billion-laughs recipe took 35 s and 3.6 GB before failing."""
+    import tracemalloc
+
+    r = write(tmp_path, _billion_laughs())
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(InvalidInput, match=r"r.yaml:\d+: invalid YAML: this value expands to more than"):
+            load_recipe(r)
+        seconds = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1 and peak < 16 << 20, (seconds, peak)
+    err = build_error(db, r)
+    assert "expands to more than 20000 values" in err and err.count("\n") <= 2
+    assert db_entries(db) == {"images": [], "vms": [], "staging": []}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("steps: &a [*a]\n", "r.yaml:1: invalid YAML: the alias *a refers to a value that contains it"),
+    ("steps:\n  - &s {uses: run, with: {steps: [*s]}}\n",
+     "r.yaml:2: invalid YAML: the alias *s refers to a value that contains it"),
+    ("steps: " + "[" * 100_000 + "]" * 100_000 + "\n", "r.yaml:1: invalid YAML: values are nested more than 64"),
+    ("steps:\n" + "".join("  " * i + "- \n" for i in range(1, 300)),
+     "invalid YAML: values are nested more than 64 levels deep"),
+], ids=["recursive", "recursive-step", "deep-flow", "deep-block"])
+def test_recursive_or_deep_yaml_is_a_clear_error(db: Path, tmp_path: Path, text: str, message: str) -> None:
+    """Regression: these gave a RecursionError traceback."""
+    r = write(tmp_path, text)
+    started = time.monotonic()
+    with pytest.raises(InvalidInput) as caught:
+        load_recipe(r)
+    assert time.monotonic() - started < 1
+    assert message in str(caught.value)
+    assert message in build_error(db, r)
+
+
+@pytest.mark.parametrize("with_,message", [
+    ("{src: /etc/passwd, dest: /root/x}", "r.yaml:5: step 2 (copy): 'src' '/etc/passwd' is an absolute path"),
+    ("{src: ../../../../../../etc/passwd, dest: /root/x}",
+     "r.yaml:5: step 2 (copy): 'src' '../../../../../../etc/passwd' leads outside the recipe's folder"),
+    ("{src: out-link, dest: /root/x}", "r.yaml:5: step 2 (copy): 'src' 'out-link' leads outside the recipe's folder"),
+    ("{url: 'file:///etc/passwd', filename: p}",
+     "r.yaml:5: step 2 (download): 'url' 'file:///etc/passwd' names a file outside the recipe's folder"),
+    ("{url: 'file:out-link', filename: p}", "'url' 'file:out-link' names a file outside the recipe's folder"),
+    ("{size: 1M, filename: TMP/planted.qcow2}", "r.yaml:5: step 2 (create_disk_image): 'filename' "
+                                                "'TMP/planted.qcow2' must be a plain file name in the build folder"),
+    ("{size: 1M, filename: ../../x.qcow2}", "'filename' '../../x.qcow2' must be a plain file name"),
+    ("{size: 1M, filename: config.json}", "'filename' 'config.json' is a file of the build VM itself"),
+    ("{url: 'http://127.0.0.1:9/..'}", "step 2 (download): the file this download writes: '..' must be a plain"),
+], ids=["src-absolute", "src-dotdot", "src-symlink", "file-url-absolute", "file-url-symlink", "filename-absolute",
+        "filename-dotdot", "filename-vm-config", "download-default-name"])
+def test_recipe_file_references_cannot_leave_their_folders(db: Path, tmp_path: Path, with_: str,
+                                                           message: str) -> None:
+    """Regression: `filename: /x` wrote anywhere and `src`/file: URLs read any host file."""
+    (tmp_path / "out-link").symlink_to("/etc/passwd")
+    with_, message = with_.replace("TMP", str(tmp_path)), message.replace("TMP", str(tmp_path))
+    uses = "copy" if "src" in with_ else "download" if "url" in with_ else "create_disk_image"
+    r = write(tmp_path, f"steps:\n  - uses: host\n    with: {{run: 'true'}}\n  - uses: {uses}\n"
+                        f"    with: {with_}\n")
+    err = build_error(db, r)
+    assert message in err and err.count("\n") <= 2, err
+    assert db_entries(db) == {"images": [], "vms": [], "staging": []}
+    assert not (tmp_path / "planted.qcow2").exists()
+
+
+def test_copy_source_turned_into_a_link_out_is_refused_when_it_runs(db: Path, tmp_path: Path) -> None:
+    """The check is made again when the step runs: here a host step swaps the file for a link."""
+    (tmp_path / "payload.txt").write_text("fine\n")
+    r = write(tmp_path, "steps:\n  - uses: host\n    with:\n      run: ln -sf /etc/passwd \"$MINIVIRT_RECIPE_DIR/"
+                        "payload.txt\"\n  - uses: copy\n    with:\n      src: payload.txt\n      dest: /root/p\n")
+    assert load_recipe(r).steps
+    err = build_error(db, r)
+    assert f"step 2 (uses: copy) failed: {r}:7: 'src' 'payload.txt' leads outside the recipe's folder" in err
+    assert db_entries(db) == {"images": [], "vms": [], "staging": []}
+
+
 def test_placeholders_leave_other_braces_alone() -> None:
     from minivirt_core.hostinfo import host_arch
     from minivirt_core.recipes.placeholders import fill

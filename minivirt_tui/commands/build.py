@@ -84,7 +84,11 @@ class _Display:
 @click.option("-v", "--verbose", is_flag=True, help="Stream the serial console, SSH and host output to stdout.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the build VM when a step fails, to look inside.")
 def build(recipe: Path, tags: tuple[str, ...], verbose: bool, keep_on_failure: bool) -> None:
-    """Build an image from a RECIPE (YAML), run its tests, and tag it."""
+    """Build an image from a RECIPE (YAML), run its tests, and tag it.
+
+    A recipe runs code on this machine: its `host` steps run bash here, as you, and its
+    `run` steps run in the build VM. Never build a recipe you do not trust.
+    """
     import asyncio
 
     from minivirt_core.fsutil import human_size
