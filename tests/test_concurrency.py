@@ -74,12 +74,11 @@ def test_concurrent_loads_and_prune_end_consistent(db: Path) -> None:
 def test_database_lock_is_exclusive_across_threads(db: Path) -> None:
     """Regression: the lock counted re-entry per object, so a second thread walked right in."""
     database = Database(db)
-    with database.lock():
-        with database.lock():  # re-entrant for the thread that holds it
-            got: list[bool] = []
-            probe = threading.Thread(target=lambda: got.append(database._lock.acquire(blocking=False)))
-            probe.start()
-            probe.join()
+    with database.lock(), database.lock():  # re-entrant for the thread that holds it
+        got: list[bool] = []
+        probe = threading.Thread(target=lambda: got.append(database._lock.acquire(blocking=False)))
+        probe.start()
+        probe.join()
     assert got == [False]
     # Many threads, each taking it often: never two inside at once.
     inside: list[int] = []

@@ -370,3 +370,28 @@ def test_copy_steps_and_step_timeout(tiny_db: Path, tmp_path: Path) -> None:
     err = build_error(tiny_db, r)
     assert "step 1 (too slow) did not finish within 20 s" in err
     assert db_entries(tiny_db)["vms"] == []
+
+
+@pytest.mark.vm
+def test_verbose_build_and_logs_pass_no_terminal_queries(tiny_db: Path, tmp_path: Path) -> None:
+    """Regression: `miv build -v` and `miv logs` copied the guest's terminal queries (its
+    shell's ESC[6n, and here printf's) to the user's terminal, which typed its answers into
+    the user's shell."""
+    r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run_console\n    with:\n      steps:\n"
+                        "        - wait: 'login: '\n          timeout: 120\n        - send: \"root\\n\"\n"
+                        "        - wait: '# '\n"
+                        "        - send: \"printf '\\\\033[6n\\\\033]11;?\\\\007\\\\033[>cEND-%s\\\\n'"
+                        " OF-QUERIES\\n\"\n"
+                        "        - wait: END-OF-QUERIES\n"
+                        "        - wait: never appears\n          timeout: 1\n")
+    proc = miv(tiny_db, "build", str(r), "-v", "--keep-on-failure", rc=1)
+    (vm,) = db_entries(tiny_db)["vms"]
+    try:
+        raw = (tiny_db / "vms" / vm / "serial.log").read_bytes()
+        assert b"\x1b[6n\x1b]11;?\x07\x1b[>cEND-OF-QUERIES" in raw  # the guest did ask
+        shown = miv(tiny_db, "logs", vm).stdout
+        for out in (proc.stdout, shown):
+            assert b"END-OF-QUERIES" in out and b"tiny login:" in out
+            assert b"\x1b[6n" not in out and b"\x1b]11;?" not in out and b"\x1b[>c" not in out
+    finally:
+        miv(tiny_db, "destroy", vm)

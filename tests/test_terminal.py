@@ -91,3 +91,81 @@ def test_replayed_log_asks_the_terminal_nothing(tmp_path: Path) -> None:
     assert term._unsent == []  # no reply was queued for the guest
     term.feed(b"\x1b[6n")  # a live query is answered
     assert term._unsent == [b"\x1b[1;1R"] or term._unsent[0].endswith(b"R")
+
+
+QUERIES = [b"\x1b[6n", b"\x1b[5n", b"\x1b[?6n", b"\x1b[c", b"\x1b[>c", b"\x1b[=c", b"\x1b[>0q", b"\x1b[14t",
+           b"\x1b[?2004$p", b"\x1b[?u", b"\x1bP$qm\x1b\\", b"\x1bP+q544e\x1b\\", b"\x1b]11;?\x07", b"\x1b]10;?\x1b\\",
+           b"\x1b]4;1;?\x07", b"\x1b]52;c;?\x07", b"\x1bZ", b"\x05", b"\xc2\x9b6n"]
+
+
+def test_query_filter_removes_every_query_wherever_the_stream_is_cut() -> None:
+    """Terminal queries are removed, everything else passes, and a query cut across two
+    chunks (or hidden by nesting one inside another) never gets through."""
+    from minivirt_core.console import QueryFilter, strip_queries
+
+    kept = b"tiny login: \x1b[1;32mgreen\x1b[0m \x1b]0;title\x07\x1b[2J\x1b[H\x1b(B caf\xc3\xa9 \xc2\xa9\r\n"
+    stream = b"".join(q + kept for q in QUERIES) + b"\x1b[\x1b[6nc" + b"\x1b]11;\x1b]11;?\x07?\x07"
+    expected = kept * len(QUERIES) + b"c" + b"?\x07"
+    assert strip_queries(stream) == expected
+    rng = random.Random(9)
+    for _ in range(200):
+        safe, out, i = QueryFilter(), b"", 0
+        while i < len(stream):
+            n = rng.randrange(1, 6)
+            out += safe.feed(stream[i:i + n])
+            i += n
+        assert out == expected
+
+
+def _vm_with_log(db: Path, log: bytes) -> Path:
+    import asyncio
+
+    from minivirt_core import Minivirt
+
+    asyncio.run(Minivirt(db).vms.create(None, "v", disk_size="1M"))
+    (db / "vms" / "v" / "serial.log").write_bytes(log)
+    return db / "vms" / "v" / "serial.log"
+
+
+def test_miv_logs_passes_no_terminal_query(db: Path) -> None:
+    """Regression: `miv logs` copied the guest's ESC[6n to the terminal, whose answers were
+    typed into the user's shell (`bash-5.2# ;13R;13R`)."""
+    from .helpers import miv
+
+    _vm_with_log(db, b"tiny login: root\r\n" + b"tiny:~# ".join(QUERIES) + b"\x1b[1mbold\x1b[0m\r\n")
+    out = miv(db, "logs", "v").stdout
+    assert out == b"tiny login: root\r\n" + b"tiny:~# " * (len(QUERIES) - 1) + b"\x1b[1mbold\x1b[0m\r\n"
+
+
+def test_miv_logs_follow_holds_back_a_query_cut_between_writes(db: Path) -> None:
+    import os
+    import select
+    import subprocess
+
+    from .helpers import MIV
+
+    log = _vm_with_log(db, b"first ")
+    proc = subprocess.Popen([MIV, "logs", "v", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
+    assert proc.stdout is not None
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
+            assert ready, f"miv logs -f never showed {marker!r}; it showed {seen!r}"
+            seen += os.read(proc.stdout.fileno(), 4096)
+
+    try:
+        read_until(b"first ")
+        with open(log, "ab") as f:  # the guest's QEMU writes a query in two pieces
+            f.write(b"second \x1b[")
+            f.flush()
+            read_until(b"second ")
+            f.write(b"6n third\r\n")
+        read_until(b"third")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seen == b"first second  third\r\n"

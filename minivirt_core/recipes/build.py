@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout, ssh
-from ..console import SerialConsole
+from ..console import SerialConsole, strip_queries
 from ..download import fetch
 from ..ephemeral import ephemeral_vm
 from ..errors import ExternalError, InvalidInput, MinivirtError, Timeout
@@ -55,8 +55,8 @@ class BuildResult:
 
 
 def _tail(data: bytes | bytearray, limit: int = LAST_OUTPUT) -> str:
-    text = bytes(data[-limit:]).decode(errors="replace")
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
+    text = strip_queries(bytes(data[-limit:])).decode(errors="replace")
+    text = re.sub(r"\x1b\[[0-9;?>=]*[A-Za-z]", "", text).replace("\r", "")
     return "\n".join("    " + line for line in text.strip().splitlines()[-15:])
 
 

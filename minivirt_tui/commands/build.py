@@ -22,6 +22,7 @@ class _Display:
         self.current = ""
         self.step_started = time.monotonic()
         self.status: Any = None
+        self.filters: dict[str, Any] = {}  # source -> QueryFilter: the guest's terminal queries never reach ours
 
     def __enter__(self) -> _Display:
         if self.tty and not self.verbose:
@@ -50,7 +51,11 @@ class _Display:
 
         if isinstance(event, ev.Output):
             if self.verbose:
-                sys.stdout.buffer.write(event.data)
+                from minivirt_core.console import QueryFilter
+
+                # One filter per source: console, SSH and host output are separate streams.
+                safe = self.filters.setdefault(event.source, QueryFilter())
+                sys.stdout.buffer.write(safe.feed(event.data))
                 sys.stdout.buffer.flush()
             return
         if isinstance(event, ev.BuildStarted):

@@ -132,16 +132,18 @@ def console(name: str) -> None:
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C stops).")
 def logs(name: str, follow: bool) -> None:
-    """Print VM NAME's serial console log."""
+    """Print VM NAME's serial console log (without the guest's terminal queries)."""
     from minivirt_core import layout
+    from minivirt_core.console import QueryFilter
 
     st = core().vms.status(name)
     out = sys.stdout.buffer
+    safe = QueryFilter()  # a query's answer would be typed into the user's shell
     if not follow:
         try:
             with open(st.path / layout.VM_SERIAL_LOG, "rb") as f:
                 while chunk := f.read(1 << 16):
-                    out.write(chunk)
+                    out.write(safe.feed(chunk))
         except FileNotFoundError:
             pass
         out.flush()
@@ -151,7 +153,7 @@ def logs(name: str, follow: bool) -> None:
         from minivirt_core.console import follow_log
 
         async for data in follow_log(st.path):
-            out.write(data)
+            out.write(safe.feed(data))
             out.flush()
 
     run(go())
