@@ -11,7 +11,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 MIV = str(Path(sys.executable).parent / "miv")
@@ -30,6 +35,23 @@ def miv(db: Path, *args: str, input: bytes | None = None, rc: int | None = 0, ti
             f"stdout: {proc.stdout.decode(errors='replace')}\nstderr: {proc.stderr.decode(errors='replace')}"
         )
     return proc
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.1) -> T:
+    """Wait for ``predicate()`` to be true and return its value: a test waits on a condition,
+    never for a fixed time. Fails naming ``what`` it waited for after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
+    return value
+
+
+def guest_runs(db: Path, vm: str, command: str) -> bool:
+    """Whether a process running ``command`` exists in the guest of running VM ``vm`` (over SSH)."""
+    proc = miv(db, "ssh", vm, f"ps | grep -v grep | grep -qF -- {command!r}", rc=None, timeout=30)
+    return proc.returncode == 0
 
 
 def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = tarfile.GNU_FORMAT) -> bytes:

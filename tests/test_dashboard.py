@@ -85,7 +85,7 @@ async def test_image_actions(db: Path, tmp_path: Path) -> None:
         repo = tmp_path / "repo"
         repo.mkdir()
         Minivirt(db).remotes.add("folder", f"file://{repo}")
-        await pilot.pause(1)
+        await until(pilot, lambda: app.query_one("#remotes").row_count == 1, 10, "the new remote")
         app.query_one("#images").focus()
         await pilot.press("p")
         await fill_form(pilot, remote="folder", tag="pushed")
@@ -104,7 +104,7 @@ async def test_image_actions(db: Path, tmp_path: Path) -> None:
 async def test_changes_from_another_terminal_show_up(db: Path) -> None:
     app = make_app(db, probe_accel=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.5)
+        await until(pilot, lambda: app.snapshot is not None, 10, "the first look at the database")
         miv(db, "load", "fromcli", input=image_tar(1))
         started = time.monotonic()
         await until(pilot, lambda: app.query_one("#images").row_count == 1, 5, "the new image")
@@ -282,16 +282,13 @@ async def test_job_output_drops_terminal_control_sequences(db: Path) -> None:
     """Regression: raw console bytes (ESC[6n, colours) reached the build log."""
     app = make_app(db, probe_accel=False)
     async with app.run_test(size=SIZE) as pilot:
-        import asyncio as aio
-
         async def fake(view: JobView) -> str:
             view.write("\x1b[2J\x1b[Htiny login: \x1b[6n\r\n\x1b[1;32mgreen\x1b[0m\x07 done\r\n")
-            await aio.sleep(0.1)
             return "ok"
 
         view = app.job("demo", fake)
         await until(pilot, lambda: view.finished, 10, "the job")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: len(view.query_one("Log").lines) >= 2, 10, "the job's output")
         lines = view.query_one("Log").lines
         assert lines[:2] == ["tiny login: ", "green done"]
         assert not any("\x1b" in line or "\x07" in line for line in lines)

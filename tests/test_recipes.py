@@ -13,7 +13,7 @@ import pytest
 from minivirt_core.errors import InvalidInput
 from minivirt_core.recipes import load_recipe
 
-from .helpers import MIV, ROOT, db_entries, miv
+from .helpers import MIV, ROOT, db_entries, guest_runs, miv, wait_until
 from .httpserver import StaticServer
 
 
@@ -254,13 +254,9 @@ def test_ctrl_c_during_build_leaves_nothing(tiny_db: Path, tmp_path: Path) -> No
     before = db_entries(tiny_db)["images"]
     proc = subprocess.Popen([MIV, "build", str(r), "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        vms = db_entries(tiny_db)["vms"]
-        if vms and (tiny_db / "vms" / vms[0] / "run.json").exists():
-            break
-        time.sleep(0.2)
-    time.sleep(8)
+    (vm,) = wait_until(lambda: [n for n in db_entries(tiny_db)["vms"] if (tiny_db / "vms" / n / "run.json").exists()],
+                       120, "the build VM to run")
+    wait_until(lambda: guest_runs(tiny_db, vm, "sleep 600"), 120, "the build's `sleep 600` in the guest")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130
     after = db_entries(tiny_db)

@@ -8,12 +8,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from .helpers import MIV, miv
+from .helpers import MIV, guest_runs, miv, wait_until
 
 pytestmark = pytest.mark.vm
 BOOT = "60"
@@ -117,9 +116,7 @@ def test_sigkilled_qemu_shows_stopped_and_starts_again(vm) -> None:
     db, _ = vm
     (pid,) = _qemu_pids(db)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while _qemu_pids(db) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not _qemu_pids(db), 10, "QEMU to be gone")
     assert _ps(db)["v"]["state"] == "stopped"
     assert not (db / "vms" / "v" / "qemu.pid").exists()  # stale files cleaned
     miv(db, "start", "v", "--daemon", "--wait-for-ssh", BOOT)
@@ -157,13 +154,8 @@ def test_run_prints_and_leaves_nothing(tiny_db: Path) -> None:
 def test_run_interrupted_by_sigint_leaves_no_vm(tiny_db: Path) -> None:
     proc = subprocess.Popen([MIV, "run", "tiny", "-m", "200", "sleep", "600"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)})
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        vms = _ps(tiny_db)
-        if vms and all(v["state"] == "running" for v in vms.values()) and _qemu_pids(tiny_db):
-            break
-        time.sleep(0.2)
-    time.sleep(8)  # let it reach SSH and start the remote command
+    (name,) = wait_until(lambda: [n for n, v in _ps(tiny_db).items() if v["state"] == "running"], 90, "the VM")
+    wait_until(lambda: guest_runs(tiny_db, name, "sleep 600"), 90, "the command to run in the guest")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130
     assert os.listdir(tiny_db / "vms") == [] and _qemu_pids(tiny_db) == []
@@ -172,10 +164,8 @@ def test_run_interrupted_by_sigint_leaves_no_vm(tiny_db: Path) -> None:
 def test_run_survives_qemu_being_killed(tiny_db: Path) -> None:
     proc = subprocess.Popen([MIV, "run", "tiny", "-m", "200", "sleep", "600"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)})
-    deadline = time.monotonic() + 90
-    while not _qemu_pids(tiny_db) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(10)
+    (name,) = wait_until(lambda: [n for n, v in _ps(tiny_db).items() if v["state"] == "running"], 90, "the VM")
+    wait_until(lambda: guest_runs(tiny_db, name, "sleep 600"), 90, "the command to run in the guest")
     for pid in _qemu_pids(tiny_db):
         os.kill(pid, signal.SIGKILL)
     assert proc.wait(60) != 0
