@@ -18,6 +18,22 @@ TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "libc6"]
 
 
+# A test using one of these fixtures (directly or through another) must carry the marker,
+# so `-m "not vm"` or `-m "not s3"` really leaves out what needs QEMU or SeaweedFS.
+FIXTURE_MARKERS = {"tiny_image": "vm", "s3_server": "s3"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that needs the tiny image or the S3 server without its marker."""
+    missing = sorted({
+        f"{item.nodeid}: needs {fixture} (through its fixtures), so mark it @pytest.mark.{marker}"
+        for item in items for fixture, marker in FIXTURE_MARKERS.items()
+        if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None
+    })
+    if missing:
+        raise pytest.UsageError("tests without the marker of what they need:\n" + "\n".join(missing))
+
+
 def kill_qemus_under(folder: Path) -> list[int]:
     """Kill every QEMU whose working directory is inside ``folder`` (a test's databases)."""
     import signal

@@ -33,6 +33,7 @@ def _kernel_prints_under(accel_name: str, kernel: Path, seconds: float = 8.0) ->
         return log.exists() and b"Linux version" in log.read_bytes()
 
 
+@pytest.mark.vm
 def test_detection_is_right_on_this_machine(tiny_image, monkeypatch: pytest.MonkeyPatch) -> None:
     """No environment variable: the choice must be one under which a real kernel runs.
 
@@ -75,6 +76,7 @@ def test_doctor_shows_the_accelerator_and_why(db: Path) -> None:
     assert line.split("accelerator: ")[1].split(":")[0] in ("kvm", "tcg")
 
 
+@pytest.mark.vm
 def test_vm_runs_under_the_override(tiny_db: Path) -> None:
     miv(tiny_db, "create", "tiny", "o", "-m", "200")
     miv(tiny_db, "start", "o", "--daemon", env={"MINIVIRT_ACCEL": "tcg"})

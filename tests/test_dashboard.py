@@ -238,6 +238,7 @@ async def test_build_from_the_dashboard(tiny_db: Path, tmp_path: Path) -> None:
         assert "built" in view.status_text
 
 
+@pytest.mark.vm
 @pytest.mark.s3
 async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3, monkeypatch: pytest.MonkeyPatch) -> None:
     # Publish the tiny image on SeaweedFS, then pull it from the dashboard into a fresh database.

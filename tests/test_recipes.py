@@ -190,6 +190,7 @@ def test_cloud_init_iso_is_a_real_cidata_volume(tmp_path: Path) -> None:
 # Building ---------------------------------------------------------------------
 
 
+@pytest.mark.vm
 def test_tiny_recipe_builds_and_passes_its_tests(tiny_image) -> None:
     """The session fixture ran `miv build recipes/tiny.yaml --tag tiny` in an empty database."""
     log = tiny_image.build_log
@@ -198,6 +199,7 @@ def test_tiny_recipe_builds_and_passes_its_tests(tiny_image) -> None:
     assert (tiny_image.path / "disk.qcow2").stat().st_size > 1 << 20
 
 
+@pytest.mark.vm
 def test_failing_expect(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
                         "        - run: echo hello > /root/greeting\n"
@@ -209,6 +211,7 @@ def test_failing_expect(tiny_db: Path, tmp_path: Path) -> None:
     assert after["images"] == before and after["vms"] == [] and after["staging"] == []
 
 
+@pytest.mark.vm
 def test_failing_run_script_stops_at_the_first_failure(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
                         "        - name: broken\n          run: |\n            echo before\n            false\n"
@@ -225,6 +228,7 @@ def test_failing_run_script_stops_at_the_first_failure(tiny_db: Path, tmp_path: 
     miv(tiny_db, "build", str(r), "--tag", "survivor")
 
 
+@pytest.mark.vm
 def test_console_wait_timeout_shows_last_output(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - name: never\n    uses: run_console\n    with:\n"
                         "      steps:\n        - wait: 'login: '\n          timeout: 120\n"
@@ -235,6 +239,7 @@ def test_console_wait_timeout_shows_last_output(tiny_db: Path, tmp_path: Path) -
     assert db_entries(tiny_db)["vms"] == [] and db_entries(tiny_db)["staging"] == []
 
 
+@pytest.mark.vm
 def test_keep_on_failure_keeps_the_build_vm(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
                         "        - run: exit 1\n")
@@ -248,6 +253,7 @@ def test_keep_on_failure_keeps_the_build_vm(tiny_db: Path, tmp_path: Path) -> No
     miv(tiny_db, "destroy", vm)
 
 
+@pytest.mark.vm
 def test_ctrl_c_during_build_leaves_nothing(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"
                         "        - run: sleep 600\n")
@@ -263,6 +269,7 @@ def test_ctrl_c_during_build_leaves_nothing(tiny_db: Path, tmp_path: Path) -> No
     assert after == {"images": before, "vms": [], "staging": []}
 
 
+@pytest.mark.vm
 def test_two_tiny_builds_at_once(db: Path) -> None:
     env = {**os.environ, "MINIVIRT_DB_PATH": str(db)}
     procs = [subprocess.Popen([MIV, "build", str(ROOT / "recipes" / "tiny.yaml"), "--tag", f"t{i}"],
@@ -274,6 +281,7 @@ def test_two_tiny_builds_at_once(db: Path) -> None:
     assert db_entries(db)["vms"] == [] and db_entries(db)["staging"] == []
 
 
+@pytest.mark.vm
 def test_verbose_build_streams_the_console_live(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run_console\n    with:\n      steps:\n"
                         "        - wait: 'login: '\n          timeout: 120\n        - send: \"root\\n\"\n"
@@ -307,12 +315,14 @@ def _download_recipe(tmp_path: Path, url: str, sha256: str | None = None) -> Pat
                            f"      filename: payload.bin{extra}\n")
 
 
+@pytest.mark.vm
 def test_download_404_fails_and_caches_nothing(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
     err = build_error(tiny_db, _download_recipe(tmp_path, f"{http.url}/missing.img"))
     assert "HTTP 404" in err
     assert not (tiny_db / "cache").exists() or os.listdir(tiny_db / "cache") == []
 
 
+@pytest.mark.vm
 def test_download_cut_halfway_resumes(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
     import hashlib
 
@@ -328,6 +338,7 @@ def test_download_cut_halfway_resumes(tiny_db: Path, tmp_path: Path, http: Stati
     assert (tiny_db / "cache" / cache_key(url)).read_bytes() == data
 
 
+@pytest.mark.vm
 async def test_build_events_arrive_on_the_event_loop(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
     """Regression: download progress reached ``on_event`` from the download thread."""
     import threading
@@ -344,6 +355,7 @@ async def test_build_events_arrive_on_the_event_loop(tiny_db: Path, tmp_path: Pa
     assert {thread for _, thread in seen} == {threading.get_ident()}
 
 
+@pytest.mark.vm
 def test_download_wrong_sha256_fails(tiny_db: Path, tmp_path: Path, http: StaticServer) -> None:
     url = http.put("file.img", b"real content")
     err = build_error(tiny_db, _download_recipe(tmp_path, url, "0" * 64))
@@ -351,6 +363,7 @@ def test_download_wrong_sha256_fails(tiny_db: Path, tmp_path: Path, http: Static
     assert os.listdir(tiny_db / "cache") == []
 
 
+@pytest.mark.vm
 def test_copy_steps_and_step_timeout(tiny_db: Path, tmp_path: Path) -> None:
     (tmp_path / "payload.txt").write_text("copied by the recipe\n")
     r = write(tmp_path, "from: tiny\nmemory: 200\ncpus: 1\nsteps:\n"

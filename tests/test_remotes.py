@@ -25,6 +25,7 @@ def _keys(s3) -> set[str]:
     return {o["Key"] for o in s3.client().list_objects_v2(Bucket="minivirt").get("Contents", [])}
 
 
+@pytest.mark.vm
 def test_push_then_anonymous_pull_boots(tiny_db: Path, tmp_path: Path, s3) -> None:
     miv(tiny_db, "remote", "add", "sw", s3.url())
     out = miv(tiny_db, "push", "sw", "tiny", "tiny-{arch}", env=s3.env)
@@ -43,6 +44,7 @@ def test_push_then_anonymous_pull_boots(tiny_db: Path, tmp_path: Path, s3) -> No
     assert miv(fresh, "run", "tiny", "-m", "200", "hostname").stdout == b"tiny\n"
 
 
+@pytest.mark.vm
 def test_second_push_and_pull_skip_the_image(tiny_db: Path, s3) -> None:
     miv(tiny_db, "remote", "add", "sw", s3.url())
     miv(tiny_db, "push", "sw", "tiny", "first", env=s3.env)
