@@ -32,6 +32,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | N
     out.write("\n".join(lines) + "\n")
 
 
+def home_short(text: str) -> str:
+    """A path or ``file://`` URL with the home folder written ``~`` (``~/.local/state/minivirt``)."""
+    from pathlib import Path
+
+    home = str(Path.home()).rstrip("/")
+    for prefix in ("", "file://"):
+        if home and (text == prefix + home or text.startswith(prefix + home + "/")):
+            return prefix + "~" + text[len(prefix + home):]
+    return text
+
+
 def ago(timestamp: float, now: float | None = None) -> str:
     """``3 days ago``-style age of a timestamp."""
     seconds = max(0, (now or time.time()) - timestamp)

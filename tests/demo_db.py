@@ -1,4 +1,8 @@
-"""A small, fixed database for the dashboard's snapshot tests: same ids, names, times."""
+"""A small, fixed database for the dashboard's snapshot tests: same ids, names, times.
+
+It is built in the test's own folder, which the tests make the home folder: the
+dashboard shows it as ``~/miv-snapshot-demo/...`` whatever the folder's real name.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,7 @@ from minivirt_core import Minivirt
 
 from .helpers import image_id_of
 
-ROOT = Path("/tmp/miv-snapshot-demo")
-DB = ROOT / "db"
-REPO = ROOT / "repo"
+NAME = "miv-snapshot-demo"
 NOW = 1_800_000_000.0  # the clock the snapshots see
 
 IMAGES = {
@@ -23,9 +25,12 @@ IMAGES = {
 }
 
 
-def build() -> Minivirt:
-    shutil.rmtree(ROOT, ignore_errors=True)
-    images = DB / "images"
+def build(home: Path) -> Minivirt:
+    """The demo database in ``home/miv-snapshot-demo`` (made afresh), with a file remote beside it."""
+    root = home / NAME
+    shutil.rmtree(root, ignore_errors=True)
+    db, repo = root / "db", root / "repo"
+    images = db / "images"
     images.mkdir(parents=True)
     for age, (tag, files) in enumerate(IMAGES.items()):
         image_id = image_id_of(files)
@@ -37,17 +42,17 @@ def build() -> Minivirt:
         os.utime(folder, (NOW - 3600 * (age + 1) * 5, NOW - 3600 * (age + 1) * 5))
         (images / tag).symlink_to(image_id)
     for name, tag, ports in (("web", "tiny", [{"host_port": 8080, "guest_port": 80}]), ("db", "alpine-3.22", [])):
-        vm = DB / "vms" / name
+        vm = db / "vms" / name
         vm.mkdir(parents=True)
         (vm / "config.json").write_text(json.dumps({
             "image": os.readlink(images / tag), "memory": 512, "cpus": 1, "disk": True, "ports": ports,
             "resources": []}))
         (vm / "disk.qcow2").write_bytes(b"")
-    (REPO / "tags").mkdir(parents=True)
-    (REPO / "images").mkdir()
+    (repo / "tags").mkdir(parents=True)
+    (repo / "images").mkdir()
     for tag in ("tiny-x86_64", "alpine-x86_64"):
-        (REPO / "tags" / tag).write_text("0" * 64)
-    miv = Minivirt(DB)
-    miv.remotes.add("shared", f"file://{REPO}")
+        (repo / "tags" / tag).write_text("0" * 64)
+    miv = Minivirt(db)
+    miv.remotes.add("shared", f"file://{repo}")
     miv.remotes.add("b2", "https://f003.backblazeb2.com/file/minivirt")
     return miv

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -12,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ACCESS_KEY = "minivirt-admin"
@@ -42,6 +41,7 @@ def _free_pair() -> int:
 class S3Server:
     folder: Path
     port: int = 0
+    other_ports: list[int] = field(default_factory=list)  # master, volume, filer, admin
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,13 +68,15 @@ class S3Server:
             {"name": "anonymous", "actions": [f"Read:{BUCKET}", f"List:{BUCKET}"]},
         ]}))
         self.port = _free_pair()
-        ports = [_free_pair() for _ in range(4)]
+        ports = self.other_ports = [_free_pair() for _ in range(4)]
         env = {**os.environ, "GOMEMLIMIT": "512MiB", "TMPDIR": str(self.folder)}
         self.proc = subprocess.Popen(
             [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
              "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={self.port}",
              f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
-             f"-admin.port={ports[3]}", f"-s3.config={config}"],
+             f"-admin.port={ports[3]}", f"-s3.config={config}",
+             # Its local sockets would go to /tmp/seaweedfs-*-<port>.sock: ours go to our folder.
+             f"-s3.localSocket={self.folder / 's3.sock'}", f"-filer.localSocket={self.folder / 'filer.sock'}"],
             stdout=open(self.folder / "weed.log", "wb"), stderr=subprocess.STDOUT, env=env,  # noqa: SIM115
             start_new_session=True,
         )
@@ -115,8 +117,11 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        for sock in glob.glob("/tmp/seaweedfs-*.sock"):
-            try:
-                os.unlink(sock)
-            except OSError:
-                pass
+        # The gRPC sockets have no option: they are /tmp/seaweedfs-<service>-grpc-<port>.sock.
+        # Remove only those named by our own ports, never another server's.
+        for sock in self.folder.glob("*.sock"):
+            sock.unlink(missing_ok=True)
+        for port in (self.port, *self.other_ports):
+            for grpc in (port, port + 10000):
+                for sock in Path("/tmp").glob(f"seaweedfs-*-{grpc}.sock"):
+                    sock.unlink(missing_ok=True)

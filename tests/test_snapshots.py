@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from textual.screen import ModalScreen
@@ -17,15 +18,17 @@ SIZE = (120, 40)
 
 
 @pytest.fixture(autouse=True)
-def fixed_time(monkeypatch: pytest.MonkeyPatch):
+def fixed_time_and_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """UTC, and the test's folder as the home folder: the dashboard shows paths under it as ~/..."""
     monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.setenv("HOME", str(tmp_path))
     time.tzset()
     yield
     time.tzset()
 
 
 def make_app() -> MivApp:
-    return MivApp(demo_db.build(), clock=lambda: demo_db.NOW, refresh_interval=3600, probe_accel=False,
+    return MivApp(demo_db.build(Path.home()), clock=lambda: demo_db.NOW, refresh_interval=3600, probe_accel=False,
                   cursor_blink=False)
 
 

@@ -23,6 +23,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from minivirt_core import Minivirt, MinivirtError
 
+from ..render import home_short
 from .actions_images import ImageActions
 from .actions_remotes import RemoteActions
 from .actions_vms import VmActions
@@ -116,7 +117,7 @@ class MivApp(ImageActions, VmActions, RemoteActions):
         if self.probe_accel:
             self._find_accel()
         self.query_one("#images", ImagesTable).focus()
-        self.log_event(f"database {self.miv.db.root}")
+        self.log_event(f"database {home_short(str(self.miv.db.root))}")
 
     async def on_unmount(self) -> None:
         # `run` VMs live as long as their console tab; everything else keeps running.
@@ -127,7 +128,7 @@ class MivApp(ImageActions, VmActions, RemoteActions):
                 pass
 
     def _update_topbar(self) -> None:
-        self.query_one("#topbar", Static).update(f"minivirt │ {self.miv.db.root} │ {self.accel_text}")
+        self.query_one("#topbar", Static).update(f"minivirt │ {home_short(str(self.miv.db.root))} │ {self.accel_text}")
 
     @work(group="accel", exit_on_error=False)
     async def _find_accel(self) -> None:

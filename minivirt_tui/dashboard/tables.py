@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 
 from minivirt_core.fsutil import human_size
 
-from ..render import ago, duration, vm_state
+from ..render import ago, duration, home_short, vm_state
 from .state import Snapshot
 
 
@@ -114,4 +114,4 @@ class RemotesTable(ResourceTable):
     ]
 
     def update_from(self, snap: Snapshot) -> None:
-        self.set_rows([(r.name, (r.name, r.kind, r.url)) for r in snap.remotes])
+        self.set_rows([(r.name, (r.name, r.kind, home_short(r.url))) for r in snap.remotes])
