@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from minivirt_tui.dashboard.modals import ConfirmModal, FormModal, ReportModal
 from minivirt_tui.dashboard.output import JobView
 from minivirt_tui.dashboard.terminal import SerialTerminal
 
-from .helpers import MIV, image_tar, miv
+from .helpers import image_tar, miv
 
 SIZE = (120, 40)
 
@@ -272,11 +271,6 @@ async def test_remotes_add_pull_remove(db: Path, tiny_db: Path, s3, monkeypatch:
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
         await pilot.press("y")
         await until(pilot, lambda: app.query_one("#remotes").row_count == 0, 10, "the removal")
-
-
-def test_cli_tui_imports_textual_lazily(db: Path) -> None:
-    out = subprocess.run([MIV, "tui", "--help"], capture_output=True, env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
-    assert out.returncode == 0 and b"dashboard" in out.stdout
 
 
 async def test_job_output_drops_terminal_control_sequences(db: Path) -> None:

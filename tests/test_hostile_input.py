@@ -176,9 +176,11 @@ def test_missing_database_is_created(tmp_path: Path) -> None:
     assert (path / "images" / "t").is_symlink()
 
 
-@pytest.mark.parametrize("parent_mode", [0o755, 0o700], ids=["db-closed", "parent-closed"])
-def test_unreadable_database_is_a_clear_error(tmp_path: Path, parent_mode: int) -> None:
-    """Regression: a database under a folder we may not enter gave a PermissionError traceback."""
+@pytest.mark.parametrize("closed", ["db", "parent"], ids=["db-closed", "parent-closed"])
+def test_unreadable_database_is_a_clear_error(tmp_path: Path, closed: str) -> None:
+    """Regression: a database under a folder we may not enter gave a PermissionError traceback.
+    The folder is closed to everyone (mode 0); root enters anything, so as root the command
+    runs as nobody (setpriv), and as any other user it runs as that user."""
     import os
     import shutil
     import subprocess
@@ -187,17 +189,19 @@ def test_unreadable_database_is_a_clear_error(tmp_path: Path, parent_mode: int) 
 
     path = tmp_path / "db"
     (path / "images").mkdir(parents=True)
-    os.chmod(path, 0o700)
-    os.chmod(tmp_path, parent_mode)
-    setpriv = shutil.which("setpriv")
+    prefix = []
     if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.skip("needs setpriv to drop root")
+            pytest.skip("as root this needs setpriv, to run the command as a user the folder is closed to")
         prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    else:
-        prefix = []
-    proc = subprocess.run([*prefix, MIV, "images"], capture_output=True, timeout=60,
-                          env={**os.environ, "MINIVIRT_DB_PATH": str(path), "HOME": str(tmp_path)})
+    folder = path if closed == "db" else tmp_path
+    os.chmod(folder, 0)
+    try:
+        proc = subprocess.run([*prefix, MIV, "images"], capture_output=True, timeout=60,
+                              env={**os.environ, "MINIVIRT_DB_PATH": str(path), "HOME": str(tmp_path)})
+    finally:
+        os.chmod(folder, 0o700)
     assert proc.returncode == 1, proc.stderr
     assert b"Traceback" not in proc.stderr
     assert b"not readable and writable" in proc.stderr or b"cannot create the database" in proc.stderr

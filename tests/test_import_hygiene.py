@@ -46,3 +46,13 @@ def test_miv_images_and_help_import_no_heavy_library(db: Path) -> None:
         assert "click" in imported  # the measurement itself works
         heavy = imported & {"textual", "boto3", "botocore", "asyncssh", "qemu", "httpx", "rich", "yaml", "asyncio"}
         assert not heavy, f"miv {' '.join(args)} imported {sorted(heavy)}"
+
+
+def test_cli_tui_imports_textual_lazily(db: Path) -> None:
+    """`miv tui --help` (like every other command) runs without importing Textual: only
+    running the dashboard does. Regression: this test only looked at the help's text."""
+    imported = _imported_by(["tui", "--help"], db)
+    assert "click" in imported  # the measurement itself works
+    assert not imported & {"textual", "rich", "asyncio"}, sorted(imported & {"textual", "rich", "asyncio"})
+    proc = subprocess.run([MIV, "tui", "--help"], capture_output=True, env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
+    assert proc.returncode == 0 and b"dashboard" in proc.stdout
