@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,27 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     kill_qemus_under(tmp_path)
 
 
+def builder_files() -> list[Path]:
+    """What makes the tiny image: its recipe and script, and the code a build runs (every
+    module of minivirt_core that loading the builder imports, all of qemu/, the core's data),
+    found afresh in a clean interpreter, so a new or split module is counted too."""
+    code = ("import sys, minivirt_core.recipes.build, minivirt_core.qemu.monitor\n"
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items()\n"
+            "                 if n.split('.')[0] == 'minivirt_core' and getattr(m, '__file__', None)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    core = ROOT / "minivirt_core"
+    files = {Path(line) for line in loaded.stdout.split()}
+    files |= set((core / "qemu").glob("*.py")) | {p for p in (core / "data").rglob("*") if p.is_file()}
+    files |= {TINY_RECIPE, *(p for p in BUILD_SCRIPT.parent.rglob("*") if p.is_file())}
+    return sorted(p.resolve() for p in files)
+
+
 def _tiny_cache_key() -> str:
     policy = subprocess.run(["apt-cache", "policy", *PACKAGES], capture_output=True, text=True).stdout
     versions = [line.split()[-1] for line in policy.splitlines() if "Candidate:" in line]
-    h = hashlib.sha256(BUILD_SCRIPT.read_bytes() + TINY_RECIPE.read_bytes())
+    h = hashlib.sha256()
+    for path in builder_files():
+        h.update(f"{path.relative_to(ROOT)}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
     h.update(" ".join(versions).encode())
     return h.hexdigest()[:16]
 
@@ -81,8 +99,8 @@ class TinyImage:
 @pytest.fixture(scope="session")
 def tiny_image() -> TinyImage:
     """The tiny guest image, built by `miv build recipes/tiny.yaml` (its tests included)
-    in an empty database, once per machine: cached, keyed by the recipe, the builder
-    script and the Debian package versions it uses."""
+    in an empty database, once per machine: cached, keyed by the recipe, the builder script,
+    the code of the build (:func:`builder_files`) and the Debian package versions it uses."""
     from minivirt_core import imageid
 
     from .helpers import miv
