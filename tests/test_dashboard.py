@@ -32,7 +32,7 @@ async def until(pilot, predicate: Callable[[], bool], timeout: float = 60, what:
 def what_the_app_says(app: MivApp) -> str:
     """The events log, the jobs' status lines and the notifications: why a wait failed."""
     lines = [f"screen: {type(app.screen).__name__}"]
-    lines += [f"event: {line}" for line in app.query_one("#events").lines]
+    lines += [f"event: {line}" for line in app.screen_stack[0].query_one("#events").lines]  # under any modal
     lines += [f"job {view.title}: {view.status_text}" for view in app.query(JobView)]
     lines += [f"notification: {n.title or ''} {n.message}" for n in app._notifications]
     return "\n".join(lines)
@@ -97,7 +97,8 @@ async def test_image_actions(db: Path, tmp_path: Path) -> None:
         await pilot.press("P")
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
         await pilot.press("y")
-        await until(pilot, lambda: not [p for p in (db / "images").iterdir() if len(p.name) == 64], 10, "prune")
+        await until(pilot, lambda: "pruned" in "\n".join(app.query_one("#events").lines), 10, "prune")
+        assert not [p for p in (db / "images").iterdir() if len(p.name) == 64]
 
 
 async def test_changes_from_another_terminal_show_up(db: Path) -> None:
@@ -322,3 +323,42 @@ async def test_table_columns_fit_their_cells_at_once(db: Path) -> None:
         assert [c.content_width for c in table.ordered_columns] == [18, 4, 30]
         table.set_rows([("b", ("b", "file", "file:///x"))])
         assert [c.content_width for c in table.ordered_columns] == [4, 4, 9]
+
+
+async def test_prune_waits_for_the_lock_without_freezing_the_dashboard(db: Path) -> None:
+    """Regression: the dashboard pruned on its event loop: a lock held elsewhere (another miv,
+    a commit on a worker thread) froze it, and with the old per-object lock a prune walked in
+    beside the holder."""
+    miv(db, "load", "junk", input=simple_tar({"j": b"1"}))
+    miv(db, "untag", "junk")
+    app = make_app(db, probe_accel=False)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with app.miv.db.lock():
+            holding.set()
+            release.wait(30)
+
+    def images() -> list[str]:
+        return [p.name for p in (db / "images").iterdir() if len(p.name) == 64]
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 1, 10, "the image")
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait()
+        try:
+            await pilot.press("P")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmModal), 5, "the confirmation to close")
+            started = time.monotonic()
+            await pilot.press("2")  # the dashboard still answers while the prune waits
+            await until(pilot, lambda: app.focused is app.query_one("#vms"), 5, "the VMs pane")
+            assert time.monotonic() - started < 5
+            assert len(images()) == 1  # and the prune has not run beside the holder
+        finally:
+            release.set()
+        holder.join()
+        await until(pilot, lambda: "pruned 1 image" in "\n".join(app.query_one("#events").lines), 20, "the prune")
+        assert images() == []
