@@ -183,7 +183,8 @@ class MivApp(ImageActions, VmActions, RemoteActions):
             self.job(f"build {Path(values['recipe']).name}", run)
 
         self.ask(FormModal("Build an image from a recipe", [
-            Field("recipe", "Recipe file", str(default) if default.exists() else ""),
+            Field("recipe", "Recipe file (it runs code here: build only recipes you trust)",
+                  str(default) if default.exists() else ""),
             Field("tags", "Tags (space separated; {arch} allowed)", required=False),
         ], "Build"), go)
 
