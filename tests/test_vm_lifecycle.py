@@ -19,7 +19,7 @@ from minivirt_core.errors import InvalidInput
 from minivirt_core.qemu.command import Drive, LaunchSpec, qemu_argv
 from minivirt_core.vmconfig import parse_memory
 
-from .helpers import MIV, db_entries, miv, qcow2_of, simple_tar
+from .helpers import MIV, db_entries, miv, qcow2_of, simple_tar, wait_until
 from .test_vms import _qemu_pids
 
 BOOT = "60"
@@ -27,14 +27,6 @@ BOOT = "60"
 
 def _env(db: Path) -> dict[str, str]:
     return {**os.environ, "MINIVIRT_DB_PATH": str(db)}
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _clear_error(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -324,13 +316,13 @@ def test_run_killed_by_sigterm_then_sighup_leaves_no_vm(tiny_db: Path) -> None:
     proc = subprocess.Popen([MIV, "run", "tiny", "-m", "200", "sleep", "60"], env=_env(tiny_db),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: len(db_entries(tiny_db)["vms"]) == 1, 60, "the run VM")
+        wait_until(lambda: len(db_entries(tiny_db)["vms"]) == 1, 60, "the run VM")
         (name,) = db_entries(tiny_db)["vms"]
 
         def guest_sleeps() -> bool:
             return miv(tiny_db, "ssh", name, "pidof sleep", rc=None).returncode == 0
 
-        _wait(guest_sleeps, 180, "the command to run in the guest")
+        wait_until(guest_sleeps, 180, "the command to run in the guest")
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGHUP)  # a second signal must not cut the cleanup short
         _out, err = proc.communicate(timeout=60)
@@ -358,7 +350,7 @@ def test_build_killed_by_sigkill_leaves_an_orphan_that_fsck_reports_and_prune_re
             vms = db_entries(tiny_db)["vms"]
             return len(vms) == 1 and (tiny_db / "vms" / vms[0] / "run.json").exists() and bool(_qemu_pids(tiny_db))
 
-        _wait(build_vm_runs, 120, "the build VM to run")
+        wait_until(build_vm_runs, 120, "the build VM to run")
     finally:
         proc.kill()
         proc.wait()
