@@ -49,7 +49,13 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: floa
 
 
 def guest_runs(db: Path, vm: str, command: str) -> bool:
-    """Whether a process running ``command`` exists in the guest of running VM ``vm`` (over SSH)."""
+    """Whether a process running ``command`` exists in the guest of running VM ``vm`` (over SSH).
+
+    False until the VM's first SSH contact (by whoever started it) has written its
+    ``ssh-config``: a second first contact at the same moment can find the well-known key
+    already gone and the VM's own key not yet in place, and be refused."""
+    if not (db / "vms" / vm / "ssh-config").exists():
+        return False
     proc = miv(db, "ssh", vm, f"ps | grep -v grep | grep -qF -- {command!r}", rc=None, timeout=30)
     return proc.returncode == 0
 
