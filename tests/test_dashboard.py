@@ -329,7 +329,7 @@ async def test_prune_waits_for_the_lock_without_freezing_the_dashboard(db: Path)
     """Regression: the dashboard pruned on its event loop: a lock held elsewhere (another miv,
     a commit on a worker thread) froze it, and with the old per-object lock a prune walked in
     beside the holder."""
-    miv(db, "load", "junk", input=simple_tar({"j": b"1"}))
+    miv(db, "load", "junk", input=image_tar(2))
     miv(db, "untag", "junk")
     app = make_app(db, probe_accel=False)
     holding, release = threading.Event(), threading.Event()

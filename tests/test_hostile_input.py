@@ -525,6 +525,7 @@ def _plant_image(db: Path, tiny_disk: Path, config: bytes, tag: str, extra: dict
     return image_id
 
 
+@pytest.mark.vm
 @pytest.mark.parametrize("iso", ["/etc/shadow", "../../../etc/shadow"])
 def test_image_iso_naming_a_host_file_planted_in_the_database_is_reported_and_refused(
         tiny_db: Path, iso: str) -> None:
@@ -537,6 +538,7 @@ def test_image_iso_naming_a_host_file_planted_in_the_database_is_reported_and_re
     assert db_entries(tiny_db)["vms"] == [] and db_entries(tiny_db)["staging"] == []
 
 
+@pytest.mark.vm
 def test_image_changed_after_create_keeps_its_vm_from_starting(tiny_db: Path) -> None:
     miv(tiny_db, "create", "tiny", "v")
     config = tiny_db / "images" / "tiny" / "config.json"
@@ -559,6 +561,7 @@ def test_image_changed_after_create_keeps_its_vm_from_starting(tiny_db: Path) ->
     ({"type": "floppy", "filename": "fake.iso"}, "is not a resource"),
 ], ids=["absolute", "dot-dot", "json-protocol", "symlink", "own-file", "cdrom-not-iso", "disk-not-qcow2",
         "backing-file", "bad-type"])
+@pytest.mark.vm
 def test_vm_config_resource_naming_a_host_file_is_refused(tiny_db: Path, tmp_path: Path, resource: dict,
                                                           message: str) -> None:
     miv(tiny_db, "create", "tiny", "v")
@@ -575,6 +578,7 @@ def test_vm_config_resource_naming_a_host_file_is_refused(tiny_db: Path, tmp_pat
     assert "vm v: " in miv(tiny_db, "fsck", rc=1).stdout.decode()
 
 
+@pytest.mark.vm
 def test_vm_disk_with_a_foreign_backing_file_is_refused(tiny_db: Path, tmp_path: Path) -> None:
     miv(tiny_db, "create", "tiny", "v")
     disk = tiny_db / "vms" / "v" / "disk.qcow2"
