@@ -9,19 +9,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from minivirt_core import Minivirt
 
-from .helpers import image_id_of
+from .helpers import image_id_of, qcow2_of
 
 NAME = "miv-snapshot-demo"
 NOW = 1_800_000_000.0  # the clock the snapshots see
 
+# Real qcow2 disks (made once, on first use), so that fsck finds nothing wrong.
 IMAGES = {
-    "tiny": {"config.json": b'{"disk": true}', "disk.qcow2": b"t" * 300_000},
-    "alpine-3.22": {"config.json": b'{"disk": true}', "disk.qcow2": b"a" * 2_000_000},
-    "ubuntu-24.04": {"config.json": b'{"disk": true}', "disk.qcow2": b"u" * 5_000_000},
+    "tiny": ('{"disk": true}', b"t" * 300_000),
+    "alpine-3.22": ('{"disk": true}', b"a" * 2_000_000),
+    "ubuntu-24.04": ('{"disk": true}', b"u" * 5_000_000),
 }
 
 
@@ -32,7 +34,8 @@ def build(home: Path) -> Minivirt:
     db, repo = root / "db", root / "repo"
     images = db / "images"
     images.mkdir(parents=True)
-    for age, (tag, files) in enumerate(IMAGES.items()):
+    for age, (tag, (config, data)) in enumerate(IMAGES.items()):
+        files = {"config.json": config.encode(), "disk.qcow2": qcow2_of(data)}
         image_id = image_id_of(files)
         folder = images / image_id
         folder.mkdir()
@@ -47,7 +50,9 @@ def build(home: Path) -> Minivirt:
         (vm / "config.json").write_text(json.dumps({
             "image": os.readlink(images / tag), "memory": 512, "cpus": 1, "disk": True, "ports": ports,
             "resources": []}))
-        (vm / "disk.qcow2").write_bytes(b"")
+        backing = f"../../images/{os.readlink(images / tag)}/disk.qcow2"  # an overlay, as `miv create` makes
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, "disk.qcow2"],
+                       cwd=vm, check=True)
     (repo / "tags").mkdir(parents=True)
     (repo / "images").mkdir()
     for tag in ("tiny-x86_64", "alpine-x86_64"):
