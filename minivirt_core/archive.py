@@ -211,14 +211,19 @@ class TarImporter:
             self._sniffed = True
             if data[:2] == GZIP_MAGIC:
                 self._gunzip = zlib.decompressobj(wbits=31)
-        if self._gunzip is not None:
-            data = self._gunzip_feed(data)
-        self._consume(memoryview(data))
+        if self._gunzip is None:
+            self._consume(memoryview(data))
+            return
+        for piece in self._gunzip_pieces(data):
+            self._consume(memoryview(piece))
 
-    def _gunzip_feed(self, data: bytes) -> bytes:
+    def _gunzip_pieces(self, data: bytes) -> Iterator[bytes]:
+        """Gunzip ``data`` in pieces of at most :data:`CHUNK` bytes, each consumed before the
+        next is made (``max_length`` / ``unconsumed_tail``): memory stays flat whatever the
+        ratio, a gzip bomb's too."""
         assert self._gunzip is not None
-        out = []
-        while data:
+        pending = False  # zlib holds output back: the last call filled its CHUNK
+        while data or pending:
             if not self._gz_open:
                 # Between gzip members: what follows must be another member (gzip(1) reads
                 # concatenated members as one stream); anything else is trailing garbage.
@@ -232,16 +237,19 @@ class TarImporter:
                     break
                 self._gz_open = True
             try:
-                out.append(self._gunzip.decompress(data))
+                out = self._gunzip.decompress(data, CHUNK)
             except zlib.error as e:
                 raise InvalidInput(f"the archive is not valid gzip: {e}") from e
+            if out:
+                yield out
             if self._gunzip.eof:
                 self._gz_open = False
                 data = self._gunzip.unused_data
                 self._gunzip = zlib.decompressobj(wbits=31)
+                pending = False
             else:
-                data = b""
-        return b"".join(out)
+                data = self._gunzip.unconsumed_tail
+                pending = len(out) == CHUNK
 
     def _consume(self, view: memoryview) -> None:
         while view:
