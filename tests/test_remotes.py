@@ -106,7 +106,7 @@ def test_bad_tag_files(db: Path, s3) -> None:
     miv(db, "remote", "add", "sw", s3.url())
     _put(s3, "tags/garbage", b"not-an-id\n")
     err = miv(db, "pull", "sw", "garbage", rc=1).stderr.decode()
-    assert "tags/garbage holds 'not-an-id', not an image id" in err
+    assert "tags/garbage does not hold an image id" in err and "not-an-id" not in err
     _put(s3, "tags/dangling", ("ab" * 32).encode())
     err = miv(db, "pull", "sw", "dangling", rc=1).stderr.decode()
     assert "has the tag but not the image" in err
