@@ -5,7 +5,6 @@ real local HTTP server, real file:// folders, real tmpfs mounts and real Seaweed
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import gzip
 import hashlib
@@ -24,6 +23,16 @@ from .helpers import MIV, db_entries, miv, qcow2_bytes, simple_tar
 from .httpserver import StaticServer
 
 STALL = {"MINIVIRT_STALL_TIMEOUT": "2"}
+FETCH = """
+import asyncio, sys
+from pathlib import Path
+from minivirt_core.download import fetch
+from minivirt_core.errors import MinivirtError
+try:
+    print(asyncio.run(fetch(sys.argv[1], Path(sys.argv[2]))))
+except MinivirtError as e:
+    print(f"{type(e).__name__}: {e.message}")
+"""
 
 
 @pytest.fixture
@@ -147,18 +156,21 @@ def test_a_tag_dripped_by_the_server_gives_up_too(db: Path, http: StaticServer) 
     assert "no progress for 2 s" in err, err
 
 
-def test_recipe_download_from_a_server_that_drips_gives_up(tmp_path: Path, http: StaticServer,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from minivirt_core.download import fetch
-    from minivirt_core.errors import Timeout
+def fetch_in_a_process(url: str, cache: Path, env: dict[str, str] | None = None,
+                       timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """download.fetch(url, cache) through the public API, in its own process (so a fetch
+    that never ends can be stopped); prints the cached path, or the error's class and message."""
+    return subprocess.run([sys.executable, "-c", FETCH, url, str(cache)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
+
+def test_recipe_download_from_a_server_that_drips_gives_up(tmp_path: Path, http: StaticServer) -> None:
     url = http.put("files/big.img", os.urandom(100000))
     http.drip["/files/big.img"] = 0.2
-    monkeypatch.setenv("MINIVIRT_STALL_TIMEOUT", "1.5")
     started = time.monotonic()
-    with pytest.raises(Timeout, match=r"no progress for 1\.5 s"):
-        asyncio.run(fetch(url, tmp_path / "cache"))
-    assert time.monotonic() - started < 20
+    out = fetch_in_a_process(url, tmp_path / "cache", {"MINIVIRT_STALL_TIMEOUT": "1.5"}, timeout=60).stdout
+    assert out.startswith("Timeout: ") and "no progress for 1.5 s" in out, out
+    assert time.monotonic() - started < 30
     assert not (tmp_path / "cache" / hashlib.sha256(url.encode()).hexdigest()).exists()
 
 
@@ -320,12 +332,11 @@ def test_file_remote_image_that_is_a_fifo_or_a_device_is_refused(db: Path, tmp_p
 
 
 def test_recipe_download_of_a_file_url_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
-    from minivirt_core.download import fetch
-    from minivirt_core.errors import InvalidInput
-
+    """Regression: a file:// download of a FIFO hung (and of /dev/zero filled the disk)."""
     os.mkfifo(tmp_path / "fifo")
-    with pytest.raises(InvalidInput, match="not a regular file"):
-        asyncio.run(asyncio.wait_for(fetch(f"file://{tmp_path / 'fifo'}", tmp_path / "cache"), 30))
+    for source in (tmp_path / "fifo", Path("/dev/zero")):
+        out = fetch_in_a_process(f"file://{source}", tmp_path / "cache", timeout=30).stdout
+        assert out.startswith("InvalidInput: ") and "not a regular file" in out, out
     assert os.listdir(tmp_path / "cache") == []
 
 
@@ -433,12 +444,6 @@ def assert_nothing_left_but(db: Path, iid: str) -> None:
     assert os.listdir(db / "cache") == []
 
 
-FETCH = """
-import asyncio, sys
-from pathlib import Path
-from minivirt_core.download import fetch
-print(asyncio.run(fetch(sys.argv[1], Path(sys.argv[2]))))
-"""
 
 
 def test_parallel_downloads_of_one_url_are_both_right(tmp_path: Path, http: StaticServer) -> None:
@@ -448,7 +453,7 @@ def test_parallel_downloads_of_one_url_are_both_right(tmp_path: Path, http: Stat
     http.throttle = 0.005
     cache = tmp_path / "cache"
     procs = [subprocess.Popen([sys.executable, "-c", FETCH, url, str(cache)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in range(2)]
+                              stderr=subprocess.PIPE) for _ in range(2)]  # (two builds)
     outs = [(p.wait(120), *p.communicate()) for p in procs]
     for rc, _out, err in outs:
         assert rc == 0, err.decode()
