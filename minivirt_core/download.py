@@ -544,7 +544,7 @@ async def _download(url: str, part: Path, sha256: str | None, progress: Progress
     """Download ``url`` into ``part`` (locked by the caller) and verify it; what failed is
     removed unless worth resuming."""
     scheme = urlparse(url).scheme
-    with disk_full_is_an_error(part.parent, f"downloading {shown_url(url)}"):
+    with disk_full_is_an_error(f"the download of {shown_url(url)} (to {part.parent})"):
         try:
             if scheme == "file":
                 await asyncio.to_thread(_copy_regular, Path(unquote(urlparse(url).path)), part, url)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIV, db_entries, file_member, image_files, image_tar, miv, qcow2_of, simple_tar, tar_bytes
+from .helpers import MIV, db_entries, file_member, image_files, image_tar, miv, publish, qcow2_of, simple_tar, tar_bytes
 from .httpserver import StaticServer
 
 pytestmark = pytest.mark.s3
@@ -133,19 +133,9 @@ def http(tmp_path: Path):
     server.stop()
 
 
-def _publish(http: StaticServer, files: dict[str, bytes], tag: str) -> tuple[str, bytes]:
-    from .helpers import image_id_of
-
-    image_id = image_id_of(files)
-    tgz = gzip.compress(simple_tar(files), compresslevel=1)
-    http.put(f"repo/images/{image_id}.tgz", tgz)
-    http.put(f"repo/tags/{tag}", image_id.encode())
-    return image_id, tgz
-
-
 def test_pull_killed_halfway_resumes_with_range(db: Path, http: StaticServer) -> None:
     files = image_files(disk=qcow2_of(os.urandom(4 << 20)))
-    image_id, tgz = _publish(http, files, "big")
+    image_id, tgz = publish(http, files, "big")
     miv(db, "remote", "add", "web", f"{http.url}/repo")
     http.throttle = 0.02  # ~3 MiB/s: slow enough to interrupt
     proc = subprocess.Popen([MIV, "pull", "web", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -172,7 +162,7 @@ def test_pull_killed_halfway_resumes_with_range(db: Path, http: StaticServer) ->
 
 def test_connection_cut_midway_is_retried_and_resumed(db: Path, http: StaticServer) -> None:
     files = image_files(disk=qcow2_of(os.urandom(3 << 20)))
-    image_id, tgz = _publish(http, files, "cut")
+    image_id, tgz = publish(http, files, "cut")
     http.cut_after[f"/repo/images/{image_id}.tgz"] = len(tgz) // 2
     miv(db, "remote", "add", "web", f"{http.url}/repo")
     miv(db, "pull", "web", "cut")

@@ -76,7 +76,7 @@ def _download_and_import(url: str, part: Path, importer: TarImporter, progress: 
                     if cancel.is_set():
                         raise Cancelled()
                     sink(data)
-        stream_body(url, part, sink, progress, cancel, done=lambda: importer.ended)
+        stream_body(url, part, sink, progress, cancel, done=lambda: importer.complete)
     finally:
         pieces.put(None)
         worker.join()
@@ -141,7 +141,7 @@ async def pull(db: Database, images: ImageStore, remote: Remote, remote_tag: str
 
     if have():
         return tag_only()
-    with disk_full_is_an_error(db.root, f"pulling {remote_tag} from remote {remote.name}"):
+    with disk_full_is_an_error(f"{remote_tag} pulled from remote {remote.name} (into {db.root})"):
         if remote.kind == "file":
             return await _import(db, images, remote, remote_tag, image_id, tag,
                                  functools.partial(_pull_file, remote, image_id, progress=progress))

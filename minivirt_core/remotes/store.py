@@ -143,7 +143,7 @@ class RemoteStore:
             self._write(raw)
 
     def _write(self, raw: dict[str, str]) -> None:
-        with disk_full_is_an_error(self.db.remotes_file, f"writing {self.db.remotes_file.name}"):
+        with disk_full_is_an_error(self.db.remotes_file):
             atomic_write_json(self.db.remotes_file, raw)
 
     async def pull(self, remote: str, remote_tag: str, tag: str | None = None,
