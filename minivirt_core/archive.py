@@ -198,9 +198,12 @@ class TarImporter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="miv-hash")
 
     @property
-    def complete(self) -> bool:
-        """True once the tar's end marker (and the end of its gzip stream) has been read."""
-        return self._ended and not self._gz_open
+    def ended(self) -> bool:
+        """True once the tar's end marker has been read, and from then on: only padding
+        (and the gzip stream's end) may follow, so a transfer bounds what it reads after.
+        (Whether a gzip member is open is no such signal: a stream of empty members
+        opens and closes them for ever.)"""
+        return self._ended
 
     def feed(self, data: bytes) -> None:
         """Take the next piece of the archive (any size; not to be changed afterwards)."""

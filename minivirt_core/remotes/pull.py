@@ -76,7 +76,7 @@ def _download_and_import(url: str, part: Path, importer: TarImporter, progress: 
                     if cancel.is_set():
                         raise Cancelled()
                     sink(data)
-        stream_body(url, part, sink, progress, cancel, done=lambda: importer.complete)
+        stream_body(url, part, sink, progress, cancel, done=lambda: importer.ended)
     finally:
         pieces.put(None)
         worker.join()
