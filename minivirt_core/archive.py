@@ -198,9 +198,12 @@ class TarImporter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="miv-hash")
 
     @property
-    def complete(self) -> bool:
-        """True once the tar's end marker (and the end of its gzip stream) has been read."""
-        return self._ended and not self._gz_open
+    def ended(self) -> bool:
+        """True once the tar's end marker has been read, and from then on: only padding
+        (and the gzip stream's end) may follow, so a transfer bounds what it reads after.
+        (Whether a gzip member is open is no such signal: a stream of empty members
+        opens and closes them for ever.)"""
+        return self._ended
 
     def feed(self, data: bytes) -> None:
         """Take the next piece of the archive (any size; not to be changed afterwards)."""
@@ -211,14 +214,19 @@ class TarImporter:
             self._sniffed = True
             if data[:2] == GZIP_MAGIC:
                 self._gunzip = zlib.decompressobj(wbits=31)
-        if self._gunzip is not None:
-            data = self._gunzip_feed(data)
-        self._consume(memoryview(data))
+        if self._gunzip is None:
+            self._consume(memoryview(data))
+            return
+        for piece in self._gunzip_pieces(data):
+            self._consume(memoryview(piece))
 
-    def _gunzip_feed(self, data: bytes) -> bytes:
+    def _gunzip_pieces(self, data: bytes) -> Iterator[bytes]:
+        """Gunzip ``data`` in pieces of at most :data:`CHUNK` bytes, each consumed before the
+        next is made (``max_length`` / ``unconsumed_tail``): memory stays flat whatever the
+        ratio, a gzip bomb's too."""
         assert self._gunzip is not None
-        out = []
-        while data:
+        pending = False  # zlib holds output back: the last call filled its CHUNK
+        while data or pending:
             if not self._gz_open:
                 # Between gzip members: what follows must be another member (gzip(1) reads
                 # concatenated members as one stream); anything else is trailing garbage.
@@ -232,16 +240,19 @@ class TarImporter:
                     break
                 self._gz_open = True
             try:
-                out.append(self._gunzip.decompress(data))
+                out = self._gunzip.decompress(data, CHUNK)
             except zlib.error as e:
                 raise InvalidInput(f"the archive is not valid gzip: {e}") from e
+            if out:
+                yield out
             if self._gunzip.eof:
                 self._gz_open = False
                 data = self._gunzip.unused_data
                 self._gunzip = zlib.decompressobj(wbits=31)
+                pending = False
             else:
-                data = b""
-        return b"".join(out)
+                data = self._gunzip.unconsumed_tail
+                pending = len(out) == CHUNK
 
     def _consume(self, view: memoryview) -> None:
         while view:

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from .errors import DatabaseError, InvalidInput, MinivirtError, NotFound
 
 T = TypeVar("T")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+TEMP_SUFFIX = ".tmp"
+
+
+def create_temp(path: Path, mode: int = 0o600) -> tuple[Path, int]:
+    """A new hidden temp file beside ``path`` (``.<name>.<random>.tmp``) and an fd open
+    for writing it. The fd holds an ``flock`` until closed, so a temp file left by a
+    writer that died is told from one being written (:func:`remove_abandoned_temps`)."""
+    tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return tmp, fd
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    tmp, fd = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)  # (before the close drops the lock)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -124,6 +137,102 @@ def _owner() -> tuple[int, object]:
     if asyncio is not None and asyncio.events._get_running_loop() is not None:
         task = asyncio.current_task()
     return threading.get_ident(), task
+
+
+@contextmanager
+def claim_abandoned(path: Path) -> Iterator[bool]:
+    """Lock ``path`` if no live process holds it: yields True (while locked) for a file
+    whose writer is gone, False for one a live writer holds (or that is gone itself).
+
+    Writers of partial files (downloads, temp files) hold an ``flock`` on them until they
+    finish; the kernel drops it when a writer dies, which is how its leftovers are told
+    from work in progress."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(path: Path, dry_run: bool = False) -> int | None:
+    """Remove ``path`` if its writer is gone (see :func:`claim_abandoned`); the bytes it
+    held, or None when a live writer holds it. ``dry_run`` only measures."""
+    with claim_abandoned(path) as abandoned:
+        if not abandoned:
+            return None
+        try:
+            size = path.lstat().st_blocks * 512
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:
+            return None
+        return size
+
+
+def remove_abandoned_temps(folder: Path) -> list[Path]:
+    """Remove the temp files of :func:`create_temp` in ``folder`` whose writer is gone
+    (killed half-way); returns them."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        if (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False)
+                and remove_abandoned(path) is not None):
+            removed.append(path)
+    return removed
+
+
+def open_regular(path: Path) -> Any:
+    """``open(path, "rb")`` for a regular file only: a FIFO, a device or a folder (which
+    could block the open, or never end) is an :class:`InvalidInput`, found without
+    reading from it. :class:`FileNotFoundError` passes through."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InvalidInput(f"{path} is not a regular file", hint="Only regular files are read there.")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is "no space left on device" or a quota."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def disk_full_is_an_error(what: object) -> Iterator[None]:
+    """Within: a full disk (ENOSPC, a quota) met writing ``what`` is a clear error
+    (:func:`write_error`), not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise write_error(e, what, hint="Free some space (`miv prune` removes unused images and leftovers), "
+                                        "then try again.") from e
 
 
 def dir_size(path: Path) -> int:

@@ -285,6 +285,11 @@ class ImageStore:
                         remove_tree(path)
                     else:
                         path.unlink(missing_ok=True)
+        from .download import remove_abandoned_parts  # partial downloads no live transfer holds
+
+        for path, size in remove_abandoned_parts(self.db.cache_dir, dry_run):
+            report.leftovers.append(path)
+            report.freed += size
         return report
 
     def remove_if_unused(self, image_id: str) -> bool:

@@ -162,3 +162,17 @@ def running_vm(tiny_db: Path):
     miv(tiny_db, "start", "v", "--daemon", "--wait-for-ssh", "120")
     yield tiny_db
     miv(tiny_db, "destroy", "v", rc=None)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A 2 MiB tmpfs to fill (needs root: mount; skipped otherwise)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -151,3 +151,29 @@ def db_entries(db: Path) -> dict[str, list[str]]:
         d = db / sub
         result[sub] = sorted(os.listdir(d)) if d.is_dir() else []
     return result
+
+
+def put_on_remote(kind: str, folder: Path, server: Any, image_id: str, tgz: bytes, tag: str) -> str:
+    """Put an image's .tgz and a tag naming it on a remote: served by ``server`` (a
+    StaticServer) under ``repo/`` for kind ``http``, or in ``folder/repo`` for kind ``file``.
+    Returns the remote's URL."""
+    if kind == "http":
+        server.put(f"repo/images/{image_id}.tgz", tgz)
+        server.put(f"repo/tags/{tag}", image_id.encode())
+        return f"{server.url}/repo"
+    (folder / "repo" / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "repo" / "tags").mkdir(exist_ok=True)
+    (folder / "repo" / "images" / f"{image_id}.tgz").write_bytes(tgz)
+    (folder / "repo" / "tags" / tag).write_text(image_id)
+    return f"file://{folder / 'repo'}"
+
+
+def publish(server: Any, files: dict[str, bytes], tag: str) -> tuple[str, bytes]:
+    """Serve ``files`` as an image (a gzip'd tar) on ``server``'s remote ``<url>/repo``
+    under ``tag``; returns (its id, the .tgz)."""
+    import gzip
+
+    image_id = image_id_of(files)
+    tgz = gzip.compress(simple_tar(files), compresslevel=1)
+    put_on_remote("http", Path(), server, image_id, tgz, tag)
+    return image_id, tgz

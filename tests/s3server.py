@@ -103,11 +103,14 @@ class S3Server:
                             aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
 
     def clear(self) -> None:
-        """Empty the bucket, so each test starts from a known state."""
+        """Empty the bucket (objects and unfinished multipart uploads), so each test starts
+        from a known state."""
         client = self.client()
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
             for obj in page.get("Contents", []):
                 client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        for upload in client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -17,6 +17,7 @@ from .helpers import (
     image_tar,
     iso_bytes,
     miv,
+    put_on_remote,
     qcow2_bytes,
     qcow2_of,
     simple_tar,
@@ -399,22 +400,6 @@ def test_pax_sparse_member_is_refused(db: Path) -> None:
     _load_refused(db, tar_bytes([CONFIG, (info, b"x" * 512)], fmt=tarfile.PAX_FORMAT), "is a sparse file")
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path):
-    """A 2 MiB tmpfs (needs root: mount)."""
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {proc.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
-
-
 def test_enospc_during_load_is_a_clear_error(small_tmpfs: Path) -> None:
     db = small_tmpfs / "db"
     disk = qcow2_of(os.urandom(4 << 20), 4 << 20)
@@ -653,18 +638,8 @@ def test_pull_takes_exactly_what_load_takes(db: Path, tmp_path: Path, kind: str,
         tail, message = b"trailing garbage", "data after the end of its gzip stream"
     image_id = image_id_of(files)
     tgz = gzip.compress(simple_tar(files)) + tail
-    server = None
-    if kind == "http":
-        server = StaticServer(tmp_path / "www").start()
-        server.put(f"repo/images/{image_id}.tgz", tgz)
-        server.put("repo/tags/evil", image_id.encode())
-        url = f"{server.url}/repo"
-    else:
-        (tmp_path / "repo" / "images").mkdir(parents=True)
-        (tmp_path / "repo" / "tags").mkdir()
-        (tmp_path / "repo" / "images" / f"{image_id}.tgz").write_bytes(tgz)
-        (tmp_path / "repo" / "tags" / "evil").write_text(image_id)
-        url = f"file://{tmp_path / 'repo'}"
+    server = StaticServer(tmp_path / "www").start() if kind == "http" else None
+    url = put_on_remote(kind, tmp_path, server, image_id, tgz, "evil")
     try:
         miv(db, "remote", "add", "r", url)
         err = miv(db, "pull", "r", "evil", rc=1).stderr.decode()

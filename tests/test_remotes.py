@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIV, db_entries, file_member, image_files, image_tar, miv, qcow2_of, simple_tar, tar_bytes
+from .helpers import MIV, db_entries, file_member, image_files, image_tar, miv, publish, qcow2_of, simple_tar, tar_bytes
 from .httpserver import StaticServer
 
 pytestmark = pytest.mark.s3
@@ -108,7 +108,7 @@ def test_bad_tag_files(db: Path, s3) -> None:
     miv(db, "remote", "add", "sw", s3.url())
     _put(s3, "tags/garbage", b"not-an-id\n")
     err = miv(db, "pull", "sw", "garbage", rc=1).stderr.decode()
-    assert "tags/garbage holds 'not-an-id', not an image id" in err
+    assert "tags/garbage does not hold an image id" in err and "not-an-id" not in err
     _put(s3, "tags/dangling", ("ab" * 32).encode())
     err = miv(db, "pull", "sw", "dangling", rc=1).stderr.decode()
     assert "has the tag but not the image" in err
@@ -135,19 +135,9 @@ def http(tmp_path: Path):
     server.stop()
 
 
-def _publish(http: StaticServer, files: dict[str, bytes], tag: str) -> tuple[str, bytes]:
-    from .helpers import image_id_of
-
-    image_id = image_id_of(files)
-    tgz = gzip.compress(simple_tar(files), compresslevel=1)
-    http.put(f"repo/images/{image_id}.tgz", tgz)
-    http.put(f"repo/tags/{tag}", image_id.encode())
-    return image_id, tgz
-
-
 def test_pull_killed_halfway_resumes_with_range(db: Path, http: StaticServer) -> None:
     files = image_files(disk=qcow2_of(os.urandom(4 << 20)))
-    image_id, tgz = _publish(http, files, "big")
+    image_id, tgz = publish(http, files, "big")
     miv(db, "remote", "add", "web", f"{http.url}/repo")
     http.throttle = 0.02  # ~3 MiB/s: slow enough to interrupt
     proc = subprocess.Popen([MIV, "pull", "web", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -174,7 +164,7 @@ def test_pull_killed_halfway_resumes_with_range(db: Path, http: StaticServer) ->
 
 def test_connection_cut_midway_is_retried_and_resumed(db: Path, http: StaticServer) -> None:
     files = image_files(disk=qcow2_of(os.urandom(3 << 20)))
-    image_id, tgz = _publish(http, files, "cut")
+    image_id, tgz = publish(http, files, "cut")
     http.cut_after[f"/repo/images/{image_id}.tgz"] = len(tgz) // 2
     miv(db, "remote", "add", "web", f"{http.url}/repo")
     miv(db, "pull", "web", "cut")

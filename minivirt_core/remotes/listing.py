@@ -8,21 +8,31 @@ import xml.etree.ElementTree as ET
 from urllib.parse import urlencode
 
 from ..download import HttpStatusError, get_small
-from ..errors import ExternalError
+from ..errors import ExternalError, InvalidName
+from ..names import validate_tag
 from .store import Remote
 
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
+def _valid(name: str) -> bool:
+    try:
+        validate_tag(name)
+    except InvalidName:
+        return False
+    return True
+
+
 async def list_tags(remote: Remote) -> list[str]:
-    """Sorted tag names; :class:`ExternalError` when the store refuses to list."""
+    """Sorted tag names (only names that are valid tags: the rest could not be pulled, and
+    are not printed); :class:`ExternalError` when the store refuses to list."""
     if remote.kind == "file":
         folder = remote.folder / "tags"
         try:
             names = await asyncio.to_thread(os.listdir, folder)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if not n.startswith("."))
+        return sorted(filter(_valid, names))
     tags: list[str] = []
     token: str | None = None
     while True:
@@ -44,4 +54,4 @@ async def list_tags(remote: Remote) -> list[str]:
         truncated = root.findtext(f"{S3_NS}IsTruncated") == "true"
         token = root.findtext(f"{S3_NS}NextContinuationToken")
         if not truncated or not token:
-            return sorted(tags)
+            return sorted(filter(_valid, tags))

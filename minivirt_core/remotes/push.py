@@ -11,7 +11,9 @@ pull). A few parts are in flight at once, so memory stays bounded (about 100 MiB
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import struct
 import zlib
 from collections import deque
@@ -22,7 +24,7 @@ from typing import Any
 
 from ..archive import Progress, ProgressCallback, archive_size, iter_archive
 from ..errors import ExternalError, NotFound
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, claim_abandoned, create_temp, remove_abandoned_temps
 from ..images import Image
 from .store import PushResult, Remote
 
@@ -31,6 +33,9 @@ PART = 8 << 20  # compressed bytes per S3 part (S3 wants >= 5 MiB but for the la
 COMPRESSORS = max(2, min(4, os.cpu_count() or 2))
 UPLOADS_IN_FLIGHT = 3
 GZIP_LEVEL = 1
+STALE_UPLOAD = 3600.0  # s: an image upload with no new part for this long was abandoned
+IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.tgz$")
+UPLOAD_NOTE = "push-upload"  # in the cache folder, as create_temp names it: one per upload in flight
 
 
 BLOCK = 256 << 10  # the unit of the deflate-or-store decision
@@ -123,10 +128,12 @@ def compressed_stream(image_path: Path, progress: ProgressCallback | None = None
                 progress(Progress(done, total))
 
 
-async def push(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+async def push(remote: Remote, image: Image, tag: str, notes: Path, progress: ProgressCallback | None) -> PushResult:
+    """Push ``image`` to ``remote`` as ``tag``; first clear what killed pushes left there
+    (temp files; multipart uploads, known by their notes in the folder ``notes``)."""
     if remote.kind == "file":
         return await asyncio.to_thread(_push_file, remote, image, tag, progress)
-    return await asyncio.to_thread(_push_s3, remote, image, tag, progress)
+    return await asyncio.to_thread(_push_s3, remote, image, tag, notes, progress)
 
 
 def _push_file(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
@@ -134,21 +141,22 @@ def _push_file(remote: Remote, image: Image, tag: str, progress: ProgressCallbac
     if not folder.is_dir():
         raise NotFound(f"the folder of remote {remote.name} does not exist: {folder}",
                        hint=f"Create it: mkdir -p {folder}")
-    (folder / "images").mkdir(exist_ok=True)
-    (folder / "tags").mkdir(exist_ok=True)
+    for sub in ("images", "tags"):
+        (folder / sub).mkdir(exist_ok=True)
+        remove_abandoned_temps(folder / sub)  # a killed push's (live ones are locked)
     target = folder / "images" / f"{image.id}.tgz"
     uploaded = False
     written = 0
     if not target.exists():
-        tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+        tmp, fd = create_temp(target, 0o644)
         try:
-            with open(tmp, "wb") as f:
+            with open(fd, "wb") as f:
                 for member in compressed_stream(image.path, progress):
                     f.write(member)
                     written += len(member)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
+                os.replace(tmp, target)  # (before the close drops the lock)
         finally:
             tmp.unlink(missing_ok=True)
         uploaded = True
@@ -216,7 +224,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
         raise
 
 
-def _push_s3(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+def _push_s3(remote: Remote, image: Image, tag: str, notes: Path, progress: ProgressCallback | None) -> PushResult:
     from botocore.exceptions import BotoCoreError, ClientError
 
     s3 = _client(remote)
@@ -225,10 +233,11 @@ def _push_s3(remote: Remote, image: Image, tag: str, progress: ProgressCallback 
     try:
         # Fail early and clearly on a missing bucket or bad credentials.
         _check_bucket(s3, bucket)
+        _abort_stale_uploads(s3, bucket, notes)
         uploaded = False
         written = 0
         if not _exists(s3, bucket, key):
-            written = _multipart(s3, bucket, key, compressed_stream(image.path, progress))
+            written = _multipart(s3, bucket, key, compressed_stream(image.path, progress), notes)
             uploaded = True
         s3.put_object(Bucket=bucket, Key=f"tags/{tag}", Body=image.id.encode(), ContentType="text/plain")
     except (ClientError, BotoCoreError) as e:
@@ -259,8 +268,9 @@ def _no_such_bucket(e: Exception) -> Exception:
     return ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no such bucket"}}, e.operation_name)
 
 
-def _multipart(s3: Any, bucket: str, key: str, members: Iterable[bytes]) -> int:
+def _multipart(s3: Any, bucket: str, key: str, members: Iterable[bytes], notes: Path) -> int:
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/gzip")["UploadId"]
+    forget = _note_upload(notes, s3, bucket, key, upload_id)
     written = 0
     try:
         with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="miv-upload") as pool:
@@ -294,8 +304,79 @@ def _multipart(s3: Any, bucket: str, key: str, members: Iterable[bytes]) -> int:
                                      MultipartUpload={"Parts": sorted(done_parts, key=lambda p: p["PartNumber"])})
         return written
     except BaseException:
-        try:
-            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except Exception:
-            pass
+        _abort(s3, bucket, key, upload_id)
         raise
+    finally:
+        forget()
+
+
+def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
+    """Abort a multipart upload; best effort (one already gone, or a refusal, is let be)."""
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception:
+        pass
+
+
+def _note_upload(notes: Path, s3: Any, bucket: str, key: str, upload_id: str) -> Any:
+    """Note a multipart upload in flight in the cache folder, locked while this process
+    lives: a killed push leaves its note unlocked, and the next push aborts the upload.
+    Returns the function that drops the note."""
+    notes.mkdir(parents=True, exist_ok=True)
+    path, fd = create_temp(notes / UPLOAD_NOTE)
+    os.write(fd, json.dumps({"endpoint": s3.meta.endpoint_url, "bucket": bucket, "key": key,
+                             "upload_id": upload_id}).encode())
+
+    def forget() -> None:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+    return forget
+
+
+def _abort_stale_uploads(s3: Any, bucket: str, notes: Path) -> None:
+    """Abort the image uploads killed pushes left in ``bucket``: at once those this
+    database's pushes noted and whose process is gone; others (another machine's) once
+    no part came for :data:`STALE_UPLOAD` seconds, by the store's clock. A live push
+    elsewhere uploads a part every few seconds, so it is never touched. Best effort: a
+    store that does not let us list uploads is left as it is."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for path in sorted(notes.glob(f".{UPLOAD_NOTE}.*")):
+        with claim_abandoned(path) as abandoned:
+            if not abandoned:
+                continue
+            try:
+                note = json.loads(path.read_bytes())
+            except ValueError:
+                note = None
+            if not isinstance(note, dict):
+                path.unlink(missing_ok=True)
+            elif note.get("endpoint") == s3.meta.endpoint_url and note.get("bucket") == bucket:
+                _abort(s3, bucket, str(note.get("key")), str(note.get("upload_id")))
+                path.unlink(missing_ok=True)
+    try:
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix="images/"):
+            now = _store_time(page)
+            for upload in page.get("Uploads", []):
+                key, upload_id = upload["Key"], upload["UploadId"]
+                if not IMAGE_KEY.match(key) or (now - upload["Initiated"]).total_seconds() < STALE_UPLOAD:
+                    continue
+                parts = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])
+                last = max([p["LastModified"] for p in parts], default=upload["Initiated"])
+                if (now - last).total_seconds() >= STALE_UPLOAD:
+                    _abort(s3, bucket, key, upload_id)
+    except (ClientError, BotoCoreError):
+        pass
+
+
+def _store_time(response: dict[str, Any]) -> Any:
+    """The store's clock, from the Date of its answer (ours may be off); else ours."""
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date) if date else datetime.now(UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
