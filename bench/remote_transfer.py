@@ -49,9 +49,13 @@ def main() -> None:
             src.mkdir()
             (src / "config.json").write_text('{"disk": true}')
             # Half random, half zeros: a disk image is partly compressible.
-            with open(src / "disk.qcow2", "wb") as f:
+            with open(work / "disk.raw", "wb") as f:
                 for i in range(size_mib):
                     f.write(os.urandom(1 << 20) if i % 2 == 0 else bytes(1 << 20))
+            # A real qcow2 (load takes nothing else), its zeros written out (-S 0) like the data.
+            subprocess.run(["qemu-img", "convert", "-q", "-S", "0", "-f", "raw", "-O", "qcow2", str(work / "disk.raw"),
+                            str(src / "disk.qcow2")], check=True)
+            (work / "disk.raw").unlink()
             db = work / "db"
             env = {"MINIVIRT_DB_PATH": str(db), **server.env}
             subprocess.run(f"tar c -C {src} config.json disk.qcow2 | {MIV} load big", shell=True, check=True,
