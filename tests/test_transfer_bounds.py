@@ -30,6 +30,7 @@ from .helpers import (
     qcow2_bytes,
     qcow2_of,
     simple_tar,
+    wait_until,
 )
 from .httpserver import StaticServer
 
@@ -61,14 +62,6 @@ def random_image(mib: int = 0) -> dict[str, bytes]:
 
 def id_of_digests(digests: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{n}:{digests[n]}\n" for n in sorted(digests)).encode()).hexdigest()
-
-
-def wait_for(condition, what: str, timeout: float = 60) -> None:
-    """Wait until ``condition()`` holds (polling), or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def start_miv(db: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -446,7 +439,8 @@ def test_prune_removes_abandoned_partial_downloads_but_not_live_ones(db: Path, h
     http.throttle = 0.02
     proc = start_miv(db, "pull", "web", "big")
     part = db / "cache" / f"pull-{iid}.tgz.part"
-    wait_for(lambda: part.exists() and part.stat().st_size > len(tgz) // 4, "a quarter of the download")
+    wait_until(lambda: part.exists() and part.stat().st_size > len(tgz) // 4, 60, "a quarter of the download",
+               poll=0.01)
     # While the pull runs, its .part is not touched.
     assert b"nothing to prune" in miv(db, "prune").stderr
     kill(proc)
@@ -479,7 +473,7 @@ def test_killed_file_push_leaves_no_temp_file_after_the_next_push(db: Path, tmp_
     def temps() -> list[str]:
         return [n for n in os.listdir(repo / "images") if n.startswith(".")] if (repo / "images").exists() else []
 
-    wait_for(lambda: temps() or proc.poll() is not None, "the push's temp file")
+    wait_until(lambda: temps() or proc.poll() is not None, 60, "the push's temp file", poll=0.01)
     kill(proc)
     assert temps(), "the push ended before it could be killed"
     miv(db, "push", "fr", "big", "big")
@@ -502,7 +496,7 @@ def test_killed_s3_push_leaves_no_multipart_upload_after_the_next_push(db: Path,
         return any(client.list_parts(Bucket="minivirt", Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
                    for u in uploads())
 
-    wait_for(lambda: parts_sent() or proc.poll() is not None, "a part of the upload")
+    wait_until(lambda: parts_sent() or proc.poll() is not None, 60, "a part of the upload", poll=0.01)
     kill(proc)
     assert uploads(), "the push ended before it could be killed"
     miv(db, "push", "sw", "big", "big", env=s3.env)
