@@ -11,6 +11,7 @@ not a file or a folder is skipped and reported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import posixpath
@@ -72,7 +73,11 @@ async def copy(conn: asyncssh.SSHClientConnection, src: str, dest: str, upload: 
     except OSError as e:
         raise ExternalError(f"copy failed on this machine: {e.strerror or e}: {e.filename or ''}".rstrip(": ")) from e
     finally:
+        # Wait for the SFTP channel to close: a session opened on the connection while the
+        # guest's server still tears this one down can be refused ("Session request failed").
         sftp.exit()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sftp.wait_closed(), 10)
 
 
 async def _download(sftp: Any, src: str, dest: str) -> CopyResult:

@@ -19,9 +19,12 @@ make must accept it, and a recipe's steps may edit ``authorized_keys`` themselve
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,17 +114,37 @@ async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False,
         else:
             _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
             return conn
-    # Our key first: a replacement whose record was lost (a crash) still gets in.
-    conn = await ssh.connect(port, timeout, keys=[key, ssh.private_key_bytes()])
-    try:
-        await _run_script(conn, _install_script(_public_line(key)), "replace the well-known SSH key")
-    except BaseException:
-        conn.close()
-        raise
-    if not snapshot:
-        replace(state, own=True).write(vm_dir)
+    # One replacement at a time: a second process (or task) connecting meanwhile could
+    # offer the well-known key just after the first one took it out, and be refused.
+    async with _replacing(vm_dir):
+        # Our key first: a replacement made meanwhile, or whose record was lost (a crash), gets in.
+        conn = await ssh.connect(port, timeout, keys=[key, ssh.private_key_bytes()])
+        try:
+            await _run_script(conn, _install_script(_public_line(key)), "replace the well-known SSH key")
+        except BaseException:
+            conn.close()
+            raise
+        if not snapshot:
+            replace(KeyState.read(vm_dir), own=True).write(vm_dir)
     _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
     return conn
+
+
+@asynccontextmanager
+async def _replacing(vm_dir: Path) -> AsyncIterator[None]:
+    """Hold the VM's key-replacement lock (an ``flock`` of its own open file, so it
+    excludes other processes and other tasks of this one); waits without blocking the loop."""
+    fd = os.open(vm_dir / layout.VM_SSH_KEY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)  # the holder is one SSH login and script away from done
+        yield
+    finally:
+        os.close(fd)
 
 
 async def put_back(vm_dir: Path, port: int, close_ports: Callable[[], Awaitable[None]] | None = None,

@@ -417,7 +417,7 @@ class VmManager:
                                           {"command-line": f"hostfwd_remove net0 tcp:{LOOPBACK}:{host_port}"})
 
         try:
-            await self.wait_for_ssh(vm_dir.name, wait or 5)
+            await self.wait_for_ssh(vm_dir.name, wait or 15)  # a loaded host can be slow to answer
             await vmkey.put_back(vm_dir, port, close_ports)
         except MinivirtError:
             if wait is not None:

@@ -242,3 +242,25 @@ def test_isolated_vm_cannot_reach_the_host_but_ssh_works(tiny_db: Path, host_lis
         assert b"hello-from-the-host" not in out and b"status=1" in out
     finally:
         miv(tiny_db, "destroy", "iso")
+
+
+def test_parallel_first_contacts_all_get_in(tiny_db: Path) -> None:
+    """Regression: two `miv` processes making a VM's first SSH contact at once could fail one
+    with "the guest refused minivirt's SSH key": it offered the well-known key just after the
+    other had taken it out. Each round starts with the well-known key (a graceful stop puts
+    it back), and four `miv ssh` race to replace it."""
+    miv(tiny_db, "create", "tiny", "v", "-m", "200")
+    env = {**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)}
+    try:
+        for _ in range(2):
+            miv(tiny_db, "start", "v", "--daemon")
+            procs = [subprocess.Popen([MIV, "ssh", "v", "hostname"], env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+            results = [(p.wait(timeout=240), *p.communicate()) for p in procs]
+            for rc, out, err in results:
+                assert (rc, out) == (0, b"tiny\n"), err.decode(errors="replace")
+            miv(tiny_db, "stop", "v")
+            state = json.loads((tiny_db / "vms" / "v" / "ssh-key.json").read_text())
+            assert state["disk_key"] == "well-known", (state, miv(tiny_db, "logs", "v").stdout[-800:])
+    finally:
+        miv(tiny_db, "destroy", "v", rc=None)
