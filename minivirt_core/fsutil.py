@@ -235,6 +235,19 @@ def disk_full_is_an_error(what: object) -> Iterator[None]:
                                         "then try again.") from e
 
 
+async def flock_async(fd: int, poll: float = 0.05) -> None:
+    """Take an exclusive ``flock`` on ``fd``, waiting without blocking the event loop
+    (and cancellable, which a wait in a worker thread would not be)."""
+    import asyncio  # here: `miv images` imports this module and needs no asyncio
+
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(poll)
+
+
 def dir_size(path: Path) -> int:
     """Bytes allocated on disk by the regular files directly inside ``path``."""
     total = 0

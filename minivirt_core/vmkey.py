@@ -19,8 +19,6 @@ make must accept it, and a recipe's steps may edit ``authorized_keys`` themselve
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import os
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +30,7 @@ from typing import TYPE_CHECKING
 from . import layout, ssh
 from .database import read_json
 from .errors import ExternalError
-from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, flock_async
 from .ports import LOOPBACK
 
 if TYPE_CHECKING:
@@ -136,12 +134,7 @@ async def _replacing(vm_dir: Path) -> AsyncIterator[None]:
     excludes other processes and other tasks of this one); waits without blocking the loop."""
     fd = os.open(vm_dir / layout.VM_SSH_KEY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.05)  # the holder is one SSH login and script away from done
+        await flock_async(fd)  # the holder is one SSH login and one script away from done
         yield
     finally:
         os.close(fd)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import secrets
 import signal
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import accel, drives, layout, vmkey
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
-from .fsutil import atomic_write_json, remove_tree
+from .fsutil import atomic_write_json, flock_async, remove_tree
 from .images import Image, ImageStore
 from .names import validate_vm_name
 from .owners import Owner
@@ -157,12 +156,7 @@ class VmManager:
         except FileNotFoundError as e:
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.") from e
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(0.05)
+            await flock_async(fd)
             yield vm_dir
         finally:
             os.close(fd)
