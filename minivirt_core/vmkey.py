@@ -205,10 +205,12 @@ def _well_known_blob() -> str:
 
 # Both scripts run as root in the guest's POSIX sh (busybox, dash, bash), are idempotent,
 # and replace authorized_keys by a rename (restorecon keeps SELinux guests happy).
+# No sync after installing our key: if the guest loses that write (a crash), its disk
+# still holds the well-known key, and the next contact replaces it again. Putting the
+# well-known key back syncs (an image must never be committed without it).
 _REWRITE = """
 mv -f authorized_keys.minivirt.$$ authorized_keys
 if command -v restorecon >/dev/null 2>&1; then restorecon authorized_keys || true; fi
-sync
 """
 
 
