@@ -31,6 +31,8 @@ from . import layout, qcow2
 from .errors import InvalidInput
 
 CONFIG_MAX_BYTES = 64 * 1024
+ARCHES = ("x86_64", "aarch64")
+"""Guest architectures an image may declare, named as QEMU and remote tags name them."""
 ISO_SIGNATURE = b"CD001"
 ISO_SIGNATURE_OFFSET = 0x8001
 ISO_HEAD_BYTES = ISO_SIGNATURE_OFFSET + len(ISO_SIGNATURE)
@@ -58,6 +60,7 @@ class ImageConfig:
 
     disk: bool = False
     iso: str | None = None
+    arch: str | None = None  # None: not recorded (an image made before architectures were)
     ignored_keys: tuple[str, ...] = ()  # keys of a newer minivirt, kept in the file, not used
 
     @property
@@ -92,8 +95,20 @@ class ImageConfig:
                 raise InvalidInput(f"config.json: \"iso\" must be a file name, not {_show(iso)}")
             if problem := iso_name_problem(iso):
                 raise InvalidInput(f"config.json: \"iso\" {problem}")
-        ignored = tuple(sorted(k for k in value if k not in ("disk", "iso")))
-        return cls(disk=disk, iso=iso or None, ignored_keys=ignored)
+        arch = value.get("arch")
+        if arch is not None and arch not in ARCHES:
+            raise InvalidInput(f"config.json: \"arch\" must be one of {', '.join(ARCHES)}, not {_show(arch)}")
+        ignored = tuple(sorted(k for k in value if k not in ("disk", "iso", "arch")))
+        return cls(disk=disk, iso=iso or None, arch=arch, ignored_keys=ignored)
+
+    def to_json(self) -> bytes:
+        """The ``config.json`` bytes minivirt writes for this config (keys sorted; no ignored keys)."""
+        value: dict[str, Any] = {"disk": self.disk}
+        if self.iso:
+            value["iso"] = self.iso
+        if self.arch:
+            value["arch"] = self.arch
+        return json.dumps(value, sort_keys=True).encode()
 
     @classmethod
     def read(cls, image_path: Path) -> ImageConfig:

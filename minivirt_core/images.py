@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from . import layout
 from .database import Database, Staging
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, MinivirtError, NotFound
 from .fsutil import dir_size, remove_tree
 from .names import is_image_id, validate_tag
 
@@ -49,6 +49,19 @@ class Image(NamedTuple):
         from .imageconfig import check_image
 
         return check_image(self.path, self.label)
+
+    @property
+    def arch(self) -> str:
+        """The guest architecture the image records in its config, else the host's (images
+        made before architectures were recorded). Reads only ``config.json``: no file checks."""
+        from .hostinfo import host_arch
+        from .imageconfig import ImageConfig
+
+        try:
+            recorded = ImageConfig.read(self.path).arch
+        except MinivirtError:
+            recorded = None
+        return recorded or host_arch()
 
     @property
     def disk_path(self) -> Path | None:

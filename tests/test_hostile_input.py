@@ -309,10 +309,24 @@ def test_image_iso_naming_a_host_file_is_refused(db: Path, iso: str) -> None:
     (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
     (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "nested too deeply"),
     (b'{"disk": true, "pad": "' + b"x" * 70_000 + b'"}', "larger than 64 KiB"),
+    (b'{"disk": true, "arch": "sparc"}', '"arch" must be one of x86_64, aarch64, not "sparc"'),
+    (b'{"disk": true, "arch": 64}', '"arch" must be one of x86_64, aarch64, not 64'),
 ], ids=["iso-int", "iso-list", "iso-object", "disk-str", "disk-int", "dup-key", "nan", "bad-utf8",
-        "deep-200000", "deep-30000", "deep-objects", "big"])
+        "deep-200000", "deep-30000", "deep-objects", "big", "arch-unknown", "arch-int"])
 def test_odd_config_values_are_clear_errors(db: Path, config: bytes, message: str) -> None:
     _load_refused(db, simple_tar(image_files() | {"config.json": config}), message)
+
+
+def test_image_architecture_is_read_from_its_config(db: Path) -> None:
+    from minivirt_core.database import Database
+    from minivirt_core.hostinfo import host_arch
+    from minivirt_core.images import ImageStore
+
+    miv(db, "load", "arm", input=simple_tar(image_files() | {"config.json": b'{"arch": "aarch64", "disk": true}'}))
+    miv(db, "load", "old", input=simple_tar(image_files()))
+    store = ImageStore(Database(db))
+    assert store.resolve("arm").arch == "aarch64"
+    assert store.resolve("old").arch == host_arch()  # made before architectures were recorded
 
 
 def test_config_keys_of_a_newer_minivirt_are_kept(db: Path) -> None:
