@@ -19,6 +19,7 @@ make must accept it, and a recipe's steps may edit ``authorized_keys`` themselve
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -98,11 +99,55 @@ async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False,
 
     ``snapshot``: this run's disk writes are discarded, so the replacement is made in the
     running guest but not recorded for the disk."""
+    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout)
+    if replacement is not None:
+        try:
+            await replacement
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+@asynccontextmanager
+async def session(vm_dir: Path, name: str, port: int, snapshot: bool = False, timeout: float = 30.0,
+                  throwaway: bool = False) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """A :func:`connect` connection for a block of work, closed after it.
+
+    ``throwaway``: the VM is destroyed right after the block (``miv run``). Then a first
+    contact's replacement of the well-known key runs on its own channel while the block
+    runs instead of before it (it costs about a login's time under emulation); the
+    replacement lock is held until it is done, so nobody else logs in halfway. When the
+    block ends first, the replacement is abandoned (its key would protect nothing any
+    more); when it failed on a connection still up, its error is raised then."""
+    if not throwaway:
+        conn = await connect(vm_dir, name, port, snapshot, timeout)
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout)
+    try:
+        yield conn
+        if replacement is not None and replacement.done() and not conn.is_closed():
+            replacement.result()  # its failure, if any, while the guest is still there
+    finally:
+        if replacement is not None and not replacement.done():
+            replacement.cancel()
+        if replacement is not None:
+            await asyncio.gather(replacement, return_exceptions=True)  # (its lock is released)
+        conn.close()
+
+
+async def _open(vm_dir: Path, name: str, port: int, snapshot: bool,
+                timeout: float) -> tuple[asyncssh.SSHClientConnection, asyncio.Task[None] | None]:
+    """A connection, and the task replacing the well-known key (None when not needed)."""
     state = KeyState.read(vm_dir)
     if state.keep_well_known:
         conn = await ssh.connect(port, timeout)
         _write_ssh_config(vm_dir, name, port, _well_known_copy(vm_dir))
-        return conn
+        return conn, None
     key = own_key(vm_dir)
     if state.own and not snapshot:
         try:
@@ -111,33 +156,40 @@ async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False,
             pass  # the guest lost our key (its authorized_keys edited by hand): replace again
         else:
             _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
-            return conn
+            return conn, None
     # One replacement at a time: a second process (or task) connecting meanwhile could
     # offer the well-known key just after the first one took it out, and be refused.
-    async with _replacing(vm_dir):
+    lock = await _lock_replacing(vm_dir)
+    try:
         # Our key first: a replacement made meanwhile, or whose record was lost (a crash), gets in.
         conn = await ssh.connect(port, timeout, keys=[key, ssh.private_key_bytes()])
+    except BaseException:
+        os.close(lock)
+        raise
+
+    async def replace_key() -> None:
         try:
             await _run_script(conn, _install_script(_public_line(key)), "replace the well-known SSH key")
-        except BaseException:
-            conn.close()
-            raise
-        if not snapshot:
-            replace(KeyState.read(vm_dir), own=True).write(vm_dir)
-    _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
-    return conn
+            if not snapshot:
+                replace(KeyState.read(vm_dir), own=True).write(vm_dir)
+            _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
+        finally:
+            os.close(lock)
+
+    return conn, asyncio.create_task(replace_key())
 
 
-@asynccontextmanager
-async def _replacing(vm_dir: Path) -> AsyncIterator[None]:
-    """Hold the VM's key-replacement lock (an ``flock`` of its own open file, so it
-    excludes other processes and other tasks of this one); waits without blocking the loop."""
+async def _lock_replacing(vm_dir: Path) -> int:
+    """Take the VM's key-replacement lock (an ``flock`` of its own open file, so it
+    excludes other processes and other tasks of this one) without blocking the loop;
+    returns the descriptor whose closing releases it."""
     fd = os.open(vm_dir / layout.VM_SSH_KEY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         await flock_async(fd)  # the holder is one SSH login and one script away from done
-        yield
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 async def put_back(vm_dir: Path, port: int, close_ports: Callable[[], Awaitable[None]] | None = None,

@@ -377,6 +377,20 @@ class VmManager:
         run = read_json(self.path(name) / layout.VM_RUN) or {}
         return await vmkey.connect(self.path(name), name, port, snapshot=run.get("snapshot") is True)
 
+    @asynccontextmanager
+    async def ssh_session(self, name: str, wait: float = 120.0) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        """A root SSH connection to running VM ``name`` for a block of work, closed after
+        it. In a throw-away VM (``miv run``), a first contact's key replacement runs
+        alongside the block, so the command starts sooner (see
+        :func:`minivirt_core.vmkey.session`)."""
+        port = await self.wait_for_ssh(name, wait)
+        vm_dir = self.path(name)
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        throwaway = read_config(vm_dir).owner is not None
+        async with vmkey.session(vm_dir, name, port, snapshot=run.get("snapshot") is True,
+                                 throwaway=throwaway) as conn:
+            yield conn
+
     def ssh_key_replaced(self, name: str) -> bool:
         """True while the VM's disk accepts only the VM's own key (a commit would boot it
         briefly to put the well-known key back)."""

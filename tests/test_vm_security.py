@@ -244,6 +244,21 @@ def test_isolated_vm_cannot_reach_the_host_but_ssh_works(tiny_db: Path, host_lis
         miv(tiny_db, "destroy", "iso")
 
 
+def test_a_throwaway_run_takes_the_well_known_key_out_while_its_command_runs(tiny_db: Path) -> None:
+    """`miv run` replaces the well-known key alongside the user's command (not before it,
+    to start the command sooner): the guest still stops accepting it during the run."""
+    from minivirt_core import ssh
+
+    blob = ssh.public_key_text().split()[1]
+    wait_for_ours = ("i=0; until grep -q minivirt-vm-key .ssh/authorized_keys; do "
+                     "i=$((i+1)); [ $i -gt 1200 ] && break; sleep 0.1; done")
+    out = miv(tiny_db, "run", "tiny", "-m", "200",
+              f"{wait_for_ours}; grep -c minivirt-vm-key .ssh/authorized_keys; grep -c -F {blob} .ssh/authorized_keys"
+              " || true").stdout
+    assert out == b"1\n0\n"
+    assert os.listdir(tiny_db / "vms") == []
+
+
 def test_parallel_first_contacts_all_get_in(tiny_db: Path) -> None:
     """Regression: two `miv` processes making a VM's first SSH contact at once could fail one
     with "the guest refused minivirt's SSH key": it offered the well-known key just after the

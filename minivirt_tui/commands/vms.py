@@ -194,16 +194,13 @@ class _CommandLineCommand(click.Command):
 async def _ssh_session(vm: str, wait: float, command: str | None, force_tty: bool) -> int:
     from minivirt_core import ssh
 
-    conn = await core().vms.ssh_connect(vm, wait)
-    try:
+    async with core().vms.ssh_session(vm, wait) as conn:
         stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
         if stdin is None and (force_tty or command is None):  # -t needs a terminal to bridge
             from ..terminal import interactive_ssh
 
             return await interactive_ssh(conn, command)
         return await ssh.run(conn, command or "sh", _out, _err, stdin=stdin)
-    finally:
-        conn.close()
 
 
 def _stdin_fd() -> int | None:
