@@ -234,17 +234,28 @@ def _handler_classes() -> tuple[type, type, type]:
 
         http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and urlparse(newurl).netloc != urlparse(req.full_url).netloc:
+                new.remove_header("Authorization")  # a registry's token is for the registry, not its storage
+            return new
+
     return WatchedHTTP, WatchedHTTPS, Redirects
 
 
-def _open(url: str, headers: dict[str, str], watchdog: Watchdog) -> Any:
-    """GET ``url`` through the watched, redirect-restricted opener."""
+def open_url(url: str, headers: dict[str, str], watchdog: Watchdog, method: str = "GET", data: Any = None) -> Any:
+    """Send a request (GET by default) through the watched, redirect-restricted opener;
+    ``data`` may be bytes or an iterable of bytes (sent chunked). An error status raises
+    :class:`urllib.error.HTTPError` (whose headers and body can be read)."""
     import urllib.request
 
     http_handler, https_handler, redirects = _handler_classes()
     opener = urllib.request.build_opener(http_handler(watchdog), https_handler(watchdog), redirects())
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+    request = urllib.request.Request(url, data=data, method=method, headers={"User-Agent": USER_AGENT, **headers})
     return opener.open(request, timeout=watchdog.limit)
+
+
+_open = open_url
 
 
 def _pieces(response: Any, watchdog: Watchdog, cancel: threading.Event | None) -> Iterator[bytes]:
@@ -351,7 +362,8 @@ def _trailing_error(url: str) -> InvalidInput:
 
 
 def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, progress: ProgressCallback | None,
-                cancel: threading.Event, done: Callable[[], bool] | None = None) -> None:
+                cancel: threading.Event, done: Callable[[], bool] | None = None,
+                headers: Callable[[], dict[str, str]] | None = None) -> None:
     """Download ``url`` into ``part`` (appending from its current size, with HTTP Range),
     passing each new piece to ``sink``; retries transient errors with backoff.
 
@@ -364,18 +376,19 @@ def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, prog
     loopback), and importing httpx and making its client cost 0.3 s per command.
     Raises :class:`Restart` when the server ignores Range (the caller must start over),
     :class:`HttpStatusError` on an error status, :class:`~minivirt_core.errors.Timeout`
-    on a stall."""
+    on a stall. ``headers()`` gives extra request headers (asked before each attempt:
+    a registry's token)."""
     import urllib.error
 
     attempt = 0
     while True:
         offset = part.stat().st_size if part.exists() else 0
-        headers = {}
+        sent = dict(headers()) if headers else {}
         if offset:
-            headers["Range"] = f"bytes={offset}-"
+            sent["Range"] = f"bytes={offset}-"
         watchdog = Watchdog(stall_limit(), cancel)
         try:
-            with _open(url, headers, watchdog) as response, open(part, "ab") as f:
+            with _open(url, sent, watchdog) as response, open(part, "ab") as f:
                 if response.status == 206:
                     tail = response.headers.get("Content-Range", "").rsplit("/", 1)[-1]
                     total = int(tail) if tail.isdigit() else None

@@ -201,7 +201,8 @@ def test_remote_commands(db: Path, s3) -> None:
     assert b"listed-one" in miv(db, "remote", "ls", "sw").stdout
     miv(db, "remote", "remove", "f")
     assert b"no remote named 'f'" in miv(db, "pull", "f", "x", rc=1).stderr
-    for url, msg in (("ftp://x/y", "use http://, https:// or file://"), ("https://host", "end in the bucket name"),
+    for url, msg in (("ftp://x/y", "use http://, https://, file:// or oci://"),
+                     ("https://host", "end in the bucket name"),
                      ("file://relative", "file:///absolute/path")):
         assert msg.encode() in miv(db, "remote", "add", "bad", url, rc=1).stderr
 
@@ -219,7 +220,7 @@ def test_push_compression_is_one_gzip_stream(layout: str) -> None:
     """Stored (built by hand), deflated and shared zero blocks all decompress as one
     stream, for Python and for gzip(1), and incompressible data is not inflated by more
     than the members' headers."""
-    from minivirt_core.remotes.push import BLOCK, gzip_member
+    from minivirt_core.remotes.compress import BLOCK, gzip_member
 
     data = {
         "zeros": bytes(3 * BLOCK), "random": os.urandom(3 * BLOCK), "text": b"minivirt " * 100000,

@@ -6,6 +6,7 @@ with flat members. Pull reads them anonymously; push writes them with S3 credent
 (the bucket is the URL's last path segment) or, for ``file://`` remotes, to the folder.
 """
 
-from .store import PullResult, PushResult, Remote, RemoteStore
+from .remote import PullResult, PushResult, Remote
+from .store import RemoteStore
 
 __all__ = ["PullResult", "PushResult", "Remote", "RemoteStore"]

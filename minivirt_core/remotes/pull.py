@@ -1,55 +1,82 @@
-"""Pull: tag -> id -> (already here? just tag) -> stream the .tgz into a verified import.
+"""Pull, for every kind of remote: resolve the tag -> (already here? just tag) -> stream
+into a verified import -> commit.
 
-The download is appended to ``cache/pull-<id>.tgz.part`` by one thread while it is
-fed, through a bounded queue, to a :class:`~minivirt_core.archive.TarImporter` on
-another (gunzip, member checks, hashing, writing to staging), so the network and the
-import overlap and memory stays flat. Reading stops where the archive ends. An
-interrupted pull keeps the ``.part`` file; the next pull replays it into a fresh import
-and asks the server only for the rest (HTTP Range). The ``.part`` is locked by the pull
-writing it: a parallel pull of the same image waits, then finds the image here and only
-tags it. If the id computed from the files differs from the remote's tag, nothing is
-imported. A ``file://`` remote is read in place (regular files only).
+The stream is appended to ``cache/pull-<key>.part`` by one thread while it is fed,
+through a bounded queue, to the transport's importer on another (gunzip, member checks,
+hashing, writing to staging), so the network and the import overlap and memory stays
+flat. When the remote declares the stream's digest and size, both are checked as the
+bytes arrive: more bytes than declared stop the download at once, and a digest that does
+not match imports nothing. An interrupted pull keeps the ``.part`` file; the next pull
+replays it into a fresh import and asks only for the rest (HTTP Range). The ``.part`` is
+locked by the pull writing it: a parallel pull of the same image waits, then finds the
+image here and only tags it. When the remote records the image id, the id computed from
+the files must match it. Remotes read in place (``file://``) need no ``.part``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import queue
+import shutil
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import quote
 
-from ..archive import CHUNK, ProgressCallback, TarImporter
+from ..archive import CHUNK, ProgressCallback
 from ..database import Database
-from ..download import (
-    Cancelled,
-    HttpStatusError,
-    Restart,
-    get_small,
-    in_thread,
-    keeps_part,
-    locked_part,
-    stream_body,
-)
-from ..errors import ExternalError, InvalidInput, NotFound
-from ..fsutil import disk_full_is_an_error, open_regular
+from ..download import Cancelled, Restart, in_thread, keeps_part, locked_part
+from ..errors import ExternalError, InvalidInput
+from ..fsutil import disk_full_is_an_error
 from ..images import ImageStore
-from ..names import is_image_id
-from .store import PullResult, Remote
+from .remote import PullResult
+from .transport import Importer, RemoteImage, Transport
 
 QUEUE_DEPTH = 8  # pieces of up to 1 MiB waiting for the importer
-TAG_LIMIT = 1024  # bytes: a tag file holds an image id (64 hex digits) and maybe a newline
 
 
-def _download_and_import(url: str, part: Path, importer: TarImporter, progress: ProgressCallback | None,
-                         cancel: threading.Event) -> int:  # (cancel comes last: see in_thread)
+class StreamCheck:
+    """Counts and hashes a stream as it arrives, against the size and digest the remote
+    declared (when it did)."""
+
+    def __init__(self, target: RemoteImage, where: str) -> None:
+        self.target = target
+        self.where = where
+        self.seen = 0
+        self._hash = hashlib.sha256() if target.digest else None
+
+    @property
+    def complete(self) -> bool:
+        """All the declared bytes arrived."""
+        return self.target.size is not None and self.seen >= self.target.size
+
+    def update(self, data: bytes) -> None:
+        self.seen += len(data)
+        if self.target.size is not None and self.seen > self.target.size:
+            raise InvalidInput(f"{self.where} sends more than the {self.target.size} bytes it declared",
+                               hint="The registry or remote misbehaves; nothing was imported.")
+        if self._hash is not None:
+            self._hash.update(data)
+
+    def finish(self) -> None:
+        """Raise unless the stream was exactly what was declared."""
+        size = self.target.size
+        if size is not None and self.seen != size:
+            raise ExternalError(f"{self.where} sent {self.seen} of the {size} bytes it declared",
+                                hint="What was downloaded is kept; run the pull again to resume.")
+        if self._hash is not None:
+            digest = f"sha256:{self._hash.hexdigest()}"
+            if digest != self.target.digest:
+                raise InvalidInput(f"{self.where}: the data has digest {digest[:19]}..., not the declared "
+                                   f"{str(self.target.digest)[:19]}...: nothing was imported",
+                                   hint="The content on the remote was changed or damaged in transit.")
+
+
+def _download_and_import(transport: Transport, target: RemoteImage, part: Path | None, importer: Importer,
+                         check: StreamCheck, progress: ProgressCallback | None, cancel: threading.Event) -> int:
     """On this thread: replay ``part`` then download the rest (appending to ``part``),
-    up to the end of the archive; on a second thread: gunzip, check, hash and write each
-    piece as it comes."""
+    checking size and digest; on a second thread: import each piece as it comes."""
     pieces: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
     failure: list[BaseException] = []
 
@@ -65,140 +92,105 @@ def _download_and_import(url: str, part: Path, importer: TarImporter, progress: 
     def sink(data: bytes) -> None:
         if failure:
             raise failure[0]
+        check.update(data)
         pieces.put(data)
 
     worker = threading.Thread(target=consume, name="miv-import", daemon=True)
     worker.start()
     try:
-        if part.stat().st_size:
+        if part is not None and part.stat().st_size:
             with open(part, "rb") as f:
                 while data := f.read(CHUNK):
                     if cancel.is_set():
                         raise Cancelled()
                     sink(data)
-        stream_body(url, part, sink, progress, cancel, done=lambda: importer.ended)
+        transport.download(target, part, sink, progress, cancel, done=lambda: importer.ended or check.complete)
     finally:
         pieces.put(None)
         worker.join()
     if failure:
         raise failure[0]
-    return part.stat().st_size
+    check.finish()
+    return check.seen
 
 
-async def read_tag(remote: Remote, tag: str) -> str:
-    """The image id ``tags/<tag>`` holds on ``remote``, validated (``tag`` must be valid)."""
-    if remote.kind == "file":
-        text = await asyncio.to_thread(_read_file_tag, remote, tag)
-    else:
-        url = f"{remote.url}/tags/{quote(tag, safe='')}"
-        try:
-            text = await asyncio.to_thread(get_small, url, TAG_LIMIT)
-        except HttpStatusError as e:
-            if e.status == 404:
-                raise NotFound(f"tag {tag!r} not found on remote {remote.name}",
-                               hint=f"`miv remote ls {remote.name}` lists its tags, where the store allows it.") from e
-            raise
-    image_id = text.decode("ascii", errors="replace").strip()
-    if not is_image_id(image_id):
-        # (Not echoed: whatever the file holds is the remote's, not something to print.)
-        raise InvalidInput(f"remote {remote.name}: tags/{tag} does not hold an image id",
-                           hint="The remote is damaged; nothing was downloaded.")
-    return image_id
-
-
-def _open_on(remote: Remote, relative: str, missing: str) -> BinaryIO:
-    """A regular file of a ``file://`` remote, open; ``missing`` is the error if it is not there."""
-    try:
-        return open_regular(remote.folder / relative)  # type: ignore[no-any-return]
-    except FileNotFoundError as e:
-        raise NotFound(missing) from e
-    except InvalidInput as e:
-        raise InvalidInput(f"remote {remote.name}: {relative} is not a regular file",
-                           hint="The remote is damaged; nothing was read from it.") from e
-
-
-def _read_file_tag(remote: Remote, tag: str) -> bytes:
-    with _open_on(remote, f"tags/{tag}", f"tag {tag!r} not found on remote {remote.name}") as f:
-        text = f.read(TAG_LIMIT + 1)
-    if len(text) > TAG_LIMIT:
-        raise InvalidInput(f"remote {remote.name}: tags/{tag} is larger than {TAG_LIMIT} bytes, not an image id",
-                           hint="The remote is damaged; nothing was downloaded.")
-    return text
-
-
-async def pull(db: Database, images: ImageStore, remote: Remote, remote_tag: str, tag: str,
+async def pull(db: Database, images: ImageStore, transport: Transport, remote_tag: str, tag: str,
                progress: ProgressCallback | None) -> PullResult:
-    """Pull ``remote_tag`` (a valid tag) from ``remote`` into the database as ``tag``."""
+    """Pull ``remote_tag`` (a valid tag) through ``transport`` into the database as ``tag``."""
     db.ensure()
-    image_id = await read_tag(remote, remote_tag)
+    remote = transport.remote
+    target = await transport.resolve(remote_tag)
 
     def have() -> bool:
-        return (db.images_dir / image_id).is_dir()
-
-    async def tag_only() -> PullResult:
-        await asyncio.to_thread(images.tag, image_id, [tag])  # the lock may wait for another miv
-        return PullResult(images.get(image_id), downloaded=False)
+        return target.image_id is not None and (db.images_dir / target.image_id).is_dir()
 
     if have():
-        return await tag_only()
+        return await _tag_only(images, str(target.image_id), tag)
     with disk_full_is_an_error(f"{remote_tag} pulled from remote {remote.name} (into {db.root})"):
-        if remote.kind == "file":
-            return await _import(db, images, remote, remote_tag, image_id, tag,
-                                 functools.partial(_pull_file, remote, image_id, progress=progress))
+        _check_space(db, target, f"{remote_tag} on remote {remote.name}")
+        if not transport.resumable:
+            return await _import(db, images, transport, target, remote_tag, tag, None, progress)
         db.cache_dir.mkdir(exist_ok=True)
-        async with locked_part(db.cache_dir / f"pull-{image_id}.tgz.part", have) as part:
+        async with locked_part(db.cache_dir / f"pull-{target.key}.part", have) as part:
             if part is None:  # a parallel pull brought it while we waited
-                return await tag_only()
-            return await _import(db, images, remote, remote_tag, image_id, tag,
-                                 functools.partial(_pull_http, remote, image_id, part, progress=progress))
+                return await _tag_only(images, str(target.image_id), tag)
+            return await _import(db, images, transport, target, remote_tag, tag, part, progress)
 
 
-async def _import(db: Database, images: ImageStore, remote: Remote, remote_tag: str, image_id: str, tag: str,
-                  into: Callable[[Path], Awaitable[tuple[str, int]]]) -> PullResult:
-    """Import with ``into(staging folder)``, check the id against the tag's, commit."""
+async def _tag_only(images: ImageStore, image_id: str, tag: str) -> PullResult:
+    await asyncio.to_thread(images.tag, image_id, [tag])  # the lock may wait for another miv
+    return PullResult(images.get(image_id), downloaded=False)
+
+
+def _check_space(db: Database, target: RemoteImage, what: str) -> None:
+    """A declared size larger than the free space is refused before anything is downloaded."""
+    if target.size is None:
+        return
+    free = shutil.disk_usage(db.root).free
+    if target.size > free:
+        raise InvalidInput(f"{what} declares {target.size} bytes, more than the {free} bytes free here: "
+                           "nothing was downloaded",
+                           hint="Free some space (`miv prune`), or the remote misbehaves.")
+
+
+async def _import(db: Database, images: ImageStore, transport: Transport, target: RemoteImage, remote_tag: str,
+                  tag: str, part: Path | None, progress: ProgressCallback | None) -> PullResult:
+    """Download (or resume) into ``part`` (whose lock the caller holds), importing into
+    staging; check the id against the remote's, commit."""
+    remote = transport.remote
+    where = f"remote {remote.name} ({remote_tag})"
     with db.staging("pull") as staging:
-        got, size = await into(staging.path)
-        if got != image_id:
+        for _attempt in range(2):
+            for leftover in staging.path.iterdir():
+                leftover.unlink()
+            importer = transport.importer(target, staging.path)
+            check = StreamCheck(target, where)
+            try:
+                size = await in_thread(functools.partial(_download_and_import, transport, target, part, importer,
+                                                         check, progress))
+                got = await asyncio.to_thread(importer.finish)
+            except Restart:
+                assert part is not None
+                os.truncate(part, 0)  # the server ignored Range: start over once
+                continue
+            except BaseException as e:
+                if part is not None and not keeps_part(e, part):
+                    part.unlink(missing_ok=True)  # bad data, an error status, a full disk: never resume from it
+                raise
+            finally:
+                importer.close()  # interrupted: the .part file stays, to resume from
+            if part is not None:
+                part.unlink(missing_ok=True)
+            break
+        else:
+            raise ExternalError(f"{where}: the server keeps ignoring range requests")
+        if target.image_id is not None and got != target.image_id:
             raise InvalidInput(
                 f"the image downloaded from remote {remote.name} has id {got[:12]}, but its tag "
-                f"{remote_tag!r} says {image_id[:12]}: nothing was imported",
+                f"{remote_tag!r} says {target.image_id[:12]}: nothing was imported",
                 hint="The object on the remote was changed or damaged in transit.",
             )
-        image = await asyncio.to_thread(images.commit_staging, staging, image_id, [tag])
+        if (db.images_dir / got).is_dir():
+            return await _tag_only(images, got, tag)
+        image = await asyncio.to_thread(images.commit_staging, staging, got, [tag])
     return PullResult(image, downloaded=True, bytes=size)
-
-
-async def _pull_file(remote: Remote, image_id: str, dest: Path, progress: ProgressCallback | None) -> tuple[str, int]:
-    from ..archive import import_stream
-
-    with _open_on(remote, f"images/{image_id}.tgz",
-                  f"remote {remote.name} has the tag but not the image {image_id}.tgz") as f:
-        size = os.fstat(f.fileno()).st_size
-        return await asyncio.to_thread(import_stream, f.read, dest, progress, size), size
-
-
-async def _pull_http(remote: Remote, image_id: str, part: Path, dest: Path,
-                     progress: ProgressCallback | None) -> tuple[str, int]:
-    """Download (or resume) into ``part``, whose lock the caller holds, importing into ``dest``."""
-    url = f"{remote.url}/images/{image_id}.tgz"
-    for _attempt in range(2):
-        for leftover in dest.iterdir():
-            leftover.unlink()
-        importer = TarImporter(dest)
-        try:
-            size = await in_thread(functools.partial(_download_and_import, url, part, importer, progress))
-            image = await asyncio.to_thread(importer.finish)
-        except Restart:
-            os.truncate(part, 0)  # the server ignored Range: start over once
-            continue
-        except BaseException as e:
-            if not keeps_part(e, part):
-                part.unlink(missing_ok=True)  # bad data, an error status, a full disk: never resume from it
-            if isinstance(e, HttpStatusError) and e.status == 404:
-                raise NotFound(f"remote {remote.name} has the tag but not the image {image_id}.tgz") from e
-            raise
-        finally:
-            importer.close()  # interrupted: the .part file stays, to resume from
-        part.unlink(missing_ok=True)
-        return image, size
-    raise ExternalError(f"{url}: the server keeps ignoring range requests")

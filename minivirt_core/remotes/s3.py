@@ -1,11 +1,9 @@
-"""Push: the image as ``images/<id>.tgz`` (unless already there), then ``tags/<tag>``.
+"""Remotes on plain HTTP(S) and S3: pull over anonymous HTTP (resumable with Range), push
+with boto3 (the bucket is the URL's last path segment), list with S3 ListObjectsV2.
 
-To S3 the tar is compressed and uploaded as it is produced, as a multipart upload: no
-temporary copy on disk. The tar is read 8 MiB at a time; each piece becomes gzip members
-on a worker thread (zlib releases the GIL, so all cores help): deflated where samples
-show the data shrinks, stored as is where it would not, one shared member for zeroed
-space. Gzip readers treat the members as one stream (gzip(1), ``tar xz``, and our own
-pull). A few parts are in flight at once, so memory stays bounded (about 100 MiB at most).
+The push compresses and uploads the tar as it is produced, as a multipart upload: no
+temporary copy on disk; a few parts are in flight at once, so memory stays bounded
+(about 100 MiB at most). Killed pushes' multipart uploads are aborted by the next push.
 """
 
 from __future__ import annotations
@@ -13,158 +11,95 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import struct
-import zlib
+import threading
+import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
-from ..archive import Progress, ProgressCallback, archive_size, iter_archive
+from ..archive import ProgressCallback, TarImporter
+from ..download import HttpStatusError, get_small, stream_body
 from ..errors import ExternalError, NotFound
-from ..fsutil import atomic_write_text, claim_abandoned, create_temp, remove_abandoned_temps
+from ..fsutil import claim_abandoned, create_temp
 from ..images import Image
-from .store import PushResult, Remote
+from . import layout
+from .compress import compressed_stream
+from .remote import PushResult, Remote
+from .tags import TAG_LIMIT, image_id_of, valid_tags
+from .transport import RemoteImage, Sink, Transport
 
-PIECE = 8 << 20  # tar bytes per gzip member
 PART = 8 << 20  # compressed bytes per S3 part (S3 wants >= 5 MiB but for the last)
-COMPRESSORS = max(2, min(4, os.cpu_count() or 2))
 UPLOADS_IN_FLIGHT = 3
-GZIP_LEVEL = 1
 STALE_UPLOAD = 3600.0  # s: an image upload with no new part for this long was abandoned
-IMAGE_KEY = re.compile(r"^images/[0-9a-f]{64}\.tgz$")
 UPLOAD_NOTE = "push-upload"  # in the cache folder, as create_temp names it: one per upload in flight
+S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+LISTING_LIMIT = 16 << 20
 
 
-BLOCK = 256 << 10  # the unit of the deflate-or-store decision
-SAMPLE = 4 << 10  # random data does not shrink at any size; a small sample is cheap
-INCOMPRESSIBLE = 0.9  # a sample that does not shrink below this ratio is not worth deflating
-STORED_MAX = 0xFFFF  # bytes in one stored deflate block
+class S3Transport(Transport):
+    """An http(s) URL: anonymous reads of the minivirt layout, S3 writes."""
 
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS
-_ZERO_BLOCK = bytes(BLOCK)
-_ZERO_MEMBER: list[bytes] = []
-
-
-def _zero_member() -> bytes:
-    if not _ZERO_MEMBER:
-        z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-        _ZERO_MEMBER.append(z.compress(_ZERO_BLOCK) + z.flush())
-    return _ZERO_MEMBER[0]
-
-
-def _stored_member(data: memoryview, out: list[bytes | memoryview]) -> None:
-    """Append ``data`` as a gzip member of stored deflate blocks, built by hand: zlib at
-    level 0 copies and checks the data several times (25 ms per 8 MiB here against 3 ms
-    for the CRC alone)."""
-    out.append(_GZIP_HEADER)
-    size = len(data)
-    for start in range(0, size or 1, STORED_MAX):
-        block = data[start : start + STORED_MAX]
-        final = start + STORED_MAX >= size
-        n = len(block)
-        out.append(struct.pack("<BHH", final, n, n ^ 0xFFFF))
-        out.append(block)
-    out.append(struct.pack("<II", zlib.crc32(data), size & 0xFFFFFFFF))
-
-
-def _deflated_member(data: memoryview) -> bytes:
-    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    return z.compress(data) + z.flush()
-
-
-def _worth_deflating(block: memoryview) -> bool:
-    sample = block[:SAMPLE]
-    return len(zlib.compress(sample, GZIP_LEVEL)) < INCOMPRESSIBLE * len(sample)
-
-
-def gzip_member(data: bytes) -> bytes:
-    """``data`` as gzip members, decided per 256 KiB of input: deflated, or stored as is
-    when a sample shows it would not shrink (random or already-compressed data barely
-    does, and deflating it runs at ~30 MB/s per core here against GB/s for storing), or
-    one shared member for an all-zero block. Consecutive stored blocks make one member.
-    Concatenated members are one gzip stream to every reader."""
-    view = memoryview(data)
-    out: list[bytes | memoryview] = []
-    stored_from = None  # start of the run of incompressible blocks not yet written
-    for start in range(0, len(view), BLOCK):
-        block = view[start : start + BLOCK]
-        zero = data.startswith(_ZERO_BLOCK, start)  # memcmp, where comparing memoryviews is slow
-        if not zero and not _worth_deflating(block):
-            if stored_from is None:
-                stored_from = start
-            continue
-        if stored_from is not None:
-            _stored_member(view[stored_from:start], out)
-            stored_from = None
-        out.append(_zero_member() if zero else _deflated_member(block))
-    if stored_from is not None or not view:
-        _stored_member(view[stored_from or 0 :], out)
-    return b"".join(out)
-
-
-def compressed_stream(image_path: Path, progress: ProgressCallback | None = None) -> Iterator[bytes]:
-    """The image's tar as gzip members, compressed in parallel, in order. The tar is
-    read in pieces of up to 8 MiB, each compressed on its own (no re-chunking copies)."""
-    total = archive_size(image_path)
-    done = 0
-    with ThreadPoolExecutor(COMPRESSORS, thread_name_prefix="miv-gzip") as pool:
-        pending: deque[tuple[Future[bytes], int]] = deque()
-        for piece in iter_archive(image_path, PIECE):
-            pending.append((pool.submit(gzip_member, piece), len(piece)))
-            if len(pending) > COMPRESSORS:
-                future, n = pending.popleft()
-                yield future.result()
-                done += n
-                if progress:
-                    progress(Progress(done, total))
-        while pending:
-            future, n = pending.popleft()
-            yield future.result()
-            done += n
-            if progress:
-                progress(Progress(done, total))
-
-
-async def push(remote: Remote, image: Image, tag: str, notes: Path, progress: ProgressCallback | None) -> PushResult:
-    """Push ``image`` to ``remote`` as ``tag``; first clear what killed pushes left there
-    (temp files; multipart uploads, known by their notes in the folder ``notes``)."""
-    if remote.kind == "file":
-        return await asyncio.to_thread(_push_file, remote, image, tag, progress)
-    return await asyncio.to_thread(_push_s3, remote, image, tag, notes, progress)
-
-
-def _push_file(remote: Remote, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
-    folder = remote.folder
-    if not folder.is_dir():
-        raise NotFound(f"the folder of remote {remote.name} does not exist: {folder}",
-                       hint=f"Create it: mkdir -p {folder}")
-    for sub in ("images", "tags"):
-        (folder / sub).mkdir(exist_ok=True)
-        remove_abandoned_temps(folder / sub)  # a killed push's (live ones are locked)
-    target = folder / "images" / f"{image.id}.tgz"
-    uploaded = False
-    written = 0
-    if not target.exists():
-        tmp, fd = create_temp(target, 0o644)
+    async def resolve(self, tag: str) -> RemoteImage:
+        url = f"{self.remote.url}/{layout.TAGS}/{quote(tag, safe='')}"
         try:
-            with open(fd, "wb") as f:
-                for member in compressed_stream(image.path, progress):
-                    f.write(member)
-                    written += len(member)
-                f.flush()
-                os.fsync(f.fileno())
-                os.replace(tmp, target)  # (before the close drops the lock)
-        finally:
-            tmp.unlink(missing_ok=True)
-        uploaded = True
-    atomic_write_text(folder / "tags" / tag, image.id)
-    return PushResult(image.id, uploaded, written)
+            text = await asyncio.to_thread(get_small, url, TAG_LIMIT)
+        except HttpStatusError as e:
+            if e.status == 404:
+                raise NotFound(f"tag {tag!r} not found on remote {self.remote.name}",
+                               hint=f"`miv remote ls {self.remote.name}` lists its tags, where the store allows "
+                                    "it.") from e
+            raise
+        image_id = image_id_of(self.remote, tag, text)
+        return RemoteImage(image_id, key=f"{image_id}{layout.IMAGE_SUFFIX}")
 
+    def download(self, image: RemoteImage, part: Path | None, sink: Sink, progress: ProgressCallback | None,
+                 cancel: threading.Event, done: Callable[[], bool]) -> None:
+        assert part is not None and image.image_id
+        url = f"{self.remote.url}/{layout.image_key(image.image_id)}"
+        try:
+            stream_body(url, part, sink, progress, cancel, done=done)
+        except HttpStatusError as e:
+            if e.status == 404:
+                raise NotFound(f"remote {self.remote.name} has the tag but not the image "
+                               f"{image.image_id}{layout.IMAGE_SUFFIX}") from e
+            raise
 
-# S3 ---------------------------------------------------------------------------
+    def importer(self, image: RemoteImage, dest: Path) -> TarImporter:
+        return TarImporter(dest)
+
+    async def write(self, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+        return await asyncio.to_thread(_push_s3, self.remote, image, tag, self.cache_dir, progress)
+
+    async def tags(self) -> list[str]:
+        """S3 ListObjectsV2, anonymously; :class:`ExternalError` when the store refuses."""
+        remote = self.remote
+        tags: list[str] = []
+        token: str | None = None
+        prefix = f"{layout.TAGS}/"
+        while True:
+            params = {"list-type": "2", "prefix": prefix}
+            if token:
+                params["continuation-token"] = token
+            try:
+                body = await asyncio.to_thread(get_small, f"{remote.url}?{urlencode(params)}", LISTING_LIMIT)
+            except HttpStatusError as e:
+                raise ExternalError(f"remote {remote.name} does not allow listing its tags (HTTP {e.status})",
+                                    hint="Ask its owner for the tag names; `miv pull` works without "
+                                         "listing.") from e
+            try:
+                root = ET.fromstring(body)
+            except ET.ParseError as e:
+                raise ExternalError(f"remote {remote.name} answered the listing with something not S3 XML") from e
+            for key in root.iter(f"{S3_NS}Key"):
+                if key.text and key.text.startswith(prefix) and len(key.text) > len(prefix):
+                    tags.append(key.text[len(prefix):])
+            truncated = root.findtext(f"{S3_NS}IsTruncated") == "true"
+            token = root.findtext(f"{S3_NS}NextContinuationToken")
+            if not truncated or not token:
+                return valid_tags(tags)
 
 
 def _client(remote: Remote) -> Any:
@@ -225,11 +160,12 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
 
 
 def _push_s3(remote: Remote, image: Image, tag: str, notes: Path, progress: ProgressCallback | None) -> PushResult:
+    """Upload the archive (unless there) as a multipart upload, then the tag."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     s3 = _client(remote)
     bucket = remote.bucket
-    key = f"images/{image.id}.tgz"
+    key = layout.image_key(image.id)
     try:
         # Fail early and clearly on a missing bucket or bad credentials.
         _check_bucket(s3, bucket)
@@ -239,7 +175,7 @@ def _push_s3(remote: Remote, image: Image, tag: str, notes: Path, progress: Prog
         if not _exists(s3, bucket, key):
             written = _multipart(s3, bucket, key, compressed_stream(image.path, progress), notes)
             uploaded = True
-        s3.put_object(Bucket=bucket, Key=f"tags/{tag}", Body=image.id.encode(), ContentType="text/plain")
+        s3.put_object(Bucket=bucket, Key=layout.tag_key(tag), Body=image.id.encode(), ContentType="text/plain")
     except (ClientError, BotoCoreError) as e:
         if isinstance(e, ClientError) and str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
             raise _explain(_no_such_bucket(e), remote) from e
@@ -356,11 +292,11 @@ def _abort_stale_uploads(s3: Any, bucket: str, notes: Path) -> None:
                 _abort(s3, bucket, str(note.get("key")), str(note.get("upload_id")))
                 path.unlink(missing_ok=True)
     try:
-        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix="images/"):
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=f"{layout.IMAGES}/"):
             now = _store_time(page)
             for upload in page.get("Uploads", []):
                 key, upload_id = upload["Key"], upload["UploadId"]
-                if not IMAGE_KEY.match(key) or (now - upload["Initiated"]).total_seconds() < STALE_UPLOAD:
+                if not layout.IMAGE_KEY.match(key) or (now - upload["Initiated"]).total_seconds() < STALE_UPLOAD:
                     continue
                 parts = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])
                 last = max([p["LastModified"] for p in parts], default=upload["Initiated"])
