@@ -87,6 +87,12 @@ def check_member_name(name: str) -> str:
     return name
 
 
+def not_a_regular_file(kind: bytes, name: str) -> InvalidInput:
+    """The error for a member of tar type ``kind`` (a link, a device...) where only files may be."""
+    what = _TYPE_NAMES.get(kind, f"of tar type {kind!r}")
+    return InvalidInput(f"the archive member {_shown(name)} is {what}; only regular files are allowed")
+
+
 def _not_a_member(name: str, config: ImageConfig | None) -> InvalidInput:
     if config is None:
         holds = "config.json, disk.qcow2 (when its config declares a disk) and the ISO its config.json names"
@@ -305,20 +311,25 @@ class TarImporter:
         pax, self._pax = self._pax, {}
         name = pax.get("path", info.name)
         size = _pax_size(pax["size"]) if "size" in pax else info.size
-        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-            kind = _TYPE_NAMES.get(info.type, f"of tar type {info.type!r}")
-            raise InvalidInput(f"the archive member {_shown(name)} is {kind}; only regular files are allowed")
         if any(key.startswith("GNU.sparse.") for key in pax):
             raise InvalidInput(f"the archive member {_shown(name)} is a sparse file; only plain files are allowed")
-        name = check_member_name(name)
-        self._admit(name, size)
         self._pad = -size % BLOCK
-        declared = self.config is not None or name in (layout.IMAGE_CONFIG, layout.IMAGE_DISK)
-        member = _Member(name, self.dest / name, size, self._pool, declared)
-        if size == 0:
-            self._finish_member(member)
+        member = self._open_member(info.type, name, size)
+        if member is None or size == 0:
+            if member is not None:
+                self._finish_member(member)
         else:
             self._member = member
+
+    def _open_member(self, kind: bytes, name: str, size: int) -> _Member | None:
+        """The member a header announces, open for writing, once its type and name are
+        admitted (None: nothing to write). Subclasses read other layouts."""
+        if kind not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise not_a_regular_file(kind, name)
+        name = check_member_name(name)
+        self._admit(name, size)
+        declared = self.config is not None or name in (layout.IMAGE_CONFIG, layout.IMAGE_DISK)
+        return _Member(name, self.dest / name, size, self._pool, declared)
 
     def _admit(self, name: str, size: int) -> None:
         """Refuse a member an image cannot hold, as far as what was read so far tells."""
@@ -377,14 +388,18 @@ class TarImporter:
                 raise InvalidInput("the input is empty; expected a tar archive")
             if self._member is not None or self._buf or self._pad or not self._ended:
                 raise InvalidInput("the archive is truncated (it ends before the tar end marker)")
-            if self.config is None:
-                raise InvalidInput("the archive has no config.json: it is not a minivirt image",
-                                   hint="An image archive holds config.json and disk.qcow2 (see `miv save`).")
-            for name in sorted(self.config.members - self.digests.keys()):
-                raise InvalidInput(f"the archive lacks {name}, which its config.json declares")
-            return imageid.combine(self.digests)
+            return self._result()
         finally:
             self.close()
+
+    def _result(self) -> str:
+        """The image id of the complete archive's members (subclasses: of what they made)."""
+        if self.config is None:
+            raise InvalidInput("the archive has no config.json: it is not a minivirt image",
+                               hint="An image archive holds config.json and disk.qcow2 (see `miv save`).")
+        for name in sorted(self.config.members - self.digests.keys()):
+            raise InvalidInput(f"the archive lacks {name}, which its config.json declares")
+        return imageid.combine(self.digests)
 
     def close(self) -> None:
         """Release files and the hashing thread (also after an error)."""

@@ -26,7 +26,7 @@ COMMAND_MODULES = {
     "console": "vms", "logs": "vms", "ssh": "vms", "run": "vms", "cp": "vms", "commit": "vms",
     "doctor": "system",
     "build": "build",
-    "remote": "remotes", "pull": "remotes", "push": "remotes",
+    "remote": "remotes", "pull": "remotes", "push": "remotes", "registry": "remotes",
     "tui": "dashboard",
 }
 

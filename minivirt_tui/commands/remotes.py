@@ -13,15 +13,18 @@ from ..render import duration, info, progress, table
 
 @click.group()
 def remote() -> None:
-    """Image repositories: S3-compatible stores (http/https URLs) or folders (file://)."""
+    """Image repositories: S3-compatible stores (http/https URLs), folders (file://) or OCI
+    registries (oci://)."""
 
 
 @remote.command("add")
 @click.argument("name")
 @click.argument("url")
-def remote_add(name: str, url: str) -> None:
-    """Add remote NAME at URL (https://host/bucket, or file:///path/to/folder)."""
-    r = core().remotes.add(name, url)
+@click.option("--insecure", is_flag=True, help="An oci:// registry spoken to over plain HTTP (a local one).")
+def remote_add(name: str, url: str, insecure: bool) -> None:
+    """Add remote NAME at URL (https://host/bucket, file:///path/to/folder, or
+    oci://HOST[:PORT]/NAMESPACE for an OCI registry)."""
+    r = core().remotes.add(name, url, insecure)
     info(f"added remote {r.name}: {r.url}")
 
 
@@ -52,7 +55,8 @@ def remote_remove(name: str) -> None:
 @remote.command("ls")
 @click.argument("name")
 def remote_ls(name: str) -> None:
-    """List the tags on remote NAME (where the store allows listing)."""
+    """List the tags on remote NAME (where the store allows listing; for a registry,
+    NAME:TAG of every repository under its namespace)."""
     for tag in run(core().remotes.tags(name)):
         click.echo(tag)
 
@@ -85,7 +89,8 @@ def push(remote_name: str, image: str, remote_tag: str) -> None:
     """Upload IMAGE to REMOTE as REMOTE_TAG ({arch} is filled in).
 
     S3 remotes take credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a
-    profile) and the endpoint from AWS_ENDPOINT_URL.
+    profile) and the endpoint from AWS_ENDPOINT_URL. OCI registries take them from
+    `miv registry login` or ~/.docker/config.json; REMOTE_TAG is then NAME[:TAG].
     """
     from minivirt_core.fsutil import human_size
 
@@ -99,4 +104,36 @@ def push(remote_name: str, image: str, remote_tag: str) -> None:
         info(f"remote {remote_name} has image {result.image_id[:12]} already: only the tag was written")
 
 
-COMMANDS = [remote, pull, push]
+@click.group()
+def registry() -> None:
+    """Credentials for OCI registries (stored 0600 in the database, never printed)."""
+
+
+@registry.command("login")
+@click.argument("host")
+@click.option("-u", "--username", prompt=True, help="User name.")
+@click.option("--password-stdin", is_flag=True, help="Read the password (or token) from standard input.")
+@click.option("--insecure", is_flag=True, help="The registry speaks plain HTTP (checking the credentials).")
+def registry_login(host: str, username: str, password_stdin: bool, insecure: bool) -> None:
+    """Check and store credentials for registry HOST[:PORT]."""
+    import sys
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True)
+    run(core().remotes.login(host, username, password, insecure))
+    info(f"logged in to {host} as {username}; the credentials are stored for minivirt only")
+
+
+@registry.command("logout")
+@click.argument("host")
+def registry_logout(host: str) -> None:
+    """Forget the stored credentials for registry HOST[:PORT]."""
+    if core().remotes.logout(host):
+        info(f"forgot the credentials for {host}")
+    else:
+        info(f"no stored credentials for {host} (~/.docker/config.json is not changed)")
+
+
+COMMANDS = [remote, pull, push, registry]
