@@ -203,3 +203,203 @@ def test_missing_repository_and_unreachable_registry_are_clear_errors(registry: 
     err = _one_line_error(miv(db, "pull", "gone", "a", rc=None))
     assert "cannot reach registry" in err
     assert db_entries(db)["staging"] == [] and db_entries(db)["images"] == []
+
+
+def _standard_containerdisk(tmp_path: Path, registry: Registry, disk: Path, name: str, repository: str) -> None:
+    """A containerDisk made by the standard tools: GNU tar makes the layer (``disk/<name>``
+    owned by 107:107), umoci puts it in an OCI layout, skopeo copies that to the registry.
+    (``umoci insert`` is not used: the Debian build's layers lack the tar's end.)"""
+    work = tmp_path / f"std-{repository.replace('/', '-')}"
+    (work / "root" / "disk").mkdir(parents=True)
+    (work / "root" / "disk" / name).write_bytes(disk.read_bytes())
+    subprocess.run(["tar", "--owner=107", "--group=107", "-C", str(work / "root"), "-cf", str(work / "layer.tar"),
+                    "disk"], check=True)
+    layout = work / "layout"
+    for args in (["init", "--layout", str(layout)], ["new", "--image", f"{layout}:v1"],
+                 ["raw", "add-layer", "--image", f"{layout}:v1", str(work / "layer.tar")]):
+        subprocess.run(["umoci", *args], check=True, capture_output=True)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://{registry.host}/{repository}:v1")
+
+
+def test_containerdisks_made_by_standard_tools_are_pulled_qcow2_and_raw(registry: Registry, tmp_path: Path) -> None:
+    from minivirt_core import qcow2
+
+    db = tmp_path / "db"
+    files = image_files(3)
+    qcow = tmp_path / "disk.qcow2"
+    qcow.write_bytes(files["disk.qcow2"])
+    _standard_containerdisk(tmp_path, registry, qcow, "disk.qcow2", "minivirt/std")
+    raw = tmp_path / "disk.img"
+    with open(raw, "wb") as f:
+        f.write(b"raw disk bytes" * 1000)
+        f.truncate(4 << 20)
+    _standard_containerdisk(tmp_path, registry, raw, "disk.img", "minivirt/rawdisk")
+    add_remote(db, registry)
+    miv(db, "pull", "reg", "std:v1", "std")
+    pulled = db / "images" / "std" / "disk.qcow2"
+    assert pulled.read_bytes() == files["disk.qcow2"]
+    miv(db, "pull", "reg", "rawdisk:v1", "raw")
+    converted = db / "images" / "raw" / "disk.qcow2"
+    assert qcow2.read_header(converted) is not None
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(converted), str(back)], check=True)
+    assert back.read_bytes() == raw.read_bytes()
+    assert miv(db, "fsck").returncode == 0
+
+
+@pytest.mark.vm
+def test_tiny_round_trip_through_a_registry_boots(registry: Registry, tiny_db: Path, tmp_path: Path,
+                                                  tiny_image: object) -> None:
+    empty = tmp_path / "empty"
+    add_remote(tiny_db, registry)
+    miv(tiny_db, "push", "reg", "tiny", "tiny:v1")
+    add_remote(empty, registry)
+    out = miv(empty, "pull", "reg", "tiny:v1", "back")
+    assert out.stdout.decode().strip() == tiny_image.id[:12]  # type: ignore[attr-defined]
+    assert miv(empty, "run", "back", "-m", "200", "hostname").stdout == b"tiny\n"
+
+
+@pytest.mark.vm
+def test_tiny_as_a_standard_containerdisk_boots(registry: Registry, tiny_db: Path, tmp_path: Path,
+                                                tiny_image: object) -> None:
+    _standard_containerdisk(tmp_path, registry, tiny_image.path / "disk.qcow2",  # type: ignore[attr-defined]
+                            "disk.qcow2", "minivirt/tinystd")
+    empty = tmp_path / "empty"
+    add_remote(empty, registry)
+    miv(empty, "pull", "reg", "tinystd:v1", "std")
+    assert miv(empty, "run", "std", "-m", "200", "hostname").stdout == b"tiny\n"
+
+
+# Hostile registry content ----------------------------------------------------------
+
+
+def _upload(registry: Registry, repository: str, data: bytes) -> str:
+    """Put a blob into the registry (monolithic upload); its digest."""
+    import hashlib
+    import urllib.request
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    start = urllib.request.urlopen(urllib.request.Request(
+        f"http://{registry.host}/v2/{repository}/blobs/uploads/", data=b"", method="POST"))
+    location = start.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    url = location if location.startswith("http") else f"http://{registry.host}{location}"
+    urllib.request.urlopen(urllib.request.Request(f"{url}{sep}digest={digest}", data=data, method="PUT",
+                                                  headers={"Content-Type": "application/octet-stream"}))
+    return digest
+
+
+def put_image(registry: Registry, repository: str, tag: str, layer: bytes,
+              layer_media: str = "application/vnd.oci.image.layer.v1.tar+gzip", size: int | None = None) -> str:
+    """A one-layer image made by hand (the layer as given); the layer's digest."""
+    import urllib.request
+
+    layer_digest = _upload(registry, repository, layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
+    config_digest = _upload(registry, repository, config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": layer_media, "digest": layer_digest, "size": len(layer) if size is None else size}],
+    }).encode()
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{registry.host}/v2/{repository}/manifests/{tag}", data=manifest, method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+    return layer_digest
+
+
+def _layer(members: list[tuple[object, bytes | None]]) -> bytes:
+    import gzip
+
+    from .helpers import tar_bytes
+
+    return gzip.compress(tar_bytes(members))  # type: ignore[arg-type]
+
+
+def _member(name: str, data: bytes = b"", kind: bytes = b"0", link: str = "") -> tuple[object, bytes | None]:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+def _assert_refused_and_nothing_left(db: Path, remote_tag: str, words: str) -> None:
+    err = _one_line_error(miv(db, "pull", "reg", remote_tag, rc=None))
+    assert words in err, err
+    entries = db_entries(db)
+    assert entries["images"] == [] and entries["staging"] == []
+    assert not list((db / "cache").glob("*.part")) if (db / "cache").exists() else True
+    assert miv(db, "fsck").returncode == 0
+
+
+def test_a_blob_whose_digest_does_not_match_is_refused(registry: Registry, tmp_path: Path) -> None:
+    """The registry serves what it stores: a byte changed on its disk inside the qcow2's
+    data (an ORAS-style layer: no gzip or tar checksum to notice) is caught by the digest."""
+    db = tmp_path / "db"
+    disk = image_files(2)["disk.qcow2"]
+    digest = put_image(registry, "minivirt/flipped", "v1", disk, layer_media="application/vnd.minivirt.disk.qcow2")
+    layer = digest.split(":")[1]
+    data = registry.storage / "docker/registry/v2/blobs/sha256" / layer[:2] / layer / "data"
+    body = bytearray(data.read_bytes())
+    body[len(body) // 2] ^= 0xFF  # same size, other bytes
+    data.write_bytes(bytes(body))
+    add_remote(db, registry)
+    _assert_refused_and_nothing_left(db, "flipped:v1", "digest")
+
+
+@pytest.mark.parametrize(("members", "words"), [
+    ([("disk/", b"", b"5", ""), ("disk/../../evil", b"x" * 10, b"0", "")], "'..'"),
+    ([("disk/", b"", b"5", ""), ("disk/disk.qcow2", b"", b"2", "/etc/shadow")], "symbolic link"),
+    ([("disk/", b"", b"5", ""), ("disk/disk.qcow2", b"", b"1", "/etc/shadow")], "hard link"),
+    ([("etc/passwd", b"root::0:0::/:/bin/sh\n", b"0", "")], "only one file under disk/"),
+])
+def test_a_layer_with_dotdot_a_link_or_other_files_is_refused(
+        registry: Registry, tmp_path: Path, members: list[tuple[str, bytes, bytes, str]], words: str) -> None:
+    db = tmp_path / "db"
+    put_image(registry, "minivirt/bad", "v1", _layer([_member(n, d, k, ln) for n, d, k, ln in members]))
+    add_remote(db, registry)
+    _assert_refused_and_nothing_left(db, "bad:v1", words)
+
+
+def test_a_qcow2_with_a_backing_file_is_refused(registry: Registry, tmp_path: Path) -> None:
+    from .helpers import qcow2_bytes
+
+    db = tmp_path / "db"
+    disk = qcow2_bytes(tmp_path, backing="/etc/shadow")
+    put_image(registry, "minivirt/backed", "v1", _layer([_member("disk/", kind=b"5"), _member("disk/disk.qcow2", disk)]))
+    put_image(registry, "minivirt/orasbacked", "v1", disk, layer_media="application/vnd.minivirt.disk.qcow2")
+    add_remote(db, registry)
+    _assert_refused_and_nothing_left(db, "backed:v1", "backing file")
+    _assert_refused_and_nothing_left(db, "orasbacked:v1", "backing file")
+
+
+def test_an_oras_style_qcow2_layer_is_pulled(registry: Registry, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    disk = image_files(2)["disk.qcow2"]
+    put_image(registry, "minivirt/oras", "v1", disk, layer_media="application/vnd.minivirt.disk.qcow2")
+    add_remote(db, registry)
+    miv(db, "pull", "reg", "oras:v1", "o")
+    assert (db / "images" / "o" / "disk.qcow2").read_bytes() == disk
+
+
+def test_a_manifest_claiming_a_huge_size_is_refused_before_downloading(registry: Registry, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    put_image(registry, "minivirt/huge", "v1", _layer([_member("disk/disk.qcow2", image_files(0)["disk.qcow2"])]),
+              size=1 << 60)
+    add_remote(db, registry)
+    _assert_refused_and_nothing_left(db, "huge:v1", "more than the")
+
+
+def test_a_blob_longer_than_declared_is_cut_off(registry: Registry, tmp_path: Path) -> None:
+    """An endless blob, as a real registry can serve one: more bytes than the manifest
+    declares; the pull stops at the declared size."""
+    db = tmp_path / "db"
+    layer = _layer([_member("disk/disk.qcow2", image_files(0)["disk.qcow2"])]) + os.urandom(4 << 20)
+    put_image(registry, "minivirt/long", "v1", layer, size=1000)
+    add_remote(db, registry)
+    _assert_refused_and_nothing_left(db, "long:v1", "more than the 1000 bytes")

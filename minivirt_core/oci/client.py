@@ -88,9 +88,10 @@ class Registry:
         realm = challenge.params["realm"]
         if urlparse(realm).scheme not in ("http", "https"):
             raise InvalidInput(f"registry {self.host} names a token service that is not http(s)")
-        params = {"scope": scope}
+        # Our scope, and the one the registry named if it differs (both may be asked at once).
+        params = [("scope", s) for s in dict.fromkeys((scope, challenge.params.get("scope", ""))) if s]
         if "service" in challenge.params:
-            params["service"] = challenge.params["service"]
+            params.append(("service", challenge.params["service"]))
         headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
         try:
             answer = self._exchange("GET", f"{realm}{'&' if '?' in realm else '?'}{urlencode(params)}",

@@ -116,7 +116,8 @@ class LayerImporter(TarImporter):
             raise not_a_regular_file(kind, name)
         folder, _, base = path.partition("/")
         if folder != OCI_DISK_DIR or not base:
-            check_member_name(path)  # '..', absolute paths: named as such
+            if path.startswith("/") or ".." in path.split("/"):
+                check_member_name(path)  # '..', absolute paths: named as such
             raise InvalidInput(f"the containerDisk layer has {_shown(name)}: only one file under disk/ may be there")
         check_member_name(base)
         if layout.IMAGE_DISK in self.digests or self._member is not None:
