@@ -403,3 +403,23 @@ def test_a_blob_longer_than_declared_is_cut_off(registry: Registry, tmp_path: Pa
     put_image(registry, "minivirt/long", "v1", layer, size=1000)
     add_remote(db, registry)
     _assert_refused_and_nothing_left(db, "long:v1", "more than the 1000 bytes")
+
+
+def test_two_architectures_under_one_tag_make_an_index_and_pull_picks_the_hosts(
+        registry: Registry, tmp_path: Path) -> None:
+    db, empty = tmp_path / "a", tmp_path / "b"
+    arm = load(db, 1, "arm", {"disk": True, "arch": "aarch64"})
+    x86 = load(db, 2, "x86", {"disk": True, "arch": "x86_64"})
+    add_remote(db, registry)
+    miv(db, "push", "reg", "arm", "multi:v1")
+    miv(db, "push", "reg", "x86", "multi:v1")
+    raw = json.loads(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{registry.host}/minivirt/multi:v1").stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert sorted(m["platform"]["architecture"] for m in raw["manifests"]) == ["amd64", "arm64"]
+    miv(db, "push", "reg", "x86", "multi:v1")  # again: the index keeps one entry per architecture
+    raw = json.loads(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{registry.host}/minivirt/multi:v1").stdout)
+    assert len(raw["manifests"]) == 2
+    add_remote(empty, registry)
+    assert miv(empty, "pull", "reg", "multi:v1", "host").stdout.decode().strip() == x86[:12]
+    assert miv(empty, "pull", "reg", "multi:v1", "other", "--arch", "aarch64").stdout.decode().strip() == arm[:12]
+    assert json.loads((empty / "images" / "other" / "config.json").read_text())["arch"] == "aarch64"

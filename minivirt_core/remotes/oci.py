@@ -24,7 +24,6 @@ from ..archive import ProgressCallback
 from ..download import HttpStatusError, stream_body
 from ..errors import ExternalError, InvalidInput, NotFound
 from ..fsutil import atomic_write_json
-from ..hostinfo import host_arch
 from ..images import Image
 from ..names import is_image_id
 from ..oci import client as oci
@@ -70,7 +69,6 @@ class OciTransport(Transport):
         self.namespace = parsed.path.strip("/")
         self.registry = oci.Registry(self.host, remote.insecure, credential_store(cache_dir).get(self.host),
                                      remote.name)
-        self.arch = host_arch()
 
     def check_tag(self, tag: str) -> str:
         parse_remote_tag(tag)

@@ -67,13 +67,20 @@ class RemoteStore:
             atomic_write_json(self.db.remotes_file, raw)
 
     async def pull(self, remote: str, remote_tag: str, tag: str | None = None,
-                   progress: ProgressCallback | None = None) -> PullResult:
-        """Fetch ``remote_tag`` (``{arch}`` filled in) from ``remote`` and tag it ``tag``.
+                   progress: ProgressCallback | None = None, arch: str | None = None) -> PullResult:
+        """Fetch ``remote_tag`` (``{arch}`` filled in) from ``remote`` and tag it ``tag``;
+        where the tag offers several architectures (an OCI index), ``arch`` (default: the
+        host's) is taken.
 
         ``progress`` is called from the download thread (see :data:`ProgressCallback`)."""
+        from ..imageconfig import ARCHES
         from .pull import pull
 
         transport = self.transport(remote)
+        if arch is not None:
+            if arch not in ARCHES:
+                raise InvalidInput(f"unknown architecture {arch[:20]!r}", hint=f"Use one of {', '.join(ARCHES)}.")
+            transport.arch = arch
         remote_tag = transport.check_tag(interpolate_arch(remote_tag))
         local = validate_tag(interpolate_arch(tag) if tag else _local_name(remote_tag))
         return await pull(self.db, self.images, transport, remote_tag, local, progress)

@@ -66,8 +66,11 @@ class Transport(ABC):
     resumable = True  # downloads go through a ``.part`` file in the cache (False: read in place)
 
     def __init__(self, remote: Remote, cache_dir: Path) -> None:
+        from ..hostinfo import host_arch
+
         self.remote = remote
         self.cache_dir = cache_dir
+        self.arch = host_arch()  # the platform a pull picks where the remote offers several
 
     def check_tag(self, tag: str) -> str:
         """``tag`` if it is a valid tag on this kind of remote (``{arch}`` already filled in).

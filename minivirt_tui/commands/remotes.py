@@ -65,13 +65,14 @@ def remote_ls(name: str) -> None:
 @click.argument("remote_name", metavar="REMOTE")
 @click.argument("remote_tag")
 @click.argument("tag", required=False)
-def pull(remote_name: str, remote_tag: str, tag: str | None) -> None:
+@click.option("--arch", help="The architecture to take where a registry tag offers several (default: the host's).")
+def pull(remote_name: str, remote_tag: str, tag: str | None, arch: str | None) -> None:
     """Download REMOTE_TAG from REMOTE ({arch} is filled in) and tag it TAG (default: the same)."""
     from minivirt_core.fsutil import human_size
 
     started = time.monotonic()
     with progress(f"pulling {remote_tag}") as report:
-        result = run(core().remotes.pull(remote_name, remote_tag, tag, report))
+        result = run(core().remotes.pull(remote_name, remote_tag, tag, report, arch))
     image = result.image
     if result.downloaded:
         info(f"pulled {image.short_id} ({human_size(result.bytes)} downloaded, verified) in "
