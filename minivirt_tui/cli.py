@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "doctor": "system",
     "build": "build",
     "remote": "remotes", "pull": "remotes", "push": "remotes", "registry": "remotes",
+    "export": "export",
     "tui": "dashboard",
 }
 
