@@ -423,3 +423,38 @@ def test_two_architectures_under_one_tag_make_an_index_and_pull_picks_the_hosts(
     assert miv(empty, "pull", "reg", "multi:v1", "host").stdout.decode().strip() == x86[:12]
     assert miv(empty, "pull", "reg", "multi:v1", "other", "--arch", "aarch64").stdout.decode().strip() == arm[:12]
     assert json.loads((empty / "images" / "other" / "config.json").read_text())["arch"] == "aarch64"
+
+
+def test_an_interrupted_pull_resumes_the_blob_with_range(registry: Registry, tmp_path: Path) -> None:
+    """Kill a pull mid-blob, then change the bytes it already has on the registry's disk:
+    only a pull that asks for the rest (Range) and replays its .part ends with the right
+    digest; one that started over would read the changed bytes and be refused."""
+    import signal
+
+    from .helpers import MIV, qcow2_of, wait_until
+
+    db = tmp_path / "db"
+    disk = qcow2_of(os.urandom(48 << 20), 48 << 20)
+    digest = put_image(registry, "minivirt/big", "v1", disk, layer_media="application/vnd.minivirt.disk.qcow2")
+    add_remote(db, registry)
+    part = db / "cache" / f"pull-oci-{digest.split(':')[1]}.part"
+    proc = subprocess.Popen([MIV, "pull", "reg", "big:v1", "big"], env={**os.environ, "MINIVIRT_DB_PATH": str(db)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: part.exists() and part.stat().st_size >= 1 << 20, 60, "the pull to download 1 MiB",
+                   poll=0.002)
+        os.kill(proc.pid, signal.SIGSTOP)
+    finally:
+        proc.kill()
+        proc.wait()
+    have = part.stat().st_size
+    assert 1 << 20 <= have < len(disk), "the pull was not interrupted mid-blob"
+    blob = registry.storage / "docker/registry/v2/blobs/sha256" / digest[7:9] / digest[7:] / "data"
+    body = bytearray(blob.read_bytes())
+    body[have // 2] ^= 0xFF
+    blob.write_bytes(bytes(body))
+    miv(db, "pull", "reg", "big:v1", "big")
+    assert (db / "images" / "big" / "disk.qcow2").read_bytes() == disk
+    assert not part.exists()
+    miv(db, "prune")  # the killed pull's staging folder (unlocked since it died)
+    assert db_entries(db)["staging"] == []
