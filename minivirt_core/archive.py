@@ -509,6 +509,19 @@ def archive_size(image_path: Path) -> int:
     return total + (-total % tarfile.RECORDSIZE)
 
 
+def read_pieces(path: Path, size: int, chunk: int, label: object) -> Iterator[bytes]:
+    """The ``size`` first bytes of the file at ``path``, in pieces of up to ``chunk``; a
+    file that shrank meanwhile is an error naming ``label``."""
+    with open(path, "rb", buffering=0) as f:
+        left = size
+        while left:
+            data = f.read(min(chunk, left))
+            if not data:
+                raise InvalidInput(f"{label} shrank while it was being read")
+            left -= len(data)
+            yield data
+
+
 def iter_archive(image_path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
     """The image folder as a tar with flat members, in pieces of about ``chunk`` bytes."""
     written = 0
@@ -516,15 +529,9 @@ def iter_archive(image_path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
         header, size = _header(image_path / name, name)
         yield header
         written += len(header)
-        with open(image_path / name, "rb", buffering=0) as f:
-            left = size
-            while left:
-                data = f.read(min(chunk, left))
-                if not data:
-                    raise InvalidInput(f"{name} of {image_path} shrank while it was being read")
-                left -= len(data)
-                written += len(data)
-                yield data
+        for data in read_pieces(image_path / name, size, chunk, f"{name} of {image_path}"):
+            written += len(data)
+            yield data
         if pad := -size % BLOCK:
             yield b"\0" * pad
             written += pad

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInput
+from .remotes.layout import OCI_ARCH
 
 if TYPE_CHECKING:
     from .api import Minivirt
 
-OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 USER_DATA_LIMIT = 64 << 10

@@ -6,6 +6,7 @@ The layout is compatible with databases written by the original minivirt::
     <root>/images/<tag> -> <id>                  a tag (relative symlink)
     <root>/vms/<name>/...                        a VM (files below)
     <root>/remotes.json                          {name: url}
+    <root>/registry-auth.json                    registry credentials (0600)
     <root>/cache/<sha256 of url>                 downloads of builds
     <root>/staging/<random>/                     images and VMs being written (ours)
     <root>/lock                                  the database lock (ours)
@@ -19,6 +20,7 @@ VMS = "vms"
 CACHE = "cache"
 STAGING = "staging"
 REMOTES = "remotes.json"
+REGISTRY_AUTH = "registry-auth.json"  # `miv registry login` credentials (0600)
 LOCK = "lock"
 
 # Inside a staging folder: the id of an image it keeps from being pruned.

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import imageid, layout, qcow2
-from ..archive import BLOCK, TarImporter, _Member, _shown, check_member_name, not_a_regular_file
+from ..archive import BLOCK, TarImporter, _Member, _shown, check_member_name, not_a_regular_file, read_pieces
 from ..errors import ExternalError, InvalidInput
 from ..imageconfig import ImageConfig
 from ..remotes.layout import OCI_DISK, OCI_DISK_DIR, OCI_DISK_OWNER
@@ -50,15 +50,9 @@ def layer_tar(disk: Path, piece: int) -> Iterator[bytes]:
     head = layer_header(OCI_DISK_DIR + "/", 0, tarfile.DIRTYPE) + layer_header(OCI_DISK, size, tarfile.REGTYPE)
     written = len(head)
     yield head
-    with open(disk, "rb", buffering=0) as f:
-        left = size
-        while left:
-            data = f.read(min(piece, left))
-            if not data:
-                raise InvalidInput(f"{disk} shrank while it was being read")
-            left -= len(data)
-            written += len(data)
-            yield data
+    for data in read_pieces(disk, size, piece, disk):
+        written += len(data)
+        yield data
     end = (-size % BLOCK) + 2 * BLOCK
     end += -(written + end) % tarfile.RECORDSIZE
     yield b"\0" * end

@@ -38,3 +38,4 @@ OCI_DISK = "disk/disk.qcow2"
 OCI_DISK_OWNER = 107  # uid and gid of qemu in KubeVirt's virt-launcher
 LABEL_CONFIG = "org.minivirt.config"  # the image's config.json, byte for byte
 LABEL_IMAGE_ID = "org.minivirt.image-id"
+OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}  # minivirt's architecture names -> OCI's

@@ -13,6 +13,7 @@ one makes (or extends) an image index.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .. import layout as db_layout
 from ..archive import ProgressCallback
 from ..download import HttpStatusError, stream_body
 from ..errors import ExternalError, InvalidInput, NotFound
@@ -36,17 +38,17 @@ from .remote import PushResult
 from .tags import valid_tags
 from .transport import Importer, RemoteImage, Sink, Transport
 
-OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+OCI_ARCH = layout.OCI_ARCH
 MINIVIRT_ARCH = {v: k for k, v in OCI_ARCH.items()}
 CONFIG_LIMIT = 1 << 20
 TAR_LAYERS = (oci.OCI_LAYER_TAR, oci.OCI_LAYER_GZIP, oci.DOCKER_LAYER_GZIP,
               "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
-AUTH_FILE = "registry-auth.json"  # in the database root, 0600: `miv registry login`
 
 
 def credential_store(cache_dir: Path) -> CredentialStore:
-    """The credentials of the database whose cache folder is ``cache_dir``."""
-    return CredentialStore(cache_dir.parent / AUTH_FILE)
+    """The credentials of the database whose cache folder is ``cache_dir`` (``miv registry
+    login``'s, then Docker's)."""
+    return CredentialStore(cache_dir.parent / db_layout.REGISTRY_AUTH)
 
 
 async def check_login(host: str, credentials: Any, insecure: bool) -> None:
@@ -151,7 +153,7 @@ class OciTransport(Transport):
         if config.iso:
             raise InvalidInput(f"image {image.label} has an ISO; a containerDisk holds only a disk",
                                hint="Push it to a folder or S3 remote instead.")
-        disk = image.path / layout_disk()
+        disk = image.path / db_layout.IMAGE_DISK
         registry = self.registry
         registry.ensure_auth(ref.repository, "pull,push")
         record_path = self.cache_dir / f"oci-layer-{image.id}.json"
@@ -162,22 +164,21 @@ class OciTransport(Transport):
             diff = _Hashing()
             total = layer_size(disk)
             members = compress_pieces(diff.wrap(layer_tar(disk, PIECE)), total, progress)
-            counted = _Counting(members)
-            digest, size = registry.upload(ref.repository, counted)
+            digest, size = registry.upload(ref.repository, members)
             record = {"digest": digest, "size": size, "diff_id": diff.digest()}
             self.cache_dir.mkdir(exist_ok=True)
             atomic_write_json(record_path, record)
             uploaded = True
             written = size
         arch = image.arch
-        labels = {layout.LABEL_CONFIG: (image.path / "config.json").read_bytes().decode(),
+        labels = {layout.LABEL_CONFIG: (image.path / db_layout.IMAGE_CONFIG).read_bytes().decode(),
                   layout.LABEL_IMAGE_ID: image.id}
         config_blob = json.dumps({
             "architecture": OCI_ARCH.get(arch, arch), "os": "linux",
             "config": {"Labels": labels},
             "rootfs": {"type": "layers", "diff_ids": [record["diff_id"]]},
         }, sort_keys=True).encode()
-        config_digest = "sha256:" + __import__("hashlib").sha256(config_blob).hexdigest()
+        config_digest = "sha256:" + hashlib.sha256(config_blob).hexdigest()
         if not registry.has_blob(ref.repository, config_digest):
             registry.upload(ref.repository, config_blob, config_digest)
         manifest = json.dumps({
@@ -185,7 +186,7 @@ class OciTransport(Transport):
             "config": {"mediaType": oci.OCI_CONFIG, "digest": config_digest, "size": len(config_blob)},
             "layers": [{"mediaType": oci.OCI_LAYER_GZIP, "digest": record["digest"], "size": record["size"]}],
         }, sort_keys=True).encode()
-        manifest_digest = "sha256:" + __import__("hashlib").sha256(manifest).hexdigest()
+        manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         index = self._index_with(ref, manifest_digest, len(manifest), OCI_ARCH.get(arch, arch))
         if index is None:
             registry.put_manifest(ref.repository, ref.tag, manifest, oci.OCI_MANIFEST)
@@ -244,29 +245,13 @@ class OciTransport(Transport):
                 found += [f"{name}:{t}" for t in self.registry.tags(repository)]
             except NotFound:
                 continue
-        return sorted(t for t in found if _valid_remote_tag(t)) + valid_tags([])
-
-
-def layout_disk() -> str:
-    from .. import layout as db_layout
-
-    return db_layout.IMAGE_DISK
-
-
-def _valid_remote_tag(text: str) -> bool:
-    try:
-        parse_remote_tag(text)
-    except Exception:
-        return False
-    return True
+        return valid_tags(found, parse_remote_tag)
 
 
 class _Hashing:
     """SHA256 of the pieces passing through (a layer's diff_id: the digest of its tar)."""
 
     def __init__(self) -> None:
-        import hashlib
-
         self._hash = hashlib.sha256()
 
     def wrap(self, pieces: Any) -> Any:
@@ -276,14 +261,6 @@ class _Hashing:
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
-
-
-class _Counting:
-    def __init__(self, pieces: Any) -> None:
-        self._pieces = pieces
-
-    def __iter__(self) -> Any:
-        return iter(self._pieces)
 
 
 def _json(body: bytes, what: str) -> dict[str, Any]:

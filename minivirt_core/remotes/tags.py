@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..errors import InvalidInput, InvalidName
 from ..names import is_image_id, validate_tag
@@ -20,14 +20,15 @@ def image_id_of(remote: Remote, tag: str, text: bytes) -> str:
     return image_id
 
 
-def _valid(name: str) -> bool:
-    try:
-        validate_tag(name)
-    except InvalidName:
-        return False
-    return True
+def valid_tags(names: Iterable[str], check: Callable[[str], object] = validate_tag) -> list[str]:
+    """The names ``check`` accepts (by default: valid tags), sorted; the rest could not be
+    pulled, and are not printed."""
 
+    def valid(name: str) -> bool:
+        try:
+            check(name)
+        except InvalidName:
+            return False
+        return True
 
-def valid_tags(names: Iterable[str]) -> list[str]:
-    """The names that are valid tags, sorted (the rest could not be pulled, and are not printed)."""
-    return sorted(filter(_valid, names))
+    return sorted(filter(valid, names))
