@@ -169,9 +169,10 @@ class Registry:
                 break
             except urllib.error.HTTPError:
                 break  # 401: up, wants credentials
-            except OSError:
+            except OSError as e:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"docker-registry did not start: {(self.folder / 'registry.log').read_text()}")
+                    log_text = (self.folder / "registry.log").read_text()
+                    raise RuntimeError(f"docker-registry did not start: {log_text}") from e
                 time.sleep(0.05)
         return self
 

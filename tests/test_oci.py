@@ -192,6 +192,23 @@ def test_push_with_basic_credentials_from_docker_config(htpasswd_registry: Regis
     miv(db, "push", "reg", "t", "disk:v1")
 
 
+def test_oci_remote_urls_are_checked(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    for url, words in (("oci://quay.io/Upper/Case", "not a registry namespace"),
+                       ("oci://user:secret@quay.io/x", "holds credentials"),
+                       ("oci:///nohost", "must name the registry")):
+        err = _one_line_error(miv(db, "remote", "add", "r", url, rc=None))
+        assert words in err and "secret" not in err
+    assert "--insecure is for oci://" in _one_line_error(
+        miv(db, "remote", "add", "r", "https://h/b", "--insecure", rc=None))
+    miv(db, "remote", "add", "q", "oci://Quay.IO/containerdisks")
+    miv(db, "remote", "add", "l", "oci://localhost:5000", "--insecure")
+    listed = {r["name"]: r for r in json.loads(miv(db, "remote", "list", "--json").stdout)}
+    assert listed["q"] == {"name": "q", "url": "oci://quay.io/containerdisks", "kind": "oci"}
+    assert listed["l"]["url"] == "oci+http://localhost:5000" and listed["l"]["kind"] == "oci"
+    assert "invalid registry tag" in _one_line_error(miv(db, "pull", "q", "fedora:-bad", rc=None))
+
+
 def test_missing_repository_and_unreachable_registry_are_clear_errors(registry: Registry, tmp_path: Path) -> None:
     from .registry import free_port
 
@@ -371,17 +388,20 @@ def test_a_qcow2_with_a_backing_file_is_refused(registry: Registry, tmp_path: Pa
 
     db = tmp_path / "db"
     disk = qcow2_bytes(tmp_path, backing="/etc/shadow")
-    put_image(registry, "minivirt/backed", "v1", _layer([_member("disk/", kind=b"5"), _member("disk/disk.qcow2", disk)]))
+    put_image(registry, "minivirt/backed", "v1",
+              _layer([_member("disk/", kind=b"5"), _member("disk/disk.qcow2", disk)]))
     put_image(registry, "minivirt/orasbacked", "v1", disk, layer_media="application/vnd.minivirt.disk.qcow2")
     add_remote(db, registry)
     _assert_refused_and_nothing_left(db, "backed:v1", "backing file")
     _assert_refused_and_nothing_left(db, "orasbacked:v1", "backing file")
 
 
-def test_an_oras_style_qcow2_layer_is_pulled(registry: Registry, tmp_path: Path) -> None:
+@pytest.mark.parametrize("media", ["application/vnd.oci.image.layer.v1.tar",  # `oras push`'s default
+                                   "application/vnd.minivirt.disk.qcow2"])
+def test_an_oras_style_qcow2_layer_is_pulled(registry: Registry, tmp_path: Path, media: str) -> None:
     db = tmp_path / "db"
     disk = image_files(2)["disk.qcow2"]
-    put_image(registry, "minivirt/oras", "v1", disk, layer_media="application/vnd.minivirt.disk.qcow2")
+    put_image(registry, "minivirt/oras", "v1", disk, layer_media=media)
     add_remote(db, registry)
     miv(db, "pull", "reg", "oras:v1", "o")
     assert (db / "images" / "o" / "disk.qcow2").read_bytes() == disk

@@ -158,3 +158,41 @@ class BlobImporter:
     def close(self) -> None:
         self._member.abort()
         self._pool.shutdown(wait=True)
+
+
+class SniffingImporter:
+    """Either importer, chosen by the layer's first bytes: a qcow2 is an ORAS-style
+    artifact (``oras push`` labels it ``…layer.v1.tar`` all the same), anything else is a
+    containerDisk layer (tar or gzip'd tar, checked as such)."""
+
+    def __init__(self, dest: Path, config_json: bytes, size: int) -> None:
+        self.dest = dest
+        self.config_json = config_json
+        self.size = size
+        self._head = b""
+        self._inner: LayerImporter | BlobImporter | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._inner is not None and self._inner.ended
+
+    def feed(self, data: bytes) -> None:
+        if self._inner is None:
+            self._head += data
+            if len(self._head) < len(qcow2.MAGIC) and len(self._head) < self.size:
+                return
+            data, self._head = self._head, b""
+            if data.startswith(qcow2.MAGIC):
+                self._inner = BlobImporter(self.dest, self.config_json, self.size)
+            else:
+                self._inner = LayerImporter(self.dest, self.config_json)
+        self._inner.feed(data)
+
+    def finish(self) -> str:
+        if self._inner is None:
+            raise InvalidInput("the layer is empty")
+        return self._inner.finish()
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()

@@ -30,7 +30,7 @@ from ..images import Image
 from ..names import is_image_id
 from ..oci import client as oci
 from ..oci.auth import CredentialStore
-from ..oci.containerdisk import BlobImporter, LayerImporter, layer_size, layer_tar
+from ..oci.containerdisk import SniffingImporter, layer_size, layer_tar
 from ..oci.reference import DIGEST_RE, Reference, parse_remote_tag, reference
 from . import layout
 from .compress import PIECE, compress_pieces
@@ -41,8 +41,6 @@ from .transport import Importer, RemoteImage, Sink, Transport
 OCI_ARCH = layout.OCI_ARCH
 MINIVIRT_ARCH = {v: k for k, v in OCI_ARCH.items()}
 CONFIG_LIMIT = 1 << 20
-TAR_LAYERS = (oci.OCI_LAYER_TAR, oci.OCI_LAYER_GZIP, oci.DOCKER_LAYER_GZIP,
-              "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
 
 
 def credential_store(cache_dir: Path) -> CredentialStore:
@@ -116,8 +114,7 @@ class OciTransport(Transport):
             raise InvalidInput(f"{ref}: its layer is zstd-compressed, which minivirt does not read",
                                hint="Push it with gzip compression.")
         return RemoteImage(image_id, key=f"oci-{layer['digest'][7:]}", digest=layer["digest"], size=layer["size"],
-                           details={"repository": ref.repository, "config": config_json,
-                                    "tar": media_type in TAR_LAYERS or "tar" in media_type})
+                           details={"repository": ref.repository, "config": config_json})
 
     def download(self, image: RemoteImage, part: Path | None, sink: Sink, progress: ProgressCallback | None,
                  cancel: threading.Event, done: Callable[[], bool]) -> None:
@@ -138,9 +135,7 @@ class OciTransport(Transport):
             raise
 
     def importer(self, image: RemoteImage, dest: Path) -> Importer:
-        if image.details["tar"]:
-            return LayerImporter(dest, image.details["config"])
-        return BlobImporter(dest, image.details["config"], int(image.size or 0))
+        return SniffingImporter(dest, image.details["config"], int(image.size or 0))
 
     # Push -----------------------------------------------------------------------
 
