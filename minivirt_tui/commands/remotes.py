@@ -119,10 +119,7 @@ def registry_login(host: str, username: str, password_stdin: bool, insecure: boo
     """Check and store credentials for registry HOST[:PORT]."""
     import sys
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True)
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt("Password", hide_input=True)
     run(core().remotes.login(host, username, password, insecure))
     info(f"logged in to {host} as {username}; the credentials are stored for minivirt only")
 
