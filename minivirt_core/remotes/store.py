@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..database import Database, read_json
@@ -12,7 +13,7 @@ from ..hostinfo import interpolate_arch
 from ..images import ImageStore
 from ..names import validate_remote_name, validate_tag
 from .remote import PullResult, PushResult, Remote, parse, validate_url
-from .transport import Transport, transport_for
+from .transport import Transport
 
 if TYPE_CHECKING:
     from ..archive import ProgressCallback
@@ -125,3 +126,18 @@ def _local_name(remote_tag: str) -> str:
     """The local tag a pull gives by default: the remote tag, with an OCI ``NAME:TAG``'s
     ``:`` kept (a local tag may hold it) and the ``/`` of a nested repository made ``-``."""
     return validate_tag(remote_tag.replace("/", "-"))
+
+
+def transport_for(remote: Remote, cache_dir: Path) -> Transport:
+    """The transport of ``remote``'s kind."""
+    if remote.kind == "file":
+        from .file import FileTransport
+
+        return FileTransport(remote, cache_dir)
+    if remote.kind == "oci":
+        from .oci import OciTransport
+
+        return OciTransport(remote, cache_dir)
+    from .s3 import S3Transport
+
+    return S3Transport(remote, cache_dir)

@@ -1,4 +1,4 @@
-"""The one interface every kind of remote implements, and the choice of one per remote.
+"""The one interface every kind of remote implements (``store.transport_for`` picks one).
 
 A transport knows how its kind of remote names and moves things; what a transfer means
 (locking, resuming from a ``.part``, verifying, importing into staging, tagging) lives
@@ -103,17 +103,3 @@ class Transport(ABC):
     async def tags(self) -> list[str]:
         """The remote's tags (valid names only), sorted."""
 
-
-def transport_for(remote: Remote, cache_dir: Path) -> Transport:
-    """The transport of ``remote``'s kind."""
-    if remote.kind == "file":
-        from .file import FileTransport
-
-        return FileTransport(remote, cache_dir)
-    if remote.kind == "oci":
-        from .oci import OciTransport
-
-        return OciTransport(remote, cache_dir)
-    from .s3 import S3Transport
-
-    return S3Transport(remote, cache_dir)
