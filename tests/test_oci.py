@@ -478,3 +478,20 @@ def test_an_interrupted_pull_resumes_the_blob_with_range(registry: Registry, tmp
     assert not part.exists()
     miv(db, "prune")  # the killed pull's staging folder (unlocked since it died)
     assert db_entries(db)["staging"] == []
+
+
+def test_a_manifest_that_does_not_match_its_digest_is_refused(registry: Registry, tmp_path: Path) -> None:
+    """The manifest a tag names, changed on the registry's disk: the registry still states
+    the digest it was stored under; the pull checks the bytes against it."""
+    src, db = tmp_path / "src", tmp_path / "db"
+    load(src)
+    add_remote(src, registry)
+    miv(src, "push", "reg", "t", "disk:v1")
+    link = registry.storage / "docker/registry/v2/repositories/minivirt/disk/_manifests/tags/v1/current/link"
+    digest = link.read_text().split(":")[1]
+    data = registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    body = data.read_bytes()
+    assert b'"schemaVersion": 2' in body
+    data.write_bytes(body.replace(b'"schemaVersion": 2', b'"schemaVersion":  2'))  # same meaning, other bytes
+    add_remote(db, registry)
+    _assert_refused_and_nothing_left(db, "disk:v1", "does not match its digest")
