@@ -24,6 +24,30 @@ def timed(cmd: list[str] | str, env: dict[str, str] | None = None, shell: bool =
     return time.perf_counter() - start
 
 
+def run_timed(cmd: str, env: dict[str, str]) -> tuple[float, int]:
+    """(seconds, peak RSS in KiB of the command) via GNU time."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "bash", "-c", cmd], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)
+    seconds, rss = out.stderr.strip().splitlines()[-1].split()
+    return float(seconds), int(rss)
+
+
+def half_random_image(work: Path, size_mib: int) -> Path:
+    """An image folder (``work/src``) whose disk is a real qcow2 of ``size_mib`` MiB, half
+    random, half zeros (a disk image is partly compressible); the zeros are written out
+    (``-S 0``) like the data. (load takes nothing but a real qcow2.)"""
+    src = work / "src"
+    src.mkdir()
+    (src / "config.json").write_text('{"disk": true}')
+    with open(work / "disk.raw", "wb") as f:
+        for i in range(size_mib):
+            f.write(os.urandom(1 << 20) if i % 2 == 0 else bytes(1 << 20))
+    subprocess.run(["qemu-img", "convert", "-q", "-S", "0", "-f", "raw", "-O", "qcow2", str(work / "disk.raw"),
+                    str(src / "disk.qcow2")], check=True)
+    (work / "disk.raw").unlink()
+    return src
+
+
 def median_time(cmd: list[str] | str, runs: int, env: dict[str, str] | None = None, shell: bool = False,
                 warmup: int = 1) -> float:
     for _ in range(warmup):

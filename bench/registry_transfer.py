@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import MIV, ROOT, verdict
+from common import MIV, ROOT, half_random_image, run_timed, verdict
 
 sys.path.insert(0, str(ROOT))
 
@@ -31,27 +31,11 @@ from tests.registry import Registry
 RUNS = 3
 
 
-def run_timed(cmd: str, env: dict[str, str]) -> tuple[float, int]:
-    """(seconds, peak RSS in KiB of the command) via GNU time."""
-    out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "bash", "-c", cmd], env={**os.environ, **env},
-                         capture_output=True, text=True, check=True)
-    seconds, rss = out.stderr.strip().splitlines()[-1].split()
-    return float(seconds), int(rss)
-
-
 def main() -> None:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        src = work / "src"
-        src.mkdir()
-        (src / "config.json").write_text('{"disk": true}')
-        with open(work / "disk.raw", "wb") as f:
-            for i in range(size_mib):
-                f.write(os.urandom(1 << 20) if i % 2 == 0 else bytes(1 << 20))
-        subprocess.run(["qemu-img", "convert", "-q", "-S", "0", "-f", "raw", "-O", "qcow2", str(work / "disk.raw"),
-                        str(src / "disk.qcow2")], check=True)
-        (work / "disk.raw").unlink()
+        src = half_random_image(work, size_mib)
         db = work / "db"
         env = {"MINIVIRT_DB_PATH": str(db)}
         subprocess.run(f"tar c -C {src} config.json disk.qcow2 | {MIV} load big", shell=True, check=True,
