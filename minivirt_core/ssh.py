@@ -72,6 +72,10 @@ class KeyRefused(ExternalError):
     """The guest refused every key offered."""
 
 
+class SessionRefused(ExternalError):
+    """The guest's SSH server refused to open a session (to run a command)."""
+
+
 async def connect(port: int, timeout: float = 30.0,
                   keys: Sequence[bytes] | None = None) -> asyncssh.SSHClientConnection:
     """An authenticated root SSH connection to the guest forwarded at ``port``, offering
@@ -125,7 +129,17 @@ async def run(
 
     ``stdin`` is bytes to send or a file descriptor to stream until its end. The command
     may exit before it read all of it: that is not an error, and its output is never lost."""
-    process = await conn.create_process(command, encoding=None)
+    import asyncssh
+
+    try:
+        process = await conn.create_process(command, encoding=None)
+    except asyncssh.ChannelOpenError as e:
+        raise SessionRefused(f"the guest's SSH server refused to run a command ({e.reason})",
+                             hint="See the guest's console (`miv logs`); it may be short of memory.") from e
+    except (OSError, asyncssh.Error) as e:
+        raise ExternalError(f"the SSH connection to the guest failed: {e}",
+                            hint="The guest's SSH server may have stopped or refused the command "
+                                 "(dropbear takes at most 9000 bytes).") from e
     feeder = asyncio.ensure_future(_feed(process.stdin, stdin))
 
     async def pump(stream: Any, sink: Callable[[bytes], Any] | None) -> None:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import asyncssh
 
 VM_KEY_COMMENT = "minivirt-vm-key"
+SESSION_ATTEMPTS = 3
 GUEST_SAVED_KEY = "minivirt-well-known-key"  # in the guest's ~/.ssh: the well-known key's line(s)
 
 
@@ -297,7 +298,21 @@ sync
 
 
 async def _run_script(conn: asyncssh.SSHClientConnection, script: str, what: str) -> None:
-    status, output = await ssh.capture(conn, script)
+    """Run one of the scripts above as root. A session the guest's SSH server refuses is
+    asked again (dropbear has been seen refusing one, once in a while, right after a
+    boot under heavy load); what still fails is an :class:`ExternalError`."""
+    import asyncssh
+
+    for attempt in range(SESSION_ATTEMPTS):
+        try:
+            status, output = await ssh.capture(conn, script)
+            break
+        except ssh.SessionRefused as e:
+            if attempt + 1 == SESSION_ATTEMPTS:
+                raise ExternalError(f"could not {what} in the guest: {e.message}", hint=e.hint) from e
+            await asyncio.sleep(0.2 * (attempt + 1))
+        except (OSError, asyncssh.Error) as e:
+            raise ExternalError(f"could not {what} in the guest: the SSH connection failed ({e})") from e
     if status != 0:
         raise ExternalError(f"could not {what} in the guest (exit status {status}): {output.strip()[-300:]}",
                             hint="The guest's root needs a writable ~/.ssh and a POSIX sh with grep.")

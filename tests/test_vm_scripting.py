@@ -68,6 +68,19 @@ def test_run_keeps_arguments_as_given_and_its_exit_status(tiny_db: Path) -> None
     assert os.listdir(tiny_db / "vms") == []
 
 
+def test_a_failing_ssh_session_is_a_clear_error(running_vm: Path) -> None:
+    # Regression: asyncssh's errors when a session is refused (ChannelOpenError) or the
+    # connection drops (ConnectionLost) came out as tracebacks. Dropbear drops a connection
+    # asking it to run a command longer than 9000 bytes: a real failure to provoke.
+    proc = subprocess.run([MIV, "ssh", "v", "echo " + "x" * 10000], stdin=subprocess.DEVNULL, capture_output=True,
+                          env=_miv_env(running_vm), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(b"error: the SSH connection to the guest failed: "), proc.stderr
+    assert b"Traceback" not in proc.stderr
+    # The VM is still fine.
+    assert miv(running_vm, "ssh", "v", "hostname").stdout == b"tiny\n"
+
+
 def test_cp_of_a_missing_file_names_it(running_vm: Path, tmp_path: Path) -> None:
     # Before: `b'nothere'`, and a missing guest file blamed a missing SFTP server.
     proc = miv(running_vm, "cp", "nothere", "v:/tmp", rc=1)
