@@ -24,6 +24,7 @@ MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 1 << 22  # 4 TiB
 MAX_CPUS = 64
 MAX_CONFIG_BYTES = 1 << 20
+MAX_REFERENCE_BYTES = 200  # a tag's limit (names.MAX_NAME_BYTES)
 STOP_TIMEOUT = 30.0
 
 RUNNING = "running"
@@ -90,6 +91,14 @@ def _image_ref(value: Any) -> str:
     return value
 
 
+def _reference(value: Any) -> str:
+    # What the user typed to name the image (a tag, an id or an id prefix): only shown.
+    if (not isinstance(value, str) or not value or len(value.encode()) > MAX_REFERENCE_BYTES
+            or not value.isprintable() or "/" in value):
+        raise InvalidInput(f"{_brief(value)} is not an image reference")
+    return value
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidInput(f"{_brief(value)} is not true or false")
@@ -138,6 +147,7 @@ class VmConfig:
     resources: tuple[dict[str, str], ...] = ()
     owner: Owner | None = None
     isolated: bool = False  # QEMU user networking with restrict=on: no way out of the guest
+    image_ref: str | None = None  # what the VM was created from, as typed (a tag, usually)
 
     @classmethod
     def from_json(cls, value: object) -> VmConfig:
@@ -164,6 +174,7 @@ class VmConfig:
             resources=get("resources", lambda v: _items(v, _resource), ()),
             owner=get("owner", Owner.from_json, None),
             isolated=get("isolated", _flag, False),
+            image_ref=get("image_ref", _reference, None),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -179,7 +190,33 @@ class VmConfig:
             result["owner"] = self.owner.as_json()
         if self.isolated:  # an optional key: older files stay valid
             result["isolated"] = True
+        if self.image_ref is not None:  # optional too
+            result["image_ref"] = self.image_ref
         return result
+
+    def image_reference(self, tags: dict[str, str]) -> str | None:
+        """How to name this VM's image (``tags``: ``{tag: image id}`` as they are now).
+
+        The reference it was created from while that still names its image (``tiny``);
+        ``tiny@3f2a1b0c9d8e`` once the tag has moved to another image (or is gone), so
+        the id it really runs shows; the image's first tag (else its short id) for VMs
+        made before references were recorded; None for a VM without an image."""
+        image = self.image
+        if image is None:
+            return None
+        ref = self.image_ref
+        if ref is None:
+            return min((t for t, i in tags.items() if i == image), default=image[:12])
+        if self.image_ref_moved(tags):
+            return f"{ref}@{image[:12]}"
+        return ref if ref in tags else image[:12]  # an id prefix: the short id
+
+    def image_ref_moved(self, tags: dict[str, str]) -> bool:
+        """True when the tag this VM was created from names another image now, or none."""
+        ref, image = self.image_ref, self.image
+        if ref is None or image is None or image.startswith(ref.lower()):
+            return False
+        return tags.get(ref) != image
 
 
 def read_config(vm_dir: Path) -> VmConfig:
@@ -233,6 +270,7 @@ class VmStatus:
             "state": self.state,
             "reason": self.reason,
             "image": config.image if config else None,
+            "image_ref": config.image_ref if config else None,
             "image_label": self.image_label,
             "ssh_port": self.ssh_port,
             "ports": [p.as_json() for p in config.ports] if config else [],

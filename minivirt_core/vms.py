@@ -92,19 +92,16 @@ class VmManager:
             problems.append("its disk.qcow2 is missing")
         return config, problems
 
-    def status(self, name: str, image_labels: dict[str, str] | None = None) -> VmStatus:
+    def status(self, name: str, tags: dict[str, str] | None = None) -> VmStatus:
         """The VM's state derived now; stale runtime files of a dead QEMU are removed.
 
         A VM whose config is malformed is BROKEN, with the reason; it never stops the
-        other VMs from being listed."""
+        other VMs from being listed. ``tags`` ({tag: image id}) saves a scan of the images."""
         vm_dir = self.path(name)
         if not vm_dir.is_dir():
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
         config, problems = self.check(name)
-        labels = image_labels if image_labels is not None else self._image_labels()
-        label = labels.get(config.image) if config and config.image else None
-        if label is None and config and config.image:
-            label = config.image[:12]
+        label = config.image_reference(tags if tags is not None else self.images.tags()) if config else None
         pid = process.running_pid(vm_dir)
         if pid is None:
             if (vm_dir / layout.VM_PID).exists() or (vm_dir / layout.VM_QMP).exists():
@@ -124,26 +121,21 @@ class VmManager:
             accel=_typed(run.get("accel"), str), image_label=label, problems=tuple(problems),
         )
 
-    def list(self, include_stopped: bool = True, image_labels: dict[str, str] | None = None) -> list[VmStatus]:
+    def list(self, include_stopped: bool = True, tags: dict[str, str] | None = None) -> list[VmStatus]:
         """Every VM's status (only running ones unless ``include_stopped``).
 
-        ``image_labels`` ({image id: tag}) saves a scan of the images when the caller has one."""
-        labels = image_labels if image_labels is not None else self._image_labels()
+        ``tags`` ({tag: image id}) saves a scan of the images when the caller has one."""
+        if tags is None:
+            tags = self.images.tags()
         result = []
         for name in self.names():
             try:
-                st = self.status(name, labels)
+                st = self.status(name, tags)
             except NotFound:
                 continue  # removed while we looked
             if include_stopped or st.running:
                 result.append(st)
         return result
-
-    def _image_labels(self) -> dict[str, str]:
-        labels: dict[str, str] = {}
-        for tag, target in sorted(self.images.tags().items()):
-            labels.setdefault(target, tag)
-        return labels
 
     # Locking ---------------------------------------------------------------
 
@@ -215,14 +207,14 @@ class VmManager:
             config = VmConfig(
                 image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
                 ports=forwards, resources=tuple(resources), owner=Owner.current() if throwaway else None,
-                isolated=isolated,
+                isolated=isolated, image_ref=image_ref if image is not None else None,
             )
             atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
 
             def place() -> None:  # in a thread: the lock may wait for another miv
                 with self.db.lock():
                     if image is not None and not (self.db.images_dir / image.id).is_dir():
-                        raise NotFound(f"image {image.label} was removed meanwhile")
+                        raise NotFound(f"image {image_ref} was removed meanwhile")
                     if self.path(name).exists():
                         raise Conflict(f"a VM named {name!r} already exists")
                     os.rename(staging.path, self.path(name))

@@ -87,8 +87,7 @@ class StateReader:
         if self._images_key is None or self._images_key[0] != key or now - self._images_key[1] > self.IMAGES_MAX_AGE:
             self._images = tuple(self.miv.images.list())
             self._images_key = (key, now)
-        labels = {i.id: i.tags[0] for i in self._images if i.tags}
-        vms = tuple(self.miv.vms.list(image_labels=labels))
+        vms = tuple(self.miv.vms.list(tags={t: i.id for i in self._images for t in i.tags}))
         remotes_key = _mtime(db.remotes_file)
         if remotes_key != self._remotes_key:
             self._remotes = tuple(self.miv.remotes.list())
