@@ -29,6 +29,14 @@ HEX = frozenset("0123456789abcdef")
 # `miv images` would pay at start-up.
 
 
+class TagChange(NamedTuple):
+    """What tagging did to one tag (:meth:`ImageStore.tag`, and every operation that tags)."""
+
+    tag: str
+    image_id: str
+    previous_id: str | None  # the image the tag named before, if it moved
+
+
 class Image(NamedTuple):
     """One image of the database, as found on the last look."""
 
@@ -37,6 +45,9 @@ class Image(NamedTuple):
     tags: tuple[str, ...] = ()
     size: int = 0
     created: float = 0.0
+    # Set on the image an operation returns (tag, load, pull, commit, build): the tags it
+    # moved here from another image, so that every front end can say where they moved from.
+    moved: tuple[TagChange, ...] = ()
 
     @property
     def short_id(self) -> str:
@@ -75,15 +86,8 @@ class Image(NamedTuple):
         return self.tags[0] if self.tags else self.short_id
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags)}
-
-
-class TagChange(NamedTuple):
-    """What :meth:`ImageStore.tag` did to one tag."""
-
-    tag: str
-    image_id: str
-    previous_id: str | None  # the image the tag named before, if it moved
+        return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags),
+                "created": self.created}
 
 
 class PruneReport:
@@ -212,17 +216,20 @@ class ImageStore:
     def tag(self, ref: str, tags: Iterable[str]) -> builtins.list[TagChange]:
         """Point each tag at the image ``ref``; a tag naming another image moves."""
         tags = [validate_tag(t) for t in tags]
-        changes = []
         with self.db.lock():
-            image = self.resolve(ref)
-            current = self.tags()
-            for tag in tags:
-                entry = self.db.images_dir / tag
-                if entry.exists() and not entry.is_symlink():
-                    raise InvalidInput(f"cannot tag {tag!r}: an entry of that name is not a tag")
-                previous = current.get(tag)
-                self._set_tag(tag, image.id)
-                changes.append(TagChange(tag, image.id, previous if previous != image.id else None))
+            return self._point(tags, self.resolve(ref).id)
+
+    def _point(self, tags: Iterable[str], image_id: str) -> builtins.list[TagChange]:
+        """Point valid tags at ``image_id`` (the caller holds the lock); what each did."""
+        current = self.tags()
+        changes = []
+        for tag in tags:
+            entry = self.db.images_dir / tag
+            if entry.exists() and not entry.is_symlink():
+                raise InvalidInput(f"cannot tag {tag!r}: an entry of that name is not a tag")
+            previous = current.get(tag)
+            self._set_tag(tag, image_id)
+            changes.append(TagChange(tag, image_id, previous if previous != image_id else None))
         return changes
 
     def untag(self, tags: Iterable[str]) -> builtins.list[str]:
@@ -260,9 +267,8 @@ class ImageStore:
             if not dest.is_dir():
                 os.chmod(staging.path, 0o755)
                 os.rename(staging.path, dest)
-            for tag in tags:
-                self._set_tag(tag, image_id)
-            return self.get(image_id)
+            changes = self._point(tags, image_id)
+            return self.get(image_id)._replace(moved=tuple(c for c in changes if c.previous_id))
 
     # Removing --------------------------------------------------------------
 

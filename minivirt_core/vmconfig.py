@@ -11,21 +11,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import layout
+from . import defaults, layout
 from .errors import InvalidInput
 from .owners import Owner
 from .ports import PortForward, forward_from_json
 
 T = TypeVar("T")
 
-DEFAULT_MEMORY_MB = 1024
-DEFAULT_CPUS = 1
+DEFAULT_MEMORY_MB = defaults.MEMORY_MB
+DEFAULT_CPUS = defaults.CPUS
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 1 << 22  # 4 TiB
 MAX_CPUS = 64
 MAX_CONFIG_BYTES = 1 << 20
 MAX_REFERENCE_BYTES = 200  # a tag's limit (names.MAX_NAME_BYTES)
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = defaults.STOP_TIMEOUT
+
+# What VmManager.stop did.
+STOP_GRACEFUL = "graceful"  # the guest powered off (ACPI)
+STOP_FORCED = "forced"  # it did not in time: QEMU was ended
+STOP_NOT_RUNNING = "not running"  # it was stopped already: nothing done
 
 RUNNING = "running"
 STOPPED = "stopped"

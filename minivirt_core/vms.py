@@ -38,6 +38,9 @@ from .vmconfig import (
     DEFAULT_CPUS,
     DEFAULT_MEMORY_MB,
     RUNNING,
+    STOP_FORCED,
+    STOP_GRACEFUL,
+    STOP_NOT_RUNNING,
     STOP_TIMEOUT,
     STOPPED,
     VmConfig,
@@ -53,8 +56,8 @@ if TYPE_CHECKING:
 
 COMMIT_SSH_WAIT = 300.0  # a commit that must boot the VM to put the well-known key back
 
-__all__ = ["BROKEN", "DEFAULT_CPUS", "DEFAULT_MEMORY_MB", "RUNNING", "STOPPED", "STOP_TIMEOUT", "VmConfig",
-           "VmManager", "VmStatus", "parse_memory"]
+__all__ = ["BROKEN", "DEFAULT_CPUS", "DEFAULT_MEMORY_MB", "RUNNING", "STOPPED", "STOP_FORCED", "STOP_GRACEFUL",
+           "STOP_NOT_RUNNING", "STOP_TIMEOUT", "VmConfig", "VmManager", "VmStatus", "parse_memory"]
 
 
 class VmManager:
@@ -309,13 +312,14 @@ class VmManager:
         await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir))
         return st.ssh_port
 
-    async def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> bool:
-        """Power off gracefully (ACPI), then QMP quit, then SIGKILL. True if it stopped by ACPI."""
+    async def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> str:
+        """Power off gracefully (ACPI), then QMP quit, then SIGKILL. Returns what it took:
+        :data:`STOP_GRACEFUL`, :data:`STOP_FORCED`, or :data:`STOP_NOT_RUNNING` (nothing to do)."""
         async with self._vm_lock(name) as vm_dir:
             pid = process.running_pid(vm_dir)
             if pid is None:
                 self.status(name)  # cleans stale files
-                return True
+                return STOP_NOT_RUNNING
             from .qemu import monitor
 
             qmp = vm_dir / layout.VM_QMP
@@ -329,10 +333,11 @@ class VmManager:
                     process.terminate(pid, vm_dir, signal.SIGKILL)
                     await process.wait_exit(pid, vm_dir, 5)
             process.clean_runtime(vm_dir)
-            return graceful
+            return STOP_GRACEFUL if graceful else STOP_FORCED
 
-    async def kill(self, name: str) -> None:
-        """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer."""
+    async def kill(self, name: str) -> bool:
+        """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer.
+        False when it was not running (nothing to do)."""
         async with self._vm_lock(name) as vm_dir:
             pid = process.running_pid(vm_dir)
             if pid is not None:
@@ -344,6 +349,7 @@ class VmManager:
                     process.terminate(pid, vm_dir, signal.SIGKILL)
                     await process.wait_exit(pid, vm_dir, 5)
             process.clean_runtime(vm_dir)
+            return pid is not None
 
     async def destroy(self, name: str) -> None:
         """Kill the VM if it runs and remove its folder."""

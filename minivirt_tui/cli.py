@@ -2,7 +2,8 @@
 
 Each command parses its arguments, calls one core operation and renders the result.
 Errors of the core (:class:`~minivirt_core.errors.MinivirtError`) become a one-line
-message and exit code 1 here, in one place; click's usage errors exit 2.
+message and exit code 1 here, in one place; click's usage errors exit 2. Both are shown
+the same way: ``error: what is wrong`` and a line saying what to do.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class MivGroup(click.Group):
                 self.commands.setdefault(command.name, command)
         return self.commands.get(cmd_name)
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as e:  # `miv --bogus`
+            raise ShownError(e) from e
+
     def invoke(self, ctx: click.Context) -> Any:
         from minivirt_core.errors import MinivirtError
 
@@ -55,10 +63,12 @@ class MivGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MinivirtError as e:
-            error(e.message)
-            if e.hint:
-                click.echo(e.hint, err=True)
+            error(e.message, e.hint)
             ctx.exit(ExitCode.FAILURE)
+        except ShownError:
+            raise
+        except click.ClickException as e:  # a subcommand's usage error, a missing file argument
+            raise ShownError(e) from e
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(ExitCode.INTERRUPTED)
@@ -67,6 +77,32 @@ class MivGroup(click.Group):
 
             click.echo(f"terminated by {signal.Signals(e.signum).name}", err=True)
             ctx.exit(128 + e.signum)
+
+
+class ShownError(click.ClickException):
+    """A click error (bad usage, an unreadable file argument) shown as every ``miv`` error
+    is: ``error: …`` and a hint (the usage line and where help is), with click's exit code."""
+
+    def __init__(self, cause: click.ClickException) -> None:
+        message = cause.format_message().rstrip(".")
+        if message[:1].isupper() and not message[1:2].isupper():
+            message = message[0].lower() + message[1:]  # "Missing argument" -> "missing argument"
+        super().__init__(message)
+        self.exit_code = cause.exit_code  # type: ignore[misc]  # click declares it on the class
+        self.hint: str | None = None
+        ctx = getattr(cause, "ctx", None)
+        if isinstance(cause, click.UsageError) and ctx is not None:
+            path = ctx.command_path
+            if isinstance(ctx.command, click.Group) and "command" in message:
+                self.hint = f"`{path} --help` lists the commands."
+            else:
+                pieces = " ".join(ctx.command.collect_usage_pieces(ctx))
+                self.hint = f"Usage: {path} {pieces}; `{path} --help` tells more."
+
+    def show(self, file: Any = None) -> None:
+        from .render import error
+
+        error(self.message, self.hint)
 
 
 class Terminated(Exception):

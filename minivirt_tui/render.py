@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import click
 
-if TYPE_CHECKING:
-    from minivirt_core.vmconfig import VmStatus
+# The cells of the tables, shared with the dashboard, live in the core.
+from minivirt_core.rows import ago, duration, home_short, vm_state
+
+__all__ = ["StatusLine", "ago", "duration", "error", "home_short", "info", "progress", "table", "vm_state",
+           "warn"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
@@ -32,44 +35,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | N
     out.write("\n".join(lines) + "\n")
 
 
-def home_short(text: str) -> str:
-    """A path or ``file://`` URL with the home folder written ``~`` (``~/.local/state/minivirt``)."""
-    from pathlib import Path
-
-    home = str(Path.home()).rstrip("/")
-    for prefix in ("", "file://"):
-        if home and (text == prefix + home or text.startswith(prefix + home + "/")):
-            return prefix + "~" + text[len(prefix + home):]
-    return text
-
-
-def ago(timestamp: float, now: float | None = None) -> str:
-    """``3 days ago``-style age of a timestamp."""
-    seconds = max(0, (now or time.time()) - timestamp)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''} ago"
-    return "just now"
-
-
-def duration(seconds: float) -> str:
-    """``1h02m``/``3m05s``/``12s``."""
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-def vm_state(status: VmStatus) -> str:
-    """A VM's state for a table: ``running``, ``stopped``, or ``broken (why)``."""
-    if status.state == "broken" and status.reason:
-        return f"{status.state} ({status.reason})"
-    return status.state
-
-
 def info(message: str) -> None:
     """A status line on stderr (stdout stays for data)."""
     click.echo(message, err=True)
@@ -79,8 +44,50 @@ def warn(message: str) -> None:
     click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
 
 
-def error(message: str) -> None:
+def error(message: str, hint: str | None = None) -> None:
+    """The one error format of ``miv``: ``error: what is wrong``, then a line saying what to do."""
     click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    if hint:
+        click.echo(hint, err=True)
+
+
+class StatusLine:
+    """A one-line status on stderr, redrawn with the seconds it has shown (``waiting for SSH
+    (3s)``) and erased by :meth:`clear`: only when stderr is a terminal, so piped output
+    gets nothing extra. Redrawn by :meth:`tick`, which the owner calls (or :meth:`ticking`)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.text: str | None = None
+        self.since = time.monotonic()
+
+    def set(self, text: str) -> None:
+        self.text, self.since = text, time.monotonic()
+        self.tick()
+
+    def tick(self) -> None:
+        if self.enabled and self.text is not None:
+            import shutil
+
+            line = f"{self.text} ({duration(time.monotonic() - self.since)})"
+            width = shutil.get_terminal_size().columns - 1
+            sys.stderr.write("\r\x1b[K" + line[:max(width, 10)])
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        """Erase the line for good (the output that follows takes its place)."""
+        if self.enabled and self.text is not None:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        self.text = None
+
+    async def ticking(self) -> None:
+        """Redraw every half second until cancelled (run it as a task)."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(0.5)
+            self.tick()
 
 
 @contextmanager

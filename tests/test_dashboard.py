@@ -188,6 +188,9 @@ async def test_run_image_console_and_quit_leaves_vms_running(tiny_db: Path) -> N
             term = app.query_one(SerialTerminal)
             name = term.vm_name
             assert name.startswith("run-") and running(tiny_db, name)
+            from minivirt_core import defaults  # one set of defaults: `r` runs as `miv run` does
+
+            assert Minivirt(tiny_db).vms.status(name).config.memory_mb == defaults.MEMORY_MB
             await until(pilot, lambda: "login:" in term.text(), 60, "the guest's login prompt")
             app.query_one("#images").focus()
             await pilot.press("w")  # closing the tab destroys the throw-away VM

@@ -159,13 +159,12 @@ class Builder:
                     t = time.monotonic()
                     await self._test(image, test.name, test.run, test.expect, test.timeout)
                     timings.append((f"test: {test.name}", time.monotonic() - t))
-                if tags:
-                    await asyncio.to_thread(self.images.tag, image.id, tags)
+                moved = await asyncio.to_thread(self.images.tag, image.id, tags) if tags else []
                 ok = True
             finally:
                 await self._cleanup(ok, image, hold.path / layout.HOLD)
         assert image is not None
-        image = self.images.get(image.id)
+        image = self.images.get(image.id)._replace(moved=tuple(c for c in moved if c.previous_id))
         seconds = time.monotonic() - started
         self.emit(events.BuildFinished(image.id, seconds, tuple(tags)))
         return BuildResult(image, seconds, tuple(timings))

@@ -138,8 +138,9 @@ async def pull(db: Database, images: ImageStore, transport: Transport, remote_ta
 
 
 async def _tag_only(images: ImageStore, image_id: str, tag: str) -> PullResult:
-    await asyncio.to_thread(images.tag, image_id, [tag])  # the lock may wait for another miv
-    return PullResult(images.get(image_id), downloaded=False)
+    changes = await asyncio.to_thread(images.tag, image_id, [tag])  # the lock may wait for another miv
+    return PullResult(images.get(image_id)._replace(moved=tuple(c for c in changes if c.previous_id)),
+                      downloaded=False)
 
 
 def _check_space(db: Database, target: RemoteImage, what: str) -> None:

@@ -24,6 +24,7 @@ class Remote:
     name: str
     url: str
     problem: str | None = None
+    previous: str | None = None  # on what add returns: the URL it replaced (None: a new name)
 
     @property
     def kind(self) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..database import Database, read_json
-from ..errors import InvalidInput, NotFound
+from ..download import shown_url
+from ..errors import Conflict, InvalidInput, NotFound
 from ..fsutil import atomic_write_json, disk_full_is_an_error
 from ..hostinfo import interpolate_arch
 from ..images import ImageStore
@@ -44,16 +45,25 @@ class RemoteStore:
                 return remote
         raise NotFound(f"no remote named {name!r}", hint="`miv remote list` shows them; `miv remote add` adds one.")
 
-    def add(self, name: str, url: str, insecure: bool = False) -> Remote:
-        """Add (or change) a remote (``insecure``: an ``oci://`` registry over plain HTTP)."""
+    def add(self, name: str, url: str, insecure: bool = False, replace: bool = False) -> Remote:
+        """Add a remote (``insecure``: an ``oci://`` registry over plain HTTP). One of that
+        name is replaced only with ``replace`` (else :class:`Conflict`, unless it has this
+        URL already); the result's ``previous`` is the URL it had."""
         validate_remote_name(name)
         url = validate_url(url, insecure)
         with self.db.lock():
             raw = read_json(self.db.remotes_file)
             raw = raw if isinstance(raw, dict) else {}
+            previous = raw.get(name)
+            previous = previous if isinstance(previous, str) or previous is None else repr(previous)
+            if previous is not None and previous != url and not replace:
+                raise Conflict(
+                    f"a remote named {name!r} exists already ({shown_url(previous)})",
+                    hint=f"Replace it with `miv remote add --force {name} URL`, or choose another name.",
+                )
             raw[name] = url
             self._write(raw)
-        return Remote(name, url)
+        return Remote(name, url, previous=previous if previous is None else shown_url(previous))
 
     def remove(self, name: str) -> None:
         with self.db.lock():

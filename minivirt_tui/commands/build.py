@@ -115,6 +115,10 @@ def build(recipe: Path, tags: tuple[str, ...], verbose: bool, keep_on_failure: b
     image = result.image
     label = f" ({', '.join(image.tags)})" if image.tags else ""
     info(f"built {image.short_id}{label} in {duration(result.seconds)}")
+    from minivirt_core.rows import tag_moves
+
+    for line in tag_moves(image.moved):
+        info(line)
     click.echo(f"{image.short_id} {human_size(image.size)}")
 
 

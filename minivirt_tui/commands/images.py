@@ -12,15 +12,16 @@ import click
 
 from ..cli import core, run
 from ..exitcodes import ExitCode
-from ..render import ago, info, progress, table, warn
+from ..render import info, progress, table, warn
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, short_id, size, tags}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {id, short_id, size, tags, created} (created: seconds since 1970).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only short ids.")
 def images(as_json: bool, quiet: bool) -> None:
     """List the images of the database."""
-    from minivirt_core.fsutil import human_size
+    from minivirt_core.rows import IMAGE_COLUMNS, image_row
 
     found = core().images.list()
     if as_json:
@@ -28,10 +29,7 @@ def images(as_json: bool, quiet: bool) -> None:
     elif quiet:
         click.echo("".join(f"{i.short_id}\n" for i in found), nl=False)
     else:
-        table(
-            ["IMAGE ID", "SIZE", "CREATED", "TAGS"],
-            [[i.short_id, human_size(i.size), ago(i.created), " ".join(i.tags)] for i in found],
-        )
+        table(IMAGE_COLUMNS, [image_row(i) for i in found])
 
 
 @click.command()
@@ -39,11 +37,14 @@ def images(as_json: bool, quiet: bool) -> None:
 @click.argument("tags", nargs=-1, required=True)
 def tag(image: str, tags: tuple[str, ...]) -> None:
     """Give IMAGE (a tag, id or id prefix) one or more TAGS; an existing tag moves."""
+    from minivirt_core.rows import tag_moves
+
     for change in core().images.tag(image, tags):
         if change.previous_id:
-            info(f"tag {change.tag} moved from {change.previous_id[:12]} to {change.image_id[:12]}")
+            (line,) = tag_moves([change])
+            info(line)
         else:
-            info(f"tagged {change.image_id[:12]} as {change.tag}")
+            info(f"tagged {image} ({change.image_id[:12]}) as {change.tag}")
 
 
 @click.command()
@@ -102,12 +103,12 @@ def save(image: str, output: Path | None) -> None:
     if output is None:
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
-        with progress(f"saving {resolved.label}") as report:
+        with progress(f"saving {image}") as report:
             run(miv.images.save(resolved.id, sys.stdout.buffer, report))
         return
-    with progress(f"saving {resolved.label}") as report:
+    with progress(f"saving {image}") as report:
         run(miv.images.save_to_file(resolved.id, output, report))
-    info(f"saved {resolved.label} to {output}")
+    info(f"saved {image} ({resolved.short_id}) to {output}")
 
 
 @click.command()
@@ -134,6 +135,10 @@ def load(tags: tuple[str, ...], input_: BinaryIO | None) -> None:
         pass
     with progress("loading", total) as report:
         image = run(core().images.load(stream.read, tags, report, total))
+    from minivirt_core.rows import tag_moves
+
+    for line in tag_moves(image.moved):
+        info(line)
     if not tags:
         warn(f"image {image.short_id} has no tag: `miv prune` will remove it; tag it with `miv tag`")
     click.echo(image.short_id)

@@ -21,11 +21,17 @@ def remote() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--insecure", is_flag=True, help="An oci:// registry spoken to over plain HTTP (a local one).")
-def remote_add(name: str, url: str, insecure: bool) -> None:
+@click.option("-f", "--force", is_flag=True, help="Replace remote NAME if it exists.")
+def remote_add(name: str, url: str, insecure: bool, force: bool) -> None:
     """Add remote NAME at URL (https://host/bucket, file:///path/to/folder, or
     oci://HOST[:PORT]/NAMESPACE for an OCI registry)."""
-    r = core().remotes.add(name, url, insecure)
-    info(f"added remote {r.name}: {r.url}")
+    r = core().remotes.add(name, url, insecure, replace=force)
+    if r.previous is None:
+        info(f"added remote {r.name}: {r.url}")
+    elif r.previous == r.url:
+        info(f"remote {r.name} is {r.url} already")
+    else:
+        info(f"replaced remote {r.name}: {r.url} (was {r.previous})")
 
 
 @remote.command("list")
@@ -74,6 +80,10 @@ def pull(remote_name: str, remote_tag: str, tag: str | None, arch: str | None) -
     with progress(f"pulling {remote_tag}") as report:
         result = run(core().remotes.pull(remote_name, remote_tag, tag, report, arch))
     image = result.image
+    from minivirt_core.rows import tag_moves
+
+    for line in tag_moves(image.moved):
+        info(line)
     if result.downloaded:
         info(f"pulled {image.short_id} ({human_size(result.bytes)} downloaded, verified) in "
              f"{duration(time.monotonic() - started)}")

@@ -6,13 +6,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import click
 
-from ..cli import core, run
-from ..render import duration, info, table, vm_state
+from minivirt_core import defaults
 
-DEFAULT_SSH_WAIT = 120.0
+from ..cli import core, run
+from ..render import duration, info, table
+
+DEFAULT_SSH_WAIT = defaults.SSH_WAIT
 
 
 def _resources(f: click.decorators.FC) -> click.decorators.FC:
@@ -21,8 +24,10 @@ def _resources(f: click.decorators.FC) -> click.decorators.FC:
                           "forwards into it still work. For images you do not trust.")(f)
     f = click.option("--port", "ports", multiple=True, metavar="HOST:GUEST",
                      help="Forward 127.0.0.1:HOST to the guest's port GUEST (repeatable).")(f)
-    f = click.option("--cpus", type=click.IntRange(1, 64), default=1, show_default=True, help="Virtual CPUs.")(f)
-    f = click.option("-m", "--memory", default="1024", show_default=True, help="Memory: MiB, or e.g. 512M, 2G.")(f)
+    f = click.option("--cpus", type=click.IntRange(1, 64), default=defaults.CPUS, show_default=True,
+                     help="Virtual CPUs.")(f)
+    f = click.option("-m", "--memory", default=str(defaults.MEMORY_MB), show_default=True,
+                     help="Memory: MiB, or e.g. 512M, 2G.")(f)
     return f
 
 
@@ -63,14 +68,15 @@ def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None) -
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
-@click.option("-t", "--timeout", type=float, default=30.0, show_default=True,
+@click.option("-t", "--timeout", type=float, default=defaults.STOP_TIMEOUT, show_default=True,
               help="Seconds to wait for the guest to power off before forcing it.")
 def stop(names: tuple[str, ...], timeout: float) -> None:
     """Power off VMs gracefully (ACPI), forcing them after --timeout."""
+    from minivirt_core.rows import stop_message
+
     vms = core().vms
     for name in names:
-        graceful = run(vms.stop(name, timeout=timeout))
-        info(f"stopped {name}" + ("" if graceful else " (forced: it did not power off in time)"))
+        info(stop_message(name, run(vms.stop(name, timeout=timeout))))
         if vms.ssh_key_replaced(name):
             info(f"note: {name} still accepts only its own SSH key (putting the well-known key back failed); "
                  "`miv commit` will boot it briefly to do so")
@@ -80,9 +86,10 @@ def stop(names: tuple[str, ...], timeout: float) -> None:
 @click.argument("names", nargs=-1, required=True)
 def kill(names: tuple[str, ...]) -> None:
     """Stop VMs at once, without asking the guest."""
+    from minivirt_core.rows import kill_message
+
     for name in names:
-        run(core().vms.kill(name))
-        info(f"killed {name}")
+        info(kill_message(name, run(core().vms.kill(name))))
 
 
 @click.command()
@@ -99,31 +106,28 @@ def destroy(names: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ps(all_: bool, as_json: bool) -> None:
     """List running VMs (-a: all VMs)."""
+    from minivirt_core.rows import VM_COLUMNS, vm_row
+
     found = core().vms.list(include_stopped=all_)
     if as_json:
         click.echo(json.dumps([v.as_json() for v in found], indent=2))
         return
-    rows = []
-    for v in found:
-        c = v.config
-        rows.append([
-            v.name, vm_state(v), v.image_label or "-", str(v.ssh_port or "-"),
-            ",".join(str(p) for p in c.ports) if c and c.ports else "-",
-            f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
-            duration(v.uptime) if v.uptime is not None else "-",
-        ])
-    table(["NAME", "STATE", "IMAGE", "SSH", "PORTS", "MEMORY", "CPUS", "UPTIME"], rows)
+    table(VM_COLUMNS, [vm_row(v) for v in found])
 
 
 @click.command()
 @click.argument("name")
 def console(name: str) -> None:
     """Attach to the serial console of running VM NAME (shows recent output first)."""
+    from minivirt_core.errors import Conflict
+
     from ..terminal import ESCAPE_NAME, attach_console
 
     st = core().vms.status(name)
     if not st.running:
-        raise click.ClickException(f"VM {name!r} is not running")
+        raise Conflict(f"VM {name!r} is not running",
+                       hint=f"Start it with `miv start {name}` (which attaches to its console); "
+                            f"`miv logs {name}` shows what it printed.")
     info(f"{ESCAPE_NAME} detaches")
     run(attach_console(st.path))
 
@@ -191,10 +195,13 @@ class _CommandLineCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-async def _ssh_session(vm: str, wait: float, command: str | None, force_tty: bool) -> int:
+async def _ssh_session(vm: str, wait: float, command: str | None, force_tty: bool,
+                       on_connected: Callable[[], None] | None = None) -> int:
     from minivirt_core import ssh
 
     async with core().vms.ssh_session(vm, wait) as conn:
+        if on_connected is not None:
+            on_connected()
         stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
         if stdin is None and (force_tty or command is None):  # -t needs a terminal to bridge
             from ..terminal import interactive_ssh
@@ -255,13 +262,27 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
 
     One argument is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
     and its arguments, kept as given, as with docker run: miv run tiny sh -c 'exit 3'."""
+    import asyncio
+
     from minivirt_core.ephemeral import ephemeral_vm
     from minivirt_core.ssh import shell_command
 
+    from ..render import StatusLine
+
     async def go() -> int:
-        async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
-                                wait_for_ssh=wait_for_ssh, isolated=isolated) as st:
-            return await _ssh_session(st.name, wait_for_ssh, shell_command(command), force_tty)
+        status = StatusLine()  # on a terminal only: while it boots, until the command's output starts
+        ticker = asyncio.ensure_future(status.ticking()) if status.enabled else None
+        try:
+            status.set(f"booting a VM of {image}")
+            async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
+                                    wait_for_ssh=None, isolated=isolated) as st:
+                status.set(f"{st.name} ({image}): waiting for SSH")
+                return await _ssh_session(st.name, wait_for_ssh, shell_command(command), force_tty,
+                                          on_connected=status.clear)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            status.clear()
 
     sys.exit(run(go()))
 
@@ -311,8 +332,13 @@ def commit(name: str, tags: tuple[str, ...]) -> None:
     if vms.ssh_key_replaced(name) and not vms.status(name).running:
         info(f"{name} was stopped without putting back the well-known SSH key (killed, or powered off from "
              "inside): booting it briefly to do so, so that the image opens with it")
+    from minivirt_core.rows import tag_moves
+
     image = run(vms.commit(name, tags))
-    info(f"committed {name} as {image.short_id} ({', '.join(image.tags)}) in {duration(time.monotonic() - started)}")
+    info(f"committed {name} as {image.short_id} (tagged {', '.join(tags)}) in "
+         f"{duration(time.monotonic() - started)}")
+    for line in tag_moves(image.moved):
+        info(line)
     click.echo(image.short_id)
 
 

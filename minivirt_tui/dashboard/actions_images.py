@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from minivirt_core import defaults
+
 from .base import DashboardBase
 from .modals import ConfirmModal, Field, FormModal
 from .output import JobView
@@ -67,14 +69,15 @@ class ImageActions(DashboardBase):
 
             async def run() -> str:
                 st = await self.miv.vms.create(image_id, values["name"], memory=values["memory"],
-                                               cpus=int(values["cpus"] or 1), ports=ports)
+                                               cpus=int(values["cpus"] or defaults.CPUS), ports=ports)
                 return f"created VM {st.name} from {st.image_label}"
 
             self.operation("create VM", run())
 
         self.ask(FormModal(f"Create a VM from {self._image_label(image_id)}", [
-            Field("name", "Name"), Field("memory", "Memory (MiB, or 512M, 2G)", "1024"),
-            Field("cpus", "CPUs", "1"), Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False),
+            Field("name", "Name"), Field("memory", "Memory (MiB, or 512M, 2G)", str(defaults.MEMORY_MB)),
+            Field("cpus", "CPUs", str(defaults.CPUS)),
+            Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False),
         ], "Create"), go)
 
     def action_run_image(self) -> None:
@@ -84,7 +87,7 @@ class ImageActions(DashboardBase):
         async def run() -> str:
             vms = self.miv.vms
             name = vms.ephemeral_name("run")
-            await vms.create(image_id, name, memory=256, throwaway=True)
+            await vms.create(image_id, name, memory=defaults.MEMORY_MB, cpus=defaults.CPUS, throwaway=True)
             self._ephemeral.add(name)
             try:
                 await vms.start(name)

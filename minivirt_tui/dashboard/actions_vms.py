@@ -9,6 +9,8 @@ from pathlib import Path
 from textual import on
 from textual.widgets import TabbedContent, TabPane
 
+from minivirt_core.rows import kill_message, stop_message
+
 from .base import DashboardBase
 from .modals import ConfirmModal, Field, FormModal
 from .output import JobView
@@ -43,9 +45,9 @@ class VmActions(DashboardBase):
         if name := self.selected("vms", "VM"):
             async def run() -> str:
                 term = await self._detach_console(name)
-                graceful = await self.miv.vms.stop(name)
+                outcome = await self.miv.vms.stop(name)
                 self._resume_console(term)
-                return f"stopped {name}" + ("" if graceful else " (forced)")
+                return stop_message(name, outcome)
 
             self.operation(f"stop {name}", run())
 
@@ -53,9 +55,9 @@ class VmActions(DashboardBase):
         if name := self.selected("vms", "VM"):
             async def run() -> str:
                 term = await self._detach_console(name)
-                await self.miv.vms.kill(name)
+                was_running = await self.miv.vms.kill(name)
                 self._resume_console(term)
-                return f"killed {name}"
+                return kill_message(name, was_running)
 
             self.operation(f"kill {name}", run())
 

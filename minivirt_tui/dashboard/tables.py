@@ -10,8 +10,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from minivirt_core.fsutil import human_size
+from minivirt_core.rows import IMAGE_COLUMNS, REMOTE_COLUMNS, VM_COLUMNS, image_row, remote_row, vm_row
 
-from ..render import ago, duration, home_short, vm_state
 from .state import Snapshot
 
 
@@ -57,7 +57,7 @@ class ResourceTable(DataTable[str]):
 
 
 class ImagesTable(ResourceTable):
-    COLUMNS = ("IMAGE ID", "TAGS", "SIZE", "CREATED")
+    COLUMNS = IMAGE_COLUMNS
     BINDINGS = [
         Binding("r", "app.run_image", "Run"),
         Binding("c", "app.create_vm", "Create VM"),
@@ -70,14 +70,11 @@ class ImagesTable(ResourceTable):
 
     def update_from(self, snap: Snapshot) -> None:
         now = self.clock()
-        self.set_rows([
-            (i.id, (i.short_id, " ".join(i.tags) or "<none>", human_size(i.size), ago(i.created, now)))
-            for i in snap.images
-        ])
+        self.set_rows([(i.id, image_row(i, now)) for i in snap.images])
 
 
 class VmsTable(ResourceTable):
-    COLUMNS = ("NAME", "STATE", "IMAGE", "SSH", "PORTS", "MEM", "CPUS", "UPTIME", "CPU%", "RSS")
+    COLUMNS = (*VM_COLUMNS, "CPU%", "RSS")  # the CLI's columns, then live figures
     BINDINGS = [
         Binding("s", "app.start_vm", "Start"),
         Binding("S", "app.stop_vm", "Stop"),
@@ -92,21 +89,15 @@ class VmsTable(ResourceTable):
     def update_from(self, snap: Snapshot) -> None:
         rows: list[tuple[str, tuple[str, ...]]] = []
         for v in snap.vms:
-            c = v.config
             stats = snap.stats.get(v.name)
             cpu = f"{stats.cpu_percent:.0f}" if stats and stats.cpu_percent is not None else "-"
             rss = human_size(stats.rss) if stats and stats.rss else "-"
-            rows.append((v.name, (
-                v.name, vm_state(v), v.image_label or "-", str(v.ssh_port or "-"),
-                ",".join(str(p) for p in c.ports) if c and c.ports else "-",
-                f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
-                duration(v.uptime) if v.uptime is not None else "-", cpu, rss,
-            )))
+            rows.append((v.name, (*vm_row(v), cpu, rss)))
         self.set_rows(rows)
 
 
 class RemotesTable(ResourceTable):
-    COLUMNS = ("NAME", "KIND", "URL")
+    COLUMNS = REMOTE_COLUMNS
     BINDINGS = [
         Binding("a", "app.add_remote", "Add"),
         Binding("d", "app.remove_remote", "Remove"),
@@ -114,4 +105,4 @@ class RemotesTable(ResourceTable):
     ]
 
     def update_from(self, snap: Snapshot) -> None:
-        self.set_rows([(r.name, (r.name, r.kind, home_short(r.url))) for r in snap.remotes])
+        self.set_rows([(r.name, remote_row(r)) for r in snap.remotes])
