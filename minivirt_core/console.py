@@ -110,10 +110,13 @@ def log_tail(vm_dir: Path, max_bytes: int = 8192) -> bytes:
     return strip_queries(data)
 
 
-async def follow_log(vm_dir: Path, from_start: bool = True, poll: float = 0.1) -> AsyncIterator[bytes]:
-    """Yield the serial log as it grows (like ``tail -f``), forever; cancel to stop."""
+async def follow_log(vm_dir: Path, from_start: bool = True, poll: float = 0.1,
+                     offset: int | None = None) -> AsyncIterator[bytes]:
+    """Yield the serial log as it grows (like ``tail -f``), forever; cancel to stop. It
+    starts at ``offset`` when given, else at the start or the current end."""
     path = vm_dir / layout.VM_SERIAL_LOG
-    offset = 0 if from_start else (path.stat().st_size if path.exists() else 0)
+    if offset is None:
+        offset = 0 if from_start else (path.stat().st_size if path.exists() else 0)
     while True:
         try:
             with open(path, "rb") as f:

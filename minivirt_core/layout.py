@@ -39,6 +39,7 @@ VM_QMP = "qmp.sock"
 VM_SERIAL = "serial.sock"
 VM_SERIAL_LOG = "serial.log"
 VM_QEMU_LOG = "qemu.log"
+VM_SERIAL_BOOTS = "serial-boots"  # "<unix time> <serial.log offset> start|stop" lines (serial_log.py)
 VM_RUN = "run.json"
 VM_SSH_CONFIG = "ssh-config"  # for plain `ssh -F`: names the key the guest accepts now
 # Inside a VM folder: its SSH keys (see vmkey.py).

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import accel, drives, layout, vmkey
+from . import accel, drives, layout, serial_log, vmkey
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
 from .fsutil import atomic_write_json, flock_async, remove_tree
@@ -262,6 +262,7 @@ class VmManager:
                 check_port_free(forward.host_port)
             attached = self._drives(name, vm_dir, config)
             choice = await self.accelerator()
+            serial_log.record(vm_dir, serial_log.START)  # where this boot's output begins (`miv logs --since`)
             for attempt in range(3):
                 ssh_port = free_port()
                 spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
@@ -333,6 +334,7 @@ class VmManager:
                     process.terminate(pid, vm_dir, signal.SIGKILL)
                     await process.wait_exit(pid, vm_dir, 5)
             process.clean_runtime(vm_dir)
+            serial_log.record(vm_dir, serial_log.STOP)
             return STOP_GRACEFUL if graceful else STOP_FORCED
 
     async def kill(self, name: str) -> bool:
@@ -348,6 +350,7 @@ class VmManager:
                 if not await process.wait_exit(pid, vm_dir, 5):
                     process.terminate(pid, vm_dir, signal.SIGKILL)
                     await process.wait_exit(pid, vm_dir, 5)
+                serial_log.record(vm_dir, serial_log.STOP)
             process.clean_runtime(vm_dir)
             return pid is not None
 

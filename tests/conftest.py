@@ -125,6 +125,11 @@ def tiny_image() -> TinyImage:
 @pytest.fixture
 def tiny_db(db: Path, tiny_image: TinyImage) -> Path:
     """A database holding the tiny image, tagged ``tiny``."""
+    return install_tiny(db, tiny_image)
+
+
+def install_tiny(db: Path, tiny_image: TinyImage) -> Path:
+    """Put the tiny image into database folder ``db`` (made here), tagged ``tiny``."""
     images = db / "images"
     images.mkdir(parents=True)
     dest = images / tiny_image.id

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..cli import core, run
+from ..completion import recipe_files
 from ..render import duration, info
 
 
@@ -84,7 +85,7 @@ class _Display:
 
 
 @click.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), shell_complete=recipe_files)
 @click.option("-t", "--tag", "tags", multiple=True, help="Tag the image ({arch} becomes the host architecture).")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the serial console, SSH and host output to stdout.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the build VM when a step fails, to look inside.")

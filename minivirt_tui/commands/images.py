@@ -11,6 +11,8 @@ from typing import BinaryIO
 import click
 
 from ..cli import core, run
+from ..completion import image_refs
+from ..completion import tags as tag_names
 from ..exitcodes import ExitCode
 from ..render import info, progress, table, warn
 
@@ -33,7 +35,7 @@ def images(as_json: bool, quiet: bool) -> None:
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", shell_complete=image_refs)
 @click.argument("tags", nargs=-1, required=True)
 def tag(image: str, tags: tuple[str, ...]) -> None:
     """Give IMAGE (a tag, id or id prefix) one or more TAGS; an existing tag moves."""
@@ -48,7 +50,7 @@ def tag(image: str, tags: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.argument("tags", nargs=-1, required=True)
+@click.argument("tags", nargs=-1, required=True, shell_complete=tag_names)
 def untag(tags: tuple[str, ...]) -> None:
     """Remove TAGS. The images stay until `miv prune` finds them unused."""
     for t, image_id in zip(tags, core().images.untag(tags), strict=True):
@@ -94,7 +96,7 @@ def fsck() -> None:
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", shell_complete=image_refs)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE, not stdout.")
 def save(image: str, output: Path | None) -> None:
     """Write IMAGE as a tar archive to stdout (or FILE). Compress with e.g. `| gzip -1`."""

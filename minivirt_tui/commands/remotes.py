@@ -8,6 +8,7 @@ import time
 import click
 
 from ..cli import core, run
+from ..completion import image_refs, remote_names
 from ..render import duration, info, progress, table
 
 
@@ -51,7 +52,7 @@ remote.add_command(remote_list, "show")
 
 
 @remote.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=remote_names)
 def remote_remove(name: str) -> None:
     """Forget remote NAME (nothing on the remote changes)."""
     core().remotes.remove(name)
@@ -59,7 +60,7 @@ def remote_remove(name: str) -> None:
 
 
 @remote.command("ls")
-@click.argument("name")
+@click.argument("name", shell_complete=remote_names)
 def remote_ls(name: str) -> None:
     """List the tags on remote NAME (where the store allows listing; for a registry,
     NAME:TAG of every repository under its namespace)."""
@@ -68,7 +69,7 @@ def remote_ls(name: str) -> None:
 
 
 @click.command()
-@click.argument("remote_name", metavar="REMOTE")
+@click.argument("remote_name", metavar="REMOTE", shell_complete=remote_names)
 @click.argument("remote_tag")
 @click.argument("tag", required=False)
 @click.option("--arch", help="The architecture to take where a registry tag offers several (default: the host's).")
@@ -93,8 +94,8 @@ def pull(remote_name: str, remote_tag: str, tag: str | None, arch: str | None) -
 
 
 @click.command()
-@click.argument("remote_name", metavar="REMOTE")
-@click.argument("image")
+@click.argument("remote_name", metavar="REMOTE", shell_complete=remote_names)
+@click.argument("image", shell_complete=image_refs)
 @click.argument("remote_tag")
 def push(remote_name: str, image: str, remote_tag: str) -> None:
     """Upload IMAGE to REMOTE as REMOTE_TAG ({arch} is filled in).

@@ -33,4 +33,17 @@ def doctor() -> None:
         sys.exit(ExitCode.FAILURE)
 
 
-COMMANDS = [doctor]
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the script that completes miv's commands, VM names, image references, remotes
+    and recipe files in SHELL. Enable it in bash with (zsh, fish: likewise):
+
+        echo 'eval "$(miv completion bash)"' >> ~/.bashrc
+    """
+    from ..completion import script
+
+    click.echo(script(shell))
+
+
+COMMANDS = [doctor, completion]

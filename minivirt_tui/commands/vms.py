@@ -13,6 +13,7 @@ import click
 from minivirt_core import defaults
 
 from ..cli import core, run
+from ..completion import image_refs, vm_names
 from ..render import duration, info, table
 
 DEFAULT_SSH_WAIT = defaults.SSH_WAIT
@@ -32,7 +33,7 @@ def _resources(f: click.decorators.FC) -> click.decorators.FC:
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", shell_complete=image_refs)
 @click.argument("name")
 @_resources
 @click.option("--disk", "disk_size", metavar="SIZE", help="Grow the VM's disk to SIZE (e.g. 10G).")
@@ -45,7 +46,7 @@ def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...]
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=vm_names)
 @click.option("-d", "--daemon", is_flag=True, help="Do not attach the terminal to the serial console.")
 @click.option("--snapshot", is_flag=True, help="Discard the disk writes of this run when QEMU exits.")
 @click.option("--wait-for-ssh", type=float, metavar="SECONDS", help="Wait until SSH answers (at most SECONDS).")
@@ -67,7 +68,7 @@ def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None) -
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=vm_names)
 @click.option("-t", "--timeout", type=float, default=defaults.STOP_TIMEOUT, show_default=True,
               help="Seconds to wait for the guest to power off before forcing it.")
 def stop(names: tuple[str, ...], timeout: float) -> None:
@@ -83,7 +84,7 @@ def stop(names: tuple[str, ...], timeout: float) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=vm_names)
 def kill(names: tuple[str, ...]) -> None:
     """Stop VMs at once, without asking the guest."""
     from minivirt_core.rows import kill_message
@@ -93,7 +94,7 @@ def kill(names: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=vm_names)
 def destroy(names: tuple[str, ...]) -> None:
     """Remove VMs (killing them if they run). Their images stay."""
     for name in names:
@@ -116,7 +117,7 @@ def ps(all_: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=vm_names)
 def console(name: str) -> None:
     """Attach to the serial console of running VM NAME (shows recent output first)."""
     from minivirt_core.errors import Conflict
@@ -133,30 +134,33 @@ def console(name: str) -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=vm_names)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C stops).")
-def logs(name: str, follow: bool) -> None:
+@click.option("-n", "--tail", type=click.IntRange(0), metavar="N", help="Only the last N lines.")
+@click.option("--since", metavar="TIME",
+              help="Only what the boot running at TIME printed, and later boots (10m, 2h, 3d, or "
+                   "2026-11-27T02:00): the log records when each boot began, not each line.")
+def logs(name: str, follow: bool, tail: int | None, since: str | None) -> None:
     """Print VM NAME's serial console log (without the guest's terminal queries)."""
-    from minivirt_core import layout
+    from minivirt_core import serial_log
     from minivirt_core.console import QueryFilter
 
     st = core().vms.status(name)
+    when = serial_log.parse_since(since) if since is not None else None
     out = sys.stdout.buffer
     safe = QueryFilter()  # a query's answer would be typed into the user's shell
+    offset = serial_log.start_offset(st.path, tail=tail, since=when)
+    for chunk in serial_log.read_chunks(st.path, offset):
+        out.write(safe.feed(chunk))
+        offset += len(chunk)
+    out.flush()
     if not follow:
-        try:
-            with open(st.path / layout.VM_SERIAL_LOG, "rb") as f:
-                while chunk := f.read(1 << 16):
-                    out.write(safe.feed(chunk))
-        except FileNotFoundError:
-            pass
-        out.flush()
         return
 
     async def go() -> None:
         from minivirt_core.console import follow_log
 
-        async for data in follow_log(st.path):
+        async for data in follow_log(st.path, offset=offset):
             out.write(safe.feed(data))
             out.flush()
 
@@ -230,7 +234,7 @@ def _err(data: bytes) -> None:
 
 
 @click.command(cls=_CommandLineCommand)
-@click.argument("name")
+@click.argument("name", shell_complete=vm_names)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("-t", "--tty", "force_tty", is_flag=True, help="A terminal even with a command (when stdin is one).")
 @click.option("--wait", type=float, default=DEFAULT_SSH_WAIT, show_default=True,
@@ -250,7 +254,7 @@ def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> No
 
 
 @click.command(name="run", cls=_CommandLineCommand)
-@click.argument("image")
+@click.argument("image", shell_complete=image_refs)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_resources
 @click.option("--wait-for-ssh", type=float, default=DEFAULT_SSH_WAIT, show_default=True, metavar="SECONDS",
@@ -323,7 +327,7 @@ def cp(src: str, dest: str) -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=vm_names)
 @click.argument("tags", nargs=-1, required=True)
 def commit(name: str, tags: tuple[str, ...]) -> None:
     """Save stopped VM NAME's disk as a new image tagged TAGS."""
