@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tarfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +37,7 @@ CHUNK = 1 << 20
 WRITE_PIECE = 256 << 10
 MAX_PADDING = 1 << 20  # zero bytes allowed after the tar's end marker (record padding)
 GZIP_MAGIC = b"\x1f\x8b"
+KNOWN_TIMES_FROM = 365 * 86400  # member times before 1971 are not times (reproducible tars write 0)
 _TYPE_NAMES = {
     tarfile.SYMTYPE: "a symbolic link",
     tarfile.LNKTYPE: "a hard link",
@@ -188,6 +190,7 @@ class TarImporter:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.digests: dict[str, str] = {}
+        self.made: float | None = None  # when the image was made: its newest member's mtime
         self.config: ImageConfig | None = None
         self.bytes_in = 0
         self._buf = bytearray()
@@ -315,6 +318,8 @@ class TarImporter:
             raise InvalidInput(f"the archive member {_shown(name)} is a sparse file; only plain files are allowed")
         self._pad = -size % BLOCK
         member = self._open_member(info.type, name, size)
+        if member is not None:
+            self._note_time(pax.get("mtime"), info.mtime)
         if member is None or size == 0:
             if member is not None:
                 self._finish_member(member)
@@ -330,6 +335,17 @@ class TarImporter:
         self._admit(name, size)
         declared = self.config is not None or name in (layout.IMAGE_CONFIG, layout.IMAGE_DISK)
         return _Member(name, self.dest / name, size, self._pool, declared)
+
+    def _note_time(self, pax_mtime: str | None, mtime: float) -> None:
+        """Keep the newest member time as the image's: how the time it was made travels
+        with it (``save``, ``push``, ``pull``, ``load``), without touching its id. A time
+        before 1971 (reproducible archives write 0) or in the future says nothing."""
+        try:
+            when = float(pax_mtime) if pax_mtime is not None else float(mtime)
+        except (ValueError, OverflowError):
+            return
+        if KNOWN_TIMES_FROM <= when <= time.time() + 60 and (self.made is None or when > self.made):
+            self.made = when
 
     def _admit(self, name: str, size: int) -> None:
         """Refuse a member an image cannot hold, as far as what was read so far tells."""
@@ -388,7 +404,11 @@ class TarImporter:
                 raise InvalidInput("the input is empty; expected a tar archive")
             if self._member is not None or self._buf or self._pad or not self._ended:
                 raise InvalidInput("the archive is truncated (it ends before the tar end marker)")
-            return self._result()
+            image_id = self._result()
+            if self.made is not None:  # the image keeps the time it was made, not the time it came
+                for name in (*self.digests, ""):
+                    os.utime(self.dest / name, (self.made, self.made))
+            return image_id
         finally:
             self.close()
 

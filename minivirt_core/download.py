@@ -24,7 +24,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -498,9 +498,10 @@ def _same_file(path: Path, fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino)
 
 
-def remove_abandoned_parts(cache_dir: Path, dry_run: bool = False) -> list[tuple[Path, int]]:
-    """The partial downloads of the cache no live transfer holds, with their sizes;
-    removed unless ``dry_run`` (for ``miv prune``)."""
+def remove_abandoned_parts(cache_dir: Path, dry_run: bool = False,
+                           only: Collection[Path] | None = None) -> list[tuple[Path, int]]:
+    """The partial downloads of the cache no live transfer holds (of those in ``only``,
+    when given), with their sizes; removed unless ``dry_run`` (for ``miv prune``)."""
     found: list[tuple[Path, int]] = []
     try:
         entries = list(os.scandir(cache_dir))
@@ -509,6 +510,8 @@ def remove_abandoned_parts(cache_dir: Path, dry_run: bool = False) -> list[tuple
     for entry in entries:
         if entry.name.endswith(PART_SUFFIX) and entry.is_file(follow_symlinks=False):
             path = Path(entry.path)
+            if only is not None and path not in only:
+                continue
             size = remove_abandoned(path, dry_run)
             if size is not None:
                 found.append((path, size))

@@ -97,8 +97,18 @@ class PruneReport:
         self.images: list[str] = []
         self.vms: list[str] = []  # orphan VMs (throw-away VMs whose owner is gone)
         self.leftovers: list[Path] = []
+        self.sizes: dict[str | Path, int] = {}  # bytes of each image (by id) and leftover
         self.freed = 0
         self.dry_run = dry_run
+
+    @property
+    def empty(self) -> bool:
+        return not (self.images or self.vms or self.leftovers)
+
+    def _add(self, into: builtins.list[Any], item: Any, size: int) -> None:
+        into.append(item)
+        self.sizes[item] = size
+        self.freed += size
 
 
 def _tree_size(path: Path) -> int:
@@ -272,24 +282,28 @@ class ImageStore:
 
     # Removing --------------------------------------------------------------
 
-    def prune(self, dry_run: bool = False) -> PruneReport:
+    def prune(self, dry_run: bool = False, listed: PruneReport | None = None) -> PruneReport:
         """Remove orphan VMs (their QEMU killed), then images no tag and no VM uses, and
-        leftovers of interrupted work."""
+        leftovers of interrupted work. With ``listed`` (a dry run's report, shown to
+        someone who agreed), only what it lists goes: what became used meanwhile stays,
+        and what became unused meanwhile waits for the next prune."""
         from .orphans import remove_orphans  # here: it needs the VM runtime, `miv images` does not
+
+        def agreed(items: builtins.list[Any], item: Any) -> bool:
+            return listed is None or item in items
 
         report = PruneReport(dry_run=dry_run)
         with self.db.lock():
-            report.vms = [o.name for o in remove_orphans(self.db, dry_run)]
+            report.vms = [o.name for o in remove_orphans(self.db, dry_run, listed.vms if listed else None)]
             ids, tags, other = self._scan()
             vm_images = {i for name, i in self.db.vm_image_ids().items() if i and name not in report.vms}
             used = set(tags.values()) | vm_images
             used |= self.db.held_image_ids()
             for image_id in sorted(ids):
-                if image_id in used:
+                if image_id in used or not agreed(listed.images if listed else [], image_id):
                     continue
                 path = self.db.images_dir / image_id
-                report.images.append(image_id)
-                report.freed += _tree_size(path)
+                report._add(report.images, image_id, _tree_size(path))
                 if not dry_run:
                     remove_tree(path)
             # In images/: temporary names of ours (".tag-*") and the original
@@ -297,8 +311,9 @@ class ImageStore:
             # lock while these exist, so any seen now is stale.
             leftovers = list(other) + self.db.stale_staging()
             for path in leftovers:
-                report.leftovers.append(path)
-                report.freed += _tree_size(path)
+                if not agreed(listed.leftovers if listed else [], path):
+                    continue
+                report._add(report.leftovers, path, _tree_size(path))
                 if not dry_run:
                     if path.is_dir() and not path.is_symlink():
                         remove_tree(path)
@@ -306,9 +321,8 @@ class ImageStore:
                         path.unlink(missing_ok=True)
         from .download import remove_abandoned_parts  # partial downloads no live transfer holds
 
-        for path, size in remove_abandoned_parts(self.db.cache_dir, dry_run):
-            report.leftovers.append(path)
-            report.freed += size
+        for path, size in remove_abandoned_parts(self.db.cache_dir, dry_run, listed.leftovers if listed else None):
+            report._add(report.leftovers, path, size)
         return report
 
     def remove_if_unused(self, image_id: str) -> bool:

@@ -11,6 +11,7 @@ import fcntl
 import os
 import signal
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +56,13 @@ def find_orphans(db: Database) -> list[Orphan]:
     return [o for o in (_orphan(db, n) for n in sorted(db.vm_image_ids())) if o is not None]
 
 
-def remove_orphans(db: Database, dry_run: bool = False) -> list[Orphan]:
-    """Kill the QEMU of every orphan and remove its folder (blocking); returns them.
+def remove_orphans(db: Database, dry_run: bool = False, only: Collection[str] | None = None) -> list[Orphan]:
+    """Kill the QEMU of every orphan (of those named ``only``, when given) and remove its
+    folder (blocking); returns them.
 
     A VM someone is starting or stopping right now (its folder lock is taken) is left
     for the next time."""
-    orphans = find_orphans(db)
+    orphans = [o for o in find_orphans(db) if only is None or o.name in only]
     if dry_run:
         return orphans
     return [o for o in orphans if _remove(db, o.name)]

@@ -25,7 +25,8 @@ NO_TAGS = "<none>"
 def ago(timestamp: float, now: float | None = None) -> str:
     """``3 days ago``-style age of a timestamp."""
     seconds = max(0, (now or time.time()) - timestamp)
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("day", 86400), ("hour", 3600),
+                       ("minute", 60)):
         if seconds >= size:
             n = int(seconds // size)
             return f"{n} {unit}{'s' if n != 1 else ''} ago"

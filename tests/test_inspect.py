@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,31 @@ def test_inspect_of_a_missing_vm_is_not_found(db: Path) -> None:
         asyncio.run(inspect_vm(Database(db), "nope"))
     with pytest.raises(NotFound):
         asyncio.run(inspect_image(Database(db), "nope"))
+
+
+def test_miv_inspect_json_of_an_image_names_the_vms_using_it(db: Path) -> None:
+    short = _load(db, 0, "base")
+    miv(db, "create", "base", "web", "-m", "64")
+    data = json.loads(miv(db, "inspect", short, "--json").stdout)
+    assert data["kind"] == "image" and data["short_id"] == short and data["vms"] == ["web"]
+    assert data["tags"] == ["base"] and data["config"]["disk"] is True
+    text = miv(db, "inspect", "base").stdout.decode()
+    assert re.search(rf"^short_id: +{short}$", text, re.M) and re.search(r"^vms: +web$", text, re.M)
+    assert re.search(r"^size: +\d+K$", text, re.M) and re.search(r"^created: +20\d\d-", text, re.M)
+
+
+def test_miv_inspect_of_a_name_that_is_a_vm_and_an_image_needs_type(db: Path) -> None:
+    _load(db, 0, "web")
+    miv(db, "create", "web", "web", "-m", "64")
+    lines = miv(db, "inspect", "web", rc=1).stderr.decode().splitlines()
+    assert lines == ["error: 'web' names both a VM and an image",
+                     "Say which: `miv inspect --type vm web` or `miv inspect --type image web`."]
+    assert json.loads(miv(db, "inspect", "--type", "vm", "web", "--json").stdout)["kind"] == "vm"
+    assert json.loads(miv(db, "inspect", "--type", "image", "web", "--json").stdout)["kind"] == "image"
+    miv(db, "create", "web", "only-vm", "-m", "64")
+    assert json.loads(miv(db, "inspect", "only-vm", "--json").stdout)["kind"] == "vm"  # no doubt: no --type
+
+
+def test_miv_inspect_of_nothing_is_a_clear_error(db: Path) -> None:
+    lines = miv(db, "inspect", "nothing", rc=1).stderr.decode().splitlines()
+    assert lines[0] == "error: no VM or image named 'nothing'" and len(lines) == 2

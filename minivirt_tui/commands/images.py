@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -15,6 +15,9 @@ from ..completion import image_refs
 from ..completion import tags as tag_names
 from ..exitcodes import ExitCode
 from ..render import info, progress, table, warn
+
+if TYPE_CHECKING:
+    from minivirt_core.images import PruneReport
 
 
 @click.command()
@@ -59,22 +62,48 @@ def untag(tags: tuple[str, ...]) -> None:
 
 @click.command()
 @click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
-def prune(dry_run: bool) -> None:
-    """Remove images no tag or VM uses, and leftovers of interrupted work."""
+@click.option("-y", "--yes", is_flag=True, help="Do not ask first (on a terminal, prune lists and asks).")
+def prune(dry_run: bool, yes: bool) -> None:
+    """Remove images no tag or VM uses, and leftovers of interrupted work.
+
+    On a terminal it lists what it would remove and the space that frees, and asks
+    first (-y: don't ask); with stdin not a terminal it goes ahead, as in scripts."""
     from minivirt_core.fsutil import human_size
 
-    report = core().images.prune(dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
+    images = core().images
+    if dry_run or yes or not sys.stdin.isatty():
+        report = images.prune(dry_run=dry_run)
+        _prune_report(report, "would remove" if dry_run else "removed")
+        if not report.empty:
+            info(f"{'would free' if dry_run else 'freed'} {human_size(report.freed)}")
+        return
+    plan = images.prune(dry_run=True)
+    if plan.empty:
+        info("nothing to prune")
+        return
+    _prune_report(plan, "will remove")
+    if not click.confirm(f"Remove them, freeing {human_size(plan.freed)}?", default=False, err=True):
+        info("nothing removed")
+        return
+    report = images.prune(listed=plan)
+    info(f"removed {len(report.images)} image(s), {len(report.vms)} orphan VM(s), {len(report.leftovers)} "
+         f"leftover(s): freed {human_size(report.freed)}")
+
+
+def _prune_report(report: PruneReport, verb: str) -> None:
+    from minivirt_core.fsutil import human_size
+
+    def size(item: object) -> str:
+        return f" ({human_size(report.sizes[item])})" if item in report.sizes else ""
+
     for name in report.vms:
         info(f"{verb} orphan VM {name} (the miv process that made it is gone)")
     for image_id in report.images:
-        info(f"{verb} image {image_id[:12]}")
+        info(f"{verb} image {image_id[:12]}{size(image_id)}")
     for path in report.leftovers:
-        info(f"{verb} leftover {path.parent.name}/{path.name}")
-    if not report.images and not report.leftovers and not report.vms:
+        info(f"{verb} leftover {path.parent.name}/{path.name}{size(path)}")
+    if report.empty:
         info("nothing to prune")
-    else:
-        info(f"{'would free' if dry_run else 'freed'} {human_size(report.freed)}")
 
 
 @click.command()

@@ -80,14 +80,32 @@ def inspect(name: str, as_json: bool, kind: str | None) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    shown = dict(data)
-    if which == "vm":
-        shown.pop("config", None)  # its fields are shown one by one
-        if shown.get("command_line"):
-            import shlex
+    _show(_for_people(data))
 
-            shown["command_line"] = shlex.join(shown["command_line"])
-    _show(shown)
+
+def _for_people(data: dict[str, Any]) -> dict[str, Any]:
+    """The JSON made readable: sizes in K/M/G, times as dates, an argv as a shell line."""
+    import shlex
+
+    from minivirt_core.fsutil import human_size
+    from minivirt_core.rows import duration
+
+    shown: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("created", "started", "config"):  # shown as *_iso; a VM's config field by field
+            continue
+        if key.endswith("_iso"):
+            key = key[:-4]
+        if isinstance(value, dict):
+            value = _for_people(value)
+        elif key.endswith("size") and isinstance(value, int):
+            value = human_size(value)
+        elif key == "uptime" and isinstance(value, float):
+            value = duration(value)
+        elif key == "command_line" and value:
+            value = shlex.join(value)
+        shown[key] = value
+    return shown
 
 
 COMMANDS = [inspect]
