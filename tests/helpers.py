@@ -37,6 +37,42 @@ def miv(db: Path, *args: str, input: bytes | None = None, rc: int | None = 0, ti
     return proc
 
 
+def on_terminal(db: Path, *args: str, answer: bytes | None = None, prompt: bytes = b"[y/N]",
+                timeout: float = 300) -> tuple[int, bytes]:
+    """Run the real `miv` with stdin, stdout and stderr on a terminal (a pty), typing
+    ``answer`` once it has shown ``prompt``; its exit code and everything it wrote."""
+    import pty
+    import select
+
+    parent, child = pty.openpty()
+    proc = subprocess.Popen([MIV, *args], stdin=child, stdout=child, stderr=child, close_fds=True,
+                            env={**os.environ, "MINIVIRT_DB_PATH": str(db), "COLUMNS": "120"})
+    os.close(child)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if answer is not None and prompt in out:
+                os.write(parent, answer)
+                answer = None
+            ready, _, _ = select.select([parent], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(parent, 65536)
+                except OSError:  # EIO: the terminal's other side is closed, miv is done
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=60), bytes(out)
+    finally:
+        os.close(parent)
+        if proc.poll() is None:
+            proc.kill()
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.1) -> T:
     """Wait for ``predicate()`` to be true and return its value: a test waits on a condition,
     never for a fixed time. Fails naming ``what`` it waited for after ``timeout`` seconds."""

@@ -3,45 +3,9 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
-import time
 from pathlib import Path
 
-from .helpers import MIV, image_files, image_id_of, image_tar, miv
-
-
-def _on_terminal(db: Path, args: list[str], answer: bytes | None, timeout: float = 60) -> tuple[int, bytes]:
-    """Run miv with stdin, stdout and stderr on a terminal, typing ``answer`` once it asks."""
-    parent, child = pty.openpty()
-    proc = subprocess.Popen([MIV, *args], stdin=child, stdout=child, stderr=child, close_fds=True,
-                            env={**os.environ, "MINIVIRT_DB_PATH": str(db)})
-    os.close(child)
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if answer is not None and b"[y/N]" in out:
-                os.write(parent, answer)
-                answer = None
-            ready, _, _ = select.select([parent], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(parent, 65536)
-                except OSError:  # the other side closed: miv is done
-                    break
-                if not data:
-                    break
-                out += data
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=30), bytes(out)
-    finally:
-        os.close(parent)
-        if proc.poll() is None:
-            proc.kill()
+from .helpers import image_files, image_id_of, image_tar, miv, on_terminal
 
 
 def _unused_image(db: Path) -> str:
@@ -54,12 +18,12 @@ def _unused_image(db: Path) -> str:
 
 def test_prune_on_a_terminal_lists_what_goes_and_asks_first(db: Path) -> None:
     unused = _unused_image(db)
-    rc, out = _on_terminal(db, ["prune"], b"n\n")
+    rc, out = on_terminal(db, "prune", answer=b"n\n")
     text = out.decode()
     assert rc == 0, text
     assert f"will remove image {unused[:12]} (" in text and "Remove them, freeing " in text
     assert "nothing removed" in text and (db / "images" / unused).is_dir()  # "no" keeps it
-    rc, out = _on_terminal(db, ["prune"], b"y\n")
+    rc, out = on_terminal(db, "prune", answer=b"y\n")
     assert rc == 0 and "removed 1 image(s)" in out.decode() and "freed" in out.decode()
     assert not (db / "images" / unused).exists()
     assert (db / "images" / image_id_of(image_files(0))).is_dir()  # the tagged one stays
@@ -67,7 +31,7 @@ def test_prune_on_a_terminal_lists_what_goes_and_asks_first(db: Path) -> None:
 
 def test_prune_yes_does_not_ask(db: Path) -> None:
     unused = _unused_image(db)
-    rc, out = _on_terminal(db, ["prune", "-y"], None)
+    rc, out = on_terminal(db, "prune", "-y")
     assert rc == 0 and b"[y/N]" not in out and f"removed image {unused[:12]}".encode() in out
     assert not (db / "images" / unused).exists()
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import shlex
 import subprocess
 import time
@@ -18,7 +16,7 @@ import pytest
 from minivirt_core.ports import free_port
 
 from .conftest import install_tiny, kill_qemus_under
-from .helpers import MIV, miv, wait_until
+from .helpers import miv, on_terminal, wait_until
 
 pytestmark = pytest.mark.vm
 
@@ -87,39 +85,11 @@ def test_logs_since_starts_at_the_boot_running_at_that_time(web) -> None:
     assert miv(db, "logs", "web", "--since", "1h", "-n", "1").stdout == everything.splitlines(keepends=True)[-1]
 
 
-def _pty_run(db: Path, *args: str, timeout: float = 300) -> tuple[int, bytes]:
-    """Run miv with its stdin, stdout and stderr on a terminal; its exit code and all it wrote."""
-    parent, child = pty.openpty()
-    proc = subprocess.Popen([MIV, *args], stdin=child, stdout=child, stderr=child, close_fds=True,
-                            env={**os.environ, "MINIVIRT_DB_PATH": str(db), "COLUMNS": "120"})
-    os.close(child)
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([parent], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(parent, 65536)
-                except OSError:  # EIO: the terminal's other side is closed, miv is done
-                    break
-                if not data:
-                    break
-                out += data
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=60), bytes(out)
-    finally:
-        os.close(parent)
-        if proc.poll() is None:
-            proc.kill()
-
-
 ERASE = b"\r\x1b[K"
 
 
 def test_run_on_a_terminal_shows_a_status_line_that_the_output_replaces(tiny_db: Path) -> None:
-    rc, out = _pty_run(tiny_db, "run", "tiny", "echo from-the-guest")
+    rc, out = on_terminal(tiny_db, "run", "tiny", "echo from-the-guest")
     assert rc == 0, out
     assert b"booting a VM of tiny" in out and b"waiting for SSH" in out
     output_at = out.index(b"from-the-guest")
