@@ -96,6 +96,14 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _arch(value: Any) -> str:
+    from .imageconfig import ARCHES
+
+    if value not in ARCHES:
+        raise InvalidInput(f"must be one of {', '.join(ARCHES)}, not {_brief(value)}")
+    return str(value)
+
+
 def _disk_flag(value: Any) -> bool:
     # true/false; the original minivirt could also write the --disk size it was given.
     if not isinstance(value, bool | str):
@@ -138,6 +146,7 @@ class VmConfig:
     resources: tuple[dict[str, str], ...] = ()
     owner: Owner | None = None
     isolated: bool = False  # QEMU user networking with restrict=on: no way out of the guest
+    arch: str | None = None  # the guest's architecture; None: its image's (VMs made before this)
 
     @classmethod
     def from_json(cls, value: object) -> VmConfig:
@@ -164,6 +173,7 @@ class VmConfig:
             resources=get("resources", lambda v: _items(v, _resource), ()),
             owner=get("owner", Owner.from_json, None),
             isolated=get("isolated", _flag, False),
+            arch=get("arch", _arch, None),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -179,6 +189,8 @@ class VmConfig:
             result["owner"] = self.owner.as_json()
         if self.isolated:  # an optional key: older files stay valid
             result["isolated"] = True
+        if self.arch:
+            result["arch"] = self.arch
         return result
 
 
@@ -219,6 +231,11 @@ class VmStatus:
     problems: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def arch(self) -> str | None:
+        """The guest's architecture as recorded in the VM's config (None: its image's)."""
+        return self.config.arch if self.config else None
+
+    @property
     def running(self) -> bool:
         return self.state == RUNNING
 
@@ -240,4 +257,6 @@ class VmStatus:
             "cpus": config.cpus if config else None,
             "pid": self.pid,
             "uptime": self.uptime,
+            "arch": self.arch,
+            "accel": self.accel,
         }
