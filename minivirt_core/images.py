@@ -75,7 +75,8 @@ class Image(NamedTuple):
         return self.tags[0] if self.tags else self.short_id
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags)}
+        return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags),
+                "arch": self.arch}
 
 
 class TagChange(NamedTuple):

@@ -16,7 +16,7 @@ from ..render import ago, info, progress, table, warn
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, short_id, size, tags}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, short_id, size, tags, arch}.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only short ids.")
 def images(as_json: bool, quiet: bool) -> None:
     """List the images of the database."""
@@ -29,8 +29,8 @@ def images(as_json: bool, quiet: bool) -> None:
         click.echo("".join(f"{i.short_id}\n" for i in found), nl=False)
     else:
         table(
-            ["IMAGE ID", "SIZE", "CREATED", "TAGS"],
-            [[i.short_id, human_size(i.size), ago(i.created), " ".join(i.tags)] for i in found],
+            ["IMAGE ID", "ARCH", "SIZE", "CREATED", "TAGS"],
+            [[i.short_id, i.arch, human_size(i.size), ago(i.created), " ".join(i.tags)] for i in found],
         )
 
 
