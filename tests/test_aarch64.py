@@ -259,3 +259,53 @@ async def test_dashboard_console_shows_the_aarch64_login_prompt(arm_db: Path) ->
         await pilot.press("enter")  # a fresh prompt, typed through the pane
         await until(pilot, lambda: term.text().count("tiny login:") >= 2, 60, "a second login prompt")
     miv(arm_db, "destroy", "arm")
+
+
+# Building for an architecture -------------------------------------------------------------
+
+STEPS_RECIPE = """\
+steps:
+  - name: only for x86_64
+    uses: host
+    if_arch: x86_64
+    with:
+      run: echo x86 > chosen
+  - name: only for aarch64
+    uses: host
+    if_arch: aarch64
+    with:
+      run: echo arm > chosen
+  - name: the disk
+    uses: host
+    with:
+      run: |
+        echo "{arch} $MINIVIRT_ARCH $(cat chosen)" > "$MINIVIRT_RECIPE_DIR/seen"
+        qemu-img create -q -f qcow2 disk.qcow2 16M
+      filename: disk.qcow2
+      attach:
+        type: disk
+"""
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_build_arch_drives_if_arch_arch_placeholders_and_the_tag(db: Path, tmp_path: Path, arch: str) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(STEPS_RECIPE)
+    err = miv(db, "build", str(recipe), "--arch", arch, "--tag", "img-{arch}").stderr.decode()
+    other = "aarch64" if arch == "x86_64" else "x86_64"
+    assert f"only for {other} (skipped: only for {other})" in err
+    assert (tmp_path / "seen").read_text() == f"{arch} {arch} {'x86' if arch == 'x86_64' else 'arm'}\n"
+    listed = json.loads(miv(db, "images", "--json").stdout)
+    assert [(i["tags"], i["arch"]) for i in listed] == [([f"img-{arch}"], arch)]
+
+
+def test_build_refuses_an_arch_its_base_image_is_not(db: Path, tmp_path: Path) -> None:
+    from .helpers import image_tar
+
+    miv(db, "load", "base", input=image_tar())  # records no architecture: the host's
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("from: base\nsteps:\n  - uses: host\n    with:\n      run: \"true\"\n")
+    proc = miv(db, "build", str(recipe), "--arch", FOREIGN, rc=1)
+    err = proc.stderr.decode()
+    assert f"builds on base, an {host_arch()} image: it cannot build {FOREIGN}" in err
+    assert "Traceback" not in err and not list((db / "vms").iterdir())
