@@ -57,7 +57,7 @@ class ResourceTable(DataTable[str]):
 
 
 class ImagesTable(ResourceTable):
-    COLUMNS = ("IMAGE ID", "TAGS", "SIZE", "CREATED")
+    COLUMNS = ("IMAGE ID", "TAGS", "ARCH", "SIZE", "CREATED")
     BINDINGS = [
         Binding("r", "app.run_image", "Run"),
         Binding("c", "app.create_vm", "Create VM"),
@@ -71,7 +71,7 @@ class ImagesTable(ResourceTable):
     def update_from(self, snap: Snapshot) -> None:
         now = self.clock()
         self.set_rows([
-            (i.id, (i.short_id, " ".join(i.tags) or "<none>", human_size(i.size), ago(i.created, now)))
+            (i.id, (i.short_id, " ".join(i.tags) or "<none>", i.arch, human_size(i.size), ago(i.created, now)))
             for i in snap.images
         ])
 
