@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -172,10 +171,17 @@ def test_missing_emulator_is_a_clear_error(arm_db: Path, tmp_path: Path) -> None
     assert json.loads(miv(arm_db, "ps", "-a", "--json").stdout)[0]["state"] == "stopped"
 
 
+# An emulated boot takes seconds on a quiet machine, minutes on one shared by many guests:
+# these tests prove what runs, not how fast (bench/vm_boot.py does that), so they wait long.
+EMULATED_WAIT = "600"
+
+
 @pytest.mark.vm
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_run_on_aarch64_prints_aarch64(arm_db: Path) -> None:
-    assert miv(arm_db, "run", "tiny-aarch64", "uname -m", timeout=600).stdout == b"aarch64\n"
+    proc = miv(arm_db, "run", "--wait-for-ssh", EMULATED_WAIT, "tiny-aarch64", "uname -m", timeout=900)
+    assert proc.stdout == b"aarch64\n"
 
 
 def _qemu_of(db: Path, vm: str) -> list[str]:
@@ -185,6 +191,7 @@ def _qemu_of(db: Path, vm: str) -> list[str]:
 
 @pytest.mark.vm
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_x86_and_aarch64_vms_at_once_then_the_aarch64_lifecycle(arm_db: Path, tiny_image: TinyImage,
                                                                   tmp_path: Path) -> None:
     """Each VM on its own emulator and accelerator (the host's one only for the host's
@@ -193,11 +200,11 @@ def test_x86_and_aarch64_vms_at_once_then_the_aarch64_lifecycle(arm_db: Path, ti
     add_image(db, tiny_image, "tiny")
     miv(db, "create", "tiny", "x", "-m", "200")
     miv(db, "create", "tiny-aarch64", "a", "-m", "256")
-    starts = [subprocess.Popen([MIV, "start", vm, "-d", "--wait-for-ssh", "300"],
+    starts = [subprocess.Popen([MIV, "start", vm, "-d", "--wait-for-ssh", EMULATED_WAIT],
                                env={**os.environ, "MINIVIRT_DB_PATH": str(db)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for vm in ("x", "a")]
     for proc in starts:
-        out, err = proc.communicate(timeout=600)
+        out, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err.decode()
     both = {v["name"]: v for v in json.loads(miv(db, "ps", "--json").stdout)}
     assert both["a"]["arch"] == "aarch64" and both["x"]["arch"] == "x86_64"
@@ -216,11 +223,9 @@ def test_x86_and_aarch64_vms_at_once_then_the_aarch64_lifecycle(arm_db: Path, ti
     miv(db, "cp", "a:/root/back.txt", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_text() == "to the arm guest\narm\n"
     pid = int((db / "vms" / "a" / "qemu.pid").read_text())
-    started = time.monotonic()
-    out = miv(db, "stop", "a", timeout=300).stderr.decode()
+    out = miv(db, "stop", "a", "--timeout", EMULATED_WAIT, timeout=900).stderr.decode()
     assert "stopped a" in out and "forced" not in out, out  # powered off by ACPI, not killed
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, "QEMU to exit")
-    assert time.monotonic() - started < 60
     miv(db, "commit", "a", "arm-committed")
     committed = {i["tags"][0]: i for i in json.loads(miv(db, "images", "--json").stdout) if i["tags"]}
     assert committed["arm-committed"]["arch"] == "aarch64"
@@ -255,6 +260,7 @@ def test_push_pull_round_trip_of_both_architectures(arm_db: Path, tiny_image: Ti
 
 @pytest.mark.vm
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_dashboard_console_shows_the_aarch64_login_prompt(arm_db: Path) -> None:
     """The console pane attached to an aarch64 VM (serial on the virt machine's PL011)."""
     from minivirt_tui.dashboard.terminal import SerialTerminal
@@ -271,7 +277,7 @@ async def test_dashboard_console_shows_the_aarch64_login_prompt(arm_db: Path) ->
         await until(pilot, lambda: bool(app.query(SerialTerminal)), 5, "the console tab")
         term = app.query_one(SerialTerminal)
         await until(pilot, lambda: term.attached, 10, "the console connection")
-        await until(pilot, lambda: "tiny login:" in term.text(), 300, "the boot to the login prompt")
+        await until(pilot, lambda: "tiny login:" in term.text(), 600, "the boot to the login prompt")
         await pilot.press("enter")  # a fresh prompt, typed through the pane
         await until(pilot, lambda: term.text().count("tiny login:") >= 2, 60, "a second login prompt")
     miv(arm_db, "destroy", "arm")
