@@ -13,19 +13,20 @@ variable ``MINIVIRT_ACCEL`` overrides it all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import os
 import platform
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InvalidInput
 from .fsutil import atomic_write_json
-from .hostinfo import machine_cache_dir, qemu_system_name, which
-from .qemu.command import opt_value
+from .hostinfo import host_arch, machine_cache_dir, qemu_system_name, which
+from .qemu.command import machine_args, opt_value
 
 ACCELS = ("kvm", "hvf", "tcg")
 KVM_GET_API_VERSION = 0xAE00
@@ -35,16 +36,16 @@ PROBE_SECONDS = 4.0
 
 @dataclass(frozen=True)
 class AccelChoice:
-    """The accelerator to use and why (shown by ``miv doctor``)."""
+    """The accelerator to use for guests of ``arch`` and why (shown by ``miv doctor``)."""
 
     accel: str
     reason: str
+    arch: str = field(default_factory=host_arch)
 
     @property
     def qemu_args(self) -> list[str]:
-        """Command-line arguments for QEMU (``-cpu max`` under TCG, ``host`` otherwise)."""
-        cpu = "max" if self.accel == "tcg" else "host"
-        return ["-accel", self.accel, "-cpu", cpu]
+        """Machine, accelerator and CPU arguments for QEMU (see :func:`machine_args`)."""
+        return machine_args(self.arch, self.accel)
 
 
 def kvm_api_version() -> int | None:
@@ -135,8 +136,22 @@ async def probe_kvm(qemu: str, kernel: Path | None, seconds: float = PROBE_SECON
     return False, f"{what} printed nothing in {seconds:.0f} s (guests hang)"
 
 
+def emulated(arch: str) -> AccelChoice:
+    """TCG for guests of another architecture than the host's: no hardware runs them."""
+    return AccelChoice("tcg", f"{arch} guests are emulated on this {host_arch()} host", arch)
+
+
+async def choose_for(arch: str, qemu: str | None = None, use_cache: bool = True) -> AccelChoice:
+    """The accelerator for guests of ``arch``: :func:`choose`'s for the host's architecture
+    (``MINIVIRT_ACCEL`` included), TCG for any other."""
+    if arch == host_arch():
+        return dataclasses.replace(await choose(qemu, use_cache), arch=arch)
+    return emulated(arch)
+
+
 async def choose(qemu: str | None = None, use_cache: bool = True) -> AccelChoice:
-    """Decide the accelerator: ``MINIVIRT_ACCEL``, else a cached or fresh probe."""
+    """Decide the accelerator for the host's architecture: ``MINIVIRT_ACCEL``, else a cached
+    or fresh probe."""
     env = os.environ.get("MINIVIRT_ACCEL", "").strip().lower()
     if env:
         if env not in ACCELS:
@@ -165,7 +180,7 @@ async def choose(qemu: str | None = None, use_cache: bool = True) -> AccelChoice
         try:
             cached = json.loads(cache_file.read_text())
             if cached.get("key") == key:
-                return AccelChoice(cached["accel"], cached["reason"] + " (cached)")
+                return AccelChoice(str(cached["accel"]), str(cached["reason"]) + " (cached)")
         except (OSError, ValueError, KeyError, TypeError):
             pass
     works, why = await probe_kvm(qemu, kernel)

@@ -26,9 +26,10 @@ def which(program: str) -> str | None:
     return shutil.which(program)
 
 
-def interpolate_arch(text: str) -> str:
-    """Replace ``{arch}`` by the host architecture, leaving every other brace alone."""
-    return text.replace("{arch}", host_arch())
+def interpolate_arch(text: str, arch: str | None = None) -> str:
+    """Replace ``{arch}`` by ``arch`` (the host's architecture by default), leaving every
+    other brace alone."""
+    return text.replace("{arch}", arch or host_arch())
 
 
 def machine_cache_dir() -> Path:

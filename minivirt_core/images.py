@@ -87,7 +87,7 @@ class Image(NamedTuple):
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "short_id": self.short_id, "size": self.size, "tags": list(self.tags),
-                "created": self.created}
+                "created": self.created, "arch": self.arch}
 
 
 class PruneReport:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .remotes import Remote
     from .vmconfig import VmStatus
 
-IMAGE_COLUMNS = ("IMAGE ID", "TAGS", "SIZE", "CREATED")
+IMAGE_COLUMNS = ("IMAGE ID", "TAGS", "ARCH", "SIZE", "CREATED")
 VM_COLUMNS = ("NAME", "STATE", "IMAGE", "SSH", "PORTS", "MEM", "CPUS", "UPTIME")
 REMOTE_COLUMNS = ("NAME", "KIND", "URL")
 NO_TAGS = "<none>"
@@ -63,7 +63,8 @@ def vm_state(status: VmStatus) -> str:
 
 def image_row(image: Image, now: float | None = None) -> tuple[str, ...]:
     """The cells of :data:`IMAGE_COLUMNS` for one image."""
-    return (image.short_id, " ".join(image.tags) or NO_TAGS, human_size(image.size), ago(image.created, now))
+    return (image.short_id, " ".join(image.tags) or NO_TAGS, image.arch, human_size(image.size),
+            ago(image.created, now))
 
 
 def vm_row(vm: VmStatus) -> tuple[str, ...]:

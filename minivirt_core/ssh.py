@@ -84,14 +84,24 @@ async def connect(port: int, timeout: float = 30.0,
     import asyncssh
 
     client_keys = [asyncssh.import_private_key(k) for k in keys or [private_key_bytes()]]
+
+    async def attempts() -> asyncssh.SSHClientConnection:
+        # dropbear closes a new connection at once while 5 others from the same address are
+        # unauthenticated: on a slow (emulated, loaded) guest the banner probes' children can
+        # linger that long. Such a close before any answer is retried, until the timeout.
+        pause = 0.2
+        while True:
+            try:
+                return await asyncssh.connect(
+                    LOOPBACK, port, username=USER, client_keys=client_keys, known_hosts=None,
+                    agent_path=None, config=None, preferred_auth="publickey", keepalive_interval=15,
+                )
+            except (asyncssh.ConnectionLost, ConnectionResetError):
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
     try:
-        return await asyncio.wait_for(
-            asyncssh.connect(
-                LOOPBACK, port, username=USER, client_keys=client_keys, known_hosts=None,
-                agent_path=None, config=None, preferred_auth="publickey", keepalive_interval=15,
-            ),
-            timeout,
-        )
+        return await asyncio.wait_for(attempts(), timeout)
     except asyncssh.PermissionDenied as e:
         raise KeyRefused(
             "the guest refused minivirt's SSH key",

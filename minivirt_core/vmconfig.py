@@ -110,6 +110,14 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _arch(value: Any) -> str:
+    from .imageconfig import ARCHES
+
+    if value not in ARCHES:
+        raise InvalidInput(f"must be one of {', '.join(ARCHES)}, not {_brief(value)}")
+    return str(value)
+
+
 def _disk_flag(value: Any) -> bool:
     # true/false; the original minivirt could also write the --disk size it was given.
     if not isinstance(value, bool | str):
@@ -153,6 +161,7 @@ class VmConfig:
     owner: Owner | None = None
     isolated: bool = False  # QEMU user networking with restrict=on: no way out of the guest
     image_ref: str | None = None  # what the VM was created from, as typed (a tag, usually)
+    arch: str | None = None  # the guest's architecture; None: its image's (VMs made before this)
 
     @classmethod
     def from_json(cls, value: object) -> VmConfig:
@@ -180,6 +189,7 @@ class VmConfig:
             owner=get("owner", Owner.from_json, None),
             isolated=get("isolated", _flag, False),
             image_ref=get("image_ref", _reference, None),
+            arch=get("arch", _arch, None),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -197,6 +207,8 @@ class VmConfig:
             result["isolated"] = True
         if self.image_ref is not None:  # optional too
             result["image_ref"] = self.image_ref
+        if self.arch:
+            result["arch"] = self.arch
         return result
 
     def image_reference(self, tags: dict[str, str]) -> str | None:
@@ -261,6 +273,11 @@ class VmStatus:
     problems: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def arch(self) -> str | None:
+        """The guest's architecture as recorded in the VM's config (None: its image's)."""
+        return self.config.arch if self.config else None
+
+    @property
     def running(self) -> bool:
         return self.state == RUNNING
 
@@ -283,4 +300,6 @@ class VmStatus:
             "cpus": config.cpus if config else None,
             "pid": self.pid,
             "uptime": self.uptime,
+            "arch": self.arch,
+            "accel": self.accel,
         }

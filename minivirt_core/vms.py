@@ -24,11 +24,12 @@ from . import accel, drives, layout, serial_log, vmkey
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
 from .fsutil import atomic_write_json, flock_async, remove_tree
+from .hostinfo import host_arch, qemu_system_name, which
 from .images import Image, ImageStore
 from .names import validate_vm_name
 from .owners import Owner
 from .ports import LOOPBACK, PortForward, check_port_free, free_port, parse_forward
-from .qemu import process
+from .qemu import firmware, process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
 from .tools import run_tool
 
@@ -66,7 +67,7 @@ class VmManager:
     def __init__(self, db: Database, images: ImageStore) -> None:
         self.db = db
         self.images = images
-        self._accel: accel.AccelChoice | None = None
+        self._accel: dict[str, accel.AccelChoice] = {}  # by guest architecture
 
     # Looking ---------------------------------------------------------------
 
@@ -169,6 +170,7 @@ class VmManager:
         empty: bool = False,
         throwaway: bool = False,
         isolated: bool = False,
+        arch: str | None = None,
     ) -> VmStatus:
         """Create VM ``name`` from an image: a qcow2 overlay over the image's disk.
 
@@ -176,7 +178,8 @@ class VmManager:
         disk at all (a recipe then attaches what it needs). A ``throwaway`` VM records
         this process as its owner: once the process is gone, the VM is an orphan that
         ``fsck`` reports and ``prune`` removes. ``isolated``: the guest can reach neither
-        the host nor the network (forwards into it still work)."""
+        the host nor the network (forwards into it still work). ``arch``: the guest's
+        architecture (the image's, which it must match; the host's for a VM without image)."""
         validate_vm_name(name)
         memory_mb = parse_memory(memory)
         cpus = parse_cpus(cpus)
@@ -189,6 +192,7 @@ class VmManager:
             raise Conflict(f"a VM named {name!r} already exists", hint="Choose another name, or `miv destroy` it.")
         image: Image | None = self.images.resolve(image_ref) if image_ref else None
         image_config = image.config if image is not None else None  # checked: refuses an unsafe image
+        arch = _vm_arch(arch, image)
         if image is None and not disk_size and not empty:
             raise InvalidInput("a VM without an image needs --disk SIZE")
         with self.db.staging("vm") as staging:
@@ -210,7 +214,7 @@ class VmManager:
             config = VmConfig(
                 image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
                 ports=forwards, resources=tuple(resources), owner=Owner.current() if throwaway else None,
-                isolated=isolated, image_ref=image_ref if image is not None else None,
+                isolated=isolated, image_ref=image_ref if image is not None else None, arch=arch,
             )
             atomic_write_json(staging.path / layout.VM_CONFIG, config.as_json())
 
@@ -241,11 +245,22 @@ class VmManager:
 
     # Running ---------------------------------------------------------------
 
-    async def accelerator(self) -> accel.AccelChoice:
-        """The accelerator VMs start with (probed once, cached machine-wide)."""
-        if self._accel is None:
-            self._accel = await accel.choose()
-        return self._accel
+    async def accelerator(self, arch: str | None = None) -> accel.AccelChoice:
+        """The accelerator VMs of ``arch`` (the host's by default) start with: the host's
+        (probed once, cached machine-wide) for its own architecture, TCG for another."""
+        arch = arch or host_arch()
+        if arch not in self._accel:
+            self._accel[arch] = await accel.choose_for(arch)
+        return self._accel[arch]
+
+    def arch_of(self, config: VmConfig) -> str:
+        """The guest architecture of a VM: recorded in its config, else its image's, else the host's."""
+        if config.arch:
+            return config.arch
+        try:
+            return self.images.get(config.image).arch if config.image else host_arch()
+        except NotFound:
+            return host_arch()
 
     async def start(self, name: str, snapshot: bool = False, wait_for_ssh: float | None = None) -> VmStatus:
         """Boot the VM in a detached QEMU; optionally wait for its SSH server."""
@@ -261,14 +276,18 @@ class VmManager:
             for forward in config.ports:
                 check_port_free(forward.host_port)
             attached = self._drives(name, vm_dir, config)
-            choice = await self.accelerator()
+            arch = self.arch_of(config)
+            qemu = _emulator(arch)
+            boot = firmware.require(arch)
+            choice = await self.accelerator(arch)
             serial_log.record(vm_dir, serial_log.START)  # where this boot's output begins (`miv logs --since`)
             for attempt in range(3):
                 ssh_port = free_port()
                 spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
-                                  config.ports, attached, snapshot, isolated=config.isolated)
+                                  config.ports, attached, snapshot, arch=arch, isolated=config.isolated,
+                                  firmware=boot.qemu_args if boot else ())
                 try:
-                    pid = await process.launch(qemu_argv(spec), vm_dir)
+                    pid = await process.launch(qemu_argv(spec, qemu), vm_dir)
                     break
                 except ExternalError as e:
                     text = str(e)
@@ -278,14 +297,16 @@ class VmManager:
                         raise Conflict(f"cannot forward a port: {e.message}",
                                        hint="A host port is in use; choose another with --port.") from e
                     if choice.accel != "tcg" and "MINIVIRT_ACCEL" not in os.environ:
-                        # The accelerator failed for real: fall back, and remember it.
-                        choice = self._accel = accel.AccelChoice("tcg", f"{choice.accel} failed to start a VM")
+                        # The accelerator failed for real: fall back, and remember it (for this
+                        # architecture only: another one's VMs keep their own accelerator).
+                        choice = self._accel[arch] = accel.AccelChoice(
+                            "tcg", f"{choice.accel} failed to start a VM", arch)
                         continue
                     raise
             vmkey.write_ssh_config_at_start(vm_dir, name, ssh_port)
             atomic_write_json(vm_dir / layout.VM_RUN, {
                 "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
-                "snapshot": snapshot,
+                "snapshot": snapshot, "arch": arch,
             })
         if wait_for_ssh:
             await self.wait_for_ssh(name, wait_for_ssh)
@@ -466,7 +487,8 @@ class VmManager:
         with self.db.staging("commit") as staging:
             await run_tool(["qemu-img", "convert", "-O", "qcow2", str(st.path / layout.VM_DISK),
                              str(staging.path / layout.IMAGE_DISK)], cwd=st.path)
-            atomic_write_json(staging.path / layout.IMAGE_CONFIG, {"disk": True})
+            atomic_write_json(staging.path / layout.IMAGE_CONFIG,
+                              {"disk": True, "arch": self.arch_of(st.config) if st.config else host_arch()})
             image_id = await asyncio.to_thread(imageid.compute_id, staging.path)
             return await asyncio.to_thread(self.images.commit_staging, staging, image_id, tags, hold=hold)
 
@@ -475,6 +497,32 @@ class VmManager:
     def ephemeral_name(self, prefix: str = "run") -> str:
         """A fresh VM name for ``run`` and builds."""
         return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _vm_arch(arch: str | None, image: Image | None) -> str:
+    """A new VM's architecture: ``arch`` if given (checked against its image's), else its image's,
+    else the host's."""
+    from .imageconfig import ARCHES
+
+    if arch is not None and arch not in ARCHES:
+        raise InvalidInput(f"unknown architecture {arch!r}", hint=f"Use one of {', '.join(ARCHES)}.")
+    if image is None:
+        return arch or host_arch()
+    if arch is not None and arch != image.arch:
+        raise InvalidInput(f"image {image.label} is for {image.arch}, not {arch}")
+    return image.arch
+
+
+def _emulator(arch: str) -> str:
+    """The path of ``qemu-system-<arch>``; missing, a :class:`NotFound` naming what to install."""
+    name = qemu_system_name(arch)
+    path = which(name)
+    if path is None:
+        package = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm"}.get(arch, "qemu-system")
+        raise NotFound(f"{name} is not installed: {arch} VMs cannot run here",
+                       hint=f"Install it: apt-get install {package} (Debian/Ubuntu), dnf install {name} "
+                            "(Fedora), brew install qemu (macOS).")
+    return path
 
 
 def _typed(value: Any, kind: Any) -> Any:

@@ -17,11 +17,13 @@ from .helpers import ROOT
 BUILD_SCRIPT = ROOT / "recipes" / "tiny" / "build-tiny.sh"
 TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "libc6"]
+ARM64_PACKAGES = ["linux-image-cloud-arm64:arm64", "busybox-static:arm64", "dropbear-bin:arm64",
+                  "openssh-sftp-server:arm64", "libc6:arm64", "systemd-boot-efi:arm64"]
 
 
 # A test using one of these fixtures (directly or through another) must carry the marker,
 # so `-m "not vm"` or `-m "not s3"` really leaves out what needs QEMU or SeaweedFS.
-FIXTURE_MARKERS = {"tiny_image": "vm", "s3_server": "s3"}
+FIXTURE_MARKERS = {"tiny_image": "vm", "tiny_aarch64_image": "vm", "s3_server": "s3"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,10 +81,13 @@ def builder_files() -> list[Path]:
     return sorted(p.resolve() for p in files)
 
 
-def _tiny_cache_key() -> str:
-    policy = subprocess.run(["apt-cache", "policy", *PACKAGES], capture_output=True, text=True).stdout
+def _tiny_cache_key(arch: str = "x86_64") -> str:
+    packages = PACKAGES if arch == "x86_64" else [*PACKAGES, *ARM64_PACKAGES]
+    policy = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True).stdout
     versions = [line.split()[-1] for line in policy.splitlines() if "Candidate:" in line]
     h = hashlib.sha256()
+    if arch != "x86_64":  # the x86_64 key stays what it was: its cached images stay valid
+        h.update(f"arch:{arch}\n".encode())
     for path in builder_files():
         h.update(f"{path.relative_to(ROOT)}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
     h.update(" ".join(versions).encode())
@@ -96,30 +101,54 @@ class TinyImage:
     build_log: str
 
 
-@pytest.fixture(scope="session")
-def tiny_image() -> TinyImage:
-    """The tiny guest image, built by `miv build recipes/tiny.yaml` (its tests included)
-    in an empty database, once per machine: cached, keyed by the recipe, the builder script,
-    the code of the build (:func:`builder_files`) and the Debian package versions it uses."""
+def _cached_tiny(arch: str) -> TinyImage:
+    """The tiny guest image of ``arch``, built by `miv build recipes/tiny.yaml --arch ARCH
+    --tag tiny-{arch}` (its tests included) in an empty database, once per machine: cached,
+    keyed by the recipe, the builder script, the code of the build (:func:`builder_files`)
+    and the Debian package versions it uses."""
     from minivirt_core import imageid
 
     from .helpers import miv
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minivirt" / "test-images"
-    out = cache / f"tiny-{_tiny_cache_key()}"
+    name = "tiny" if arch == "x86_64" else f"tiny-{arch}"
+    out = cache / f"{name}-{_tiny_cache_key(arch)}"
     log = out.with_suffix(".log")
     if not (out / "disk.qcow2").exists():
         work = cache / f".building-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         db = work / "db"
-        proc = miv(db, "build", str(TINY_RECIPE), "--tag", "tiny", timeout=900)
-        image_dir = db / "images" / os.readlink(db / "images" / "tiny")
+        proc = miv(db, "build", str(TINY_RECIPE), "--arch", arch, "--tag", "tiny-{arch}", timeout=900)
+        image_dir = db / "images" / os.readlink(db / "images" / f"tiny-{arch}")
         assert sorted(os.listdir(db / "vms")) == [] and sorted(os.listdir(db / "staging")) == []
         shutil.rmtree(out, ignore_errors=True)
         image_dir.rename(out)
         log.write_text(proc.stderr.decode() + proc.stdout.decode())
         shutil.rmtree(work)
     return TinyImage(out, imageid.compute_id(out), log.read_text() if log.exists() else "")
+
+
+@pytest.fixture(scope="session")
+def tiny_image() -> TinyImage:
+    """The x86_64 tiny guest image (see :func:`_cached_tiny`)."""
+    return _cached_tiny("x86_64")
+
+
+@pytest.fixture(scope="session")
+def tiny_aarch64_image() -> TinyImage:
+    """The aarch64 tiny guest image, built here from arm64 packages and tested under emulation."""
+    return _cached_tiny("aarch64")
+
+
+def add_image(db: Path, image: TinyImage, tag: str) -> None:
+    """Put a copy of cached ``image`` into database ``db``, tagged ``tag``."""
+    images = db / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    dest = images / image.id
+    dest.mkdir()
+    for name in ("config.json", "disk.qcow2"):
+        shutil.copyfile(image.path / name, dest / name)
+    (images / tag).symlink_to(image.id)
 
 
 @pytest.fixture
@@ -129,14 +158,15 @@ def tiny_db(db: Path, tiny_image: TinyImage) -> Path:
 
 
 def install_tiny(db: Path, tiny_image: TinyImage) -> Path:
-    """Put the tiny image into database folder ``db`` (made here), tagged ``tiny``."""
-    images = db / "images"
-    images.mkdir(parents=True)
-    dest = images / tiny_image.id
-    dest.mkdir()
-    for name in ("config.json", "disk.qcow2"):
-        shutil.copyfile(tiny_image.path / name, dest / name)
-    (images / "tiny").symlink_to(tiny_image.id)
+    """Put the tiny image into database folder ``db``, tagged ``tiny``."""
+    add_image(db, tiny_image, "tiny")
+    return db
+
+
+@pytest.fixture
+def arm_db(db: Path, tiny_aarch64_image: TinyImage) -> Path:
+    """A database holding the aarch64 tiny image, tagged ``tiny-aarch64``."""
+    add_image(db, tiny_aarch64_image, "tiny-aarch64")
     return db
 
 

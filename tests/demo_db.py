@@ -20,10 +20,10 @@ NAME = "miv-snapshot-demo"
 NOW = 1_800_000_000.0  # the clock the snapshots see
 
 # Real qcow2 disks (made once, on first use), so that fsck finds nothing wrong.
-IMAGES = {
-    "tiny": ('{"disk": true}', b"t" * 300_000),
-    "alpine-3.22": ('{"disk": true}', b"a" * 2_000_000),
-    "ubuntu-24.04": ('{"disk": true}', b"u" * 5_000_000),
+IMAGES = {  # architectures recorded: the snapshots do not depend on the host's
+    "tiny": ('{"disk": true, "arch": "x86_64"}', b"t" * 300_000),
+    "alpine-3.22": ('{"disk": true, "arch": "aarch64"}', b"a" * 2_000_000),
+    "ubuntu-24.04": ('{"disk": true, "arch": "x86_64"}', b"u" * 5_000_000),
 }
 
 

@@ -46,6 +46,22 @@ class LaunchSpec:
     snapshot: bool = False
     arch: str = field(default_factory=host_arch)
     isolated: bool = False  # restrict=on: the guest reaches neither the host nor the network
+    firmware: Sequence[str] = ()  # QEMU arguments loading the firmware (firmware.Firmware.qemu_args)
+
+
+def machine_args(arch: str, accel: str) -> list[str]:
+    """Machine, accelerator and CPU for a guest of ``arch`` under ``accel``.
+
+    Under TCG the CPU is ``max`` (every feature QEMU emulates); on aarch64 with the
+    implementation-defined pointer authentication, as the architected one costs seconds of
+    every boot. Hardware accelerators (KVM, HVF) run the host's CPU; an aarch64 guest there
+    takes the best interrupt controller the host has (``gic-version=max``)."""
+    emulated = accel == "tcg"
+    if arch == "aarch64":
+        machine = "virt" if emulated else "virt,gic-version=max"
+        cpu = "max,pauth-impdef=on" if emulated else "host"
+        return ["-machine", machine, "-accel", accel, "-cpu", cpu]
+    return ["-accel", accel, "-cpu", "max" if emulated else "host"]
 
 
 def opt_value(value: object) -> str:
@@ -81,8 +97,9 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
         "-device", "virtio-net-pci,netdev=net0,romfile=",
         "-device", "virtio-rng-pci",
     ]
-    if spec.arch == "aarch64":
-        argv[1:1] = ["-machine", "virt", "-bios", "edk2-aarch64-code.fd"]
+    if spec.firmware:
+        # UEFI waits 5 s on its boot screen unless told the menu is wanted with no splash.
+        argv += [*spec.firmware, "-boot", "menu=on,splash-time=0"]
     for drive in spec.drives:
         name = opt_value(drive.filename)
         if drive.kind == "cdrom":

@@ -117,7 +117,7 @@ class Builder:
     on the event loop the build runs on."""
 
     def __init__(self, vms: VmManager, recipe: Recipe, on_event: EventCallback | None = None,
-                 keep_on_failure: bool = False) -> None:
+                 keep_on_failure: bool = False, arch: str | None = None) -> None:
         self.vms = vms
         self.images = vms.images
         self.db = vms.db
@@ -127,18 +127,34 @@ class Builder:
         self.vm_name = vms.ephemeral_name("build")
         self.console: _ConsoleSession | None = None
         self.console_seen = bytearray()  # what the console showed last, for error messages
+        self.requested_arch = arch
+        self.arch = arch or host_arch()  # the guest architecture built: fixed when the build starts
+
+    def _fill(self, text: str) -> str:
+        return fill(text, self.arch)
 
     @property
     def vm_dir(self) -> Path:
         return self.vms.path(self.vm_name)
 
     async def build(self, tags: list[str] | None = None) -> BuildResult:
-        """Run every step and test; tag the image (``{arch}`` filled in) when all pass."""
+        """Run every step and test for the architecture asked for (else the base image's, else
+        the host's); tag the image (``{arch}`` filled in) when all pass."""
+        from ..imageconfig import ARCHES
         from ..names import validate_tag
 
-        tags = [validate_tag(interpolate_arch(t)) for t in tags or []]
-        started = time.monotonic()
         recipe = self.recipe
+        if self.requested_arch is not None and self.requested_arch not in ARCHES:
+            raise InvalidInput(f"unknown architecture {self.requested_arch!r}", hint=f"Use one of {', '.join(ARCHES)}.")
+        if recipe.base:
+            base_arch = self.images.resolve(recipe.base).arch
+            if self.requested_arch not in (None, base_arch):
+                raise InvalidInput(f"recipe {recipe.path.name} builds on {recipe.base}, an {base_arch} image: "
+                                   f"it cannot build {self.requested_arch}",
+                                   hint=f"Build {recipe.base} for {self.requested_arch} first, or leave out --arch.")
+            self.arch = base_arch
+        tags = [validate_tag(interpolate_arch(t, self.arch)) for t in tags or []]
+        started = time.monotonic()
         self.emit(events.BuildStarted(str(recipe.path), len(recipe.steps), len(recipe.tests), self.vm_name))
         timings: list[tuple[str, float]] = []
         image: Image | None = None
@@ -146,7 +162,7 @@ class Builder:
         with self.db.staging("build") as hold:
             try:
                 await self.vms.create(recipe.base, self.vm_name, memory=recipe.memory_mb, cpus=recipe.cpus,
-                                      empty=True, throwaway=True)
+                                      empty=True, throwaway=True, arch=self.arch)
                 # Its steps work on the image-to-be, which must accept the well-known key.
                 self.vms.keep_well_known_key(self.vm_name)
                 for step in recipe.steps:
@@ -195,7 +211,7 @@ class Builder:
 
     async def _top_step(self, step: Step) -> float:
         total = len(self.recipe.steps)
-        if step.if_arch and step.if_arch != host_arch():
+        if step.if_arch and step.if_arch != self.arch:
             self.emit(events.StepSkipped(step.number, total, step.title, f"only for {step.if_arch}"))
             return 0.0
         self.emit(events.StepStarted(step.number, total, step.title))
@@ -239,13 +255,13 @@ class Builder:
 
     async def _step_create_disk_image(self, where: PathKey, size: str, filename: str = layout.VM_DISK,
                                       attach: dict[str, str] | None = None) -> None:
-        await run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(self.vm_dir / filename), fill(size)])
+        await run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(self.vm_dir / filename), self._fill(size)])
         self._attach(filename, attach)
 
     async def _step_download(self, where: PathKey, url: str, filename: str | None = None, resize: str | None = None,
                              attach: dict[str, str] | None = None, sha256: str | None = None) -> None:
-        url = fill(url)
-        filename = fill(filename) if filename else paths.download_name(url)
+        url = self._fill(url)
+        filename = self._fill(filename) if filename else paths.download_name(url)
         if url.startswith("file:"):
             url, problem = paths.file_url(self.recipe.directory, url)  # again: the folder may have changed
             if problem:
@@ -264,12 +280,12 @@ class Builder:
         dest = self.vm_dir / filename
         await asyncio.to_thread(_copy, cached, dest)
         if resize:
-            await run_tool(["qemu-img", "resize", "-q", str(dest), fill(resize)])
+            await run_tool(["qemu-img", "resize", "-q", str(dest), self._fill(resize)])
         self._attach(filename, attach)
 
     async def _step_cloud_init_iso(self, where: PathKey, cloud_config: str, filename: str = "cloud-init.iso",
                                    attach: dict[str, str] | None = None) -> None:
-        await asyncio.to_thread(write_cidata, self.vm_dir / filename, fill(cloud_config))
+        await asyncio.to_thread(write_cidata, self.vm_dir / filename, self._fill(cloud_config))
         self._attach(filename, attach)
 
     async def _step_detach(self, where: PathKey, filename: str) -> None:
@@ -281,9 +297,9 @@ class Builder:
     async def _step_host(self, where: PathKey, run: str, filename: str | None = None,
                          attach: dict[str, str] | None = None) -> None:
         env = {**os.environ, "MINIVIRT_RECIPE_DIR": str(self.recipe.directory),
-               "MINIVIRT_BUILD_DIR": str(self.vm_dir), "MINIVIRT_ARCH": host_arch()}
+               "MINIVIRT_BUILD_DIR": str(self.vm_dir), "MINIVIRT_ARCH": self.arch}
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-e", "-o", "pipefail", "-c", fill(run), cwd=self.vm_dir, env=env,
+            "bash", "-e", "-o", "pipefail", "-c", self._fill(run), cwd=self.vm_dir, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         seen = bytearray()
@@ -312,7 +328,7 @@ class Builder:
         self.console = _ConsoleSession(await SerialConsole.open(self.vm_dir), self.emit)
         try:
             for i, cstep in enumerate(steps):
-                if cstep.get("if_arch") and cstep["if_arch"] != host_arch():
+                if cstep.get("if_arch") and cstep["if_arch"] != self.arch:
                     continue
                 timeout = float(cstep.get("timeout") or DEFAULT_CONSOLE_WAIT)
                 uses = cstep.get("uses")
@@ -321,9 +337,9 @@ class Builder:
                 elif uses:
                     await self._run_kind(uses, cstep.get("with") or {}, (*where, "with", "steps", i))
                 if "send" in cstep:
-                    await self.console.send(fill(cstep["send"]))
+                    await self.console.send(self._fill(cstep["send"]))
                 if "wait" in cstep:
-                    await self.console.wait(fill(cstep["wait"]), timeout)
+                    await self.console.wait(self._fill(cstep["wait"]), timeout)
             # The recipe's last console steps power the guest off; wait for QEMU to go.
             if not await process.wait_exit(st.pid, self.vm_dir, POWEROFF_WAIT):
                 raise Timeout(f"the build VM did not power off within {POWEROFF_WAIT:g} s")
@@ -364,18 +380,18 @@ class Builder:
     def _copy_source(self, src: str, where: PathKey) -> Path:
         """The file a ``copy`` step's ``src`` names, checked again now: it must still be in the
         recipe's folder (a link to elsewhere may have appeared since the recipe was loaded)."""
-        source, problem = paths.recipe_file(self.recipe.directory, fill(src))
+        source, problem = paths.recipe_file(self.recipe.directory, self._fill(src))
         if problem:
             raise self._refuse((*where, "with", "src"), f"'src' {problem}")
         return source
 
     async def _copy_in(self, conn: Any, source: Path, dest: str) -> None:
         self.emit(events.Note(f"copying {source} to {dest}"))
-        await ssh.copy(conn, str(source), fill(dest), upload=True)
+        await ssh.copy(conn, str(source), self._fill(dest), upload=True)
 
     async def _ssh_steps(self, conn: Any, steps: list[dict[str, Any]], where: PathKey) -> None:
         for i, sstep in enumerate(steps, 1):
-            if sstep.get("if_arch") and sstep["if_arch"] != host_arch():
+            if sstep.get("if_arch") and sstep["if_arch"] != self.arch:
                 continue
             title = sstep.get("name") or f"SSH step {i}"
             if sstep.get("uses") == "copy":
@@ -389,7 +405,7 @@ class Builder:
                 del seen[:-LAST_OUTPUT]
                 self.emit(events.Output("ssh", data))
 
-            coro = ssh.run(conn, "set -e\n" + fill(sstep["run"]), out, out)
+            coro = ssh.run(conn, "set -e\n" + self._fill(sstep["run"]), out, out)
             status = await (asyncio.wait_for(coro, sstep["timeout"]) if sstep.get("timeout") else coro)
             if status != 0 and not sstep.get("continue_on_error"):
                 raise ExternalError(f"{title} exited with status {status}; its last output:\n{_tail(seen)}")
@@ -403,12 +419,12 @@ class Builder:
                                 wait_for_ssh=DEFAULT_SSH_WAIT, prefix="test") as st:
             conn = await self.vms.ssh_connect(st.name, DEFAULT_SSH_WAIT)
             try:
-                coro = ssh.capture(conn, fill(command))
+                coro = ssh.capture(conn, self._fill(command))
                 status, output = await (asyncio.wait_for(coro, timeout) if timeout else coro)
             finally:
                 conn.close()
         self.emit(events.Output("ssh", output.encode()))
-        if expect is not None and not re.search(fill(expect), output, re.MULTILINE):
+        if expect is not None and not re.search(self._fill(expect), output, re.MULTILINE):
             raise BuildFailed(
                 f"test {name!r} failed: expected output matching /{expect}/, got:\n{_tail(output.encode())}"
             )

@@ -11,14 +11,15 @@ from ..hostinfo import host_arch
 VAGRANT_PUBKEY_URL = "https://raw.githubusercontent.com/hashicorp/vagrant/master/keys/vagrant.pub"
 
 
-def fill(text: str) -> str:
-    """``text`` with the placeholders filled in."""
+def fill(text: str, arch: str | None = None) -> str:
+    """``text`` with the placeholders filled in; ``{arch}`` is ``arch`` (the architecture
+    being built), else the host's."""
     if "{" not in text:
         return text
     from ..ssh import public_key_text
 
     values = {
-        "{arch}": host_arch(),
+        "{arch}": arch or host_arch(),
         "{vagrant_pubkey}": public_key_text(),
         "{vagrant_pubkey_url}": VAGRANT_PUBKEY_URL,
     }

@@ -79,9 +79,9 @@ class RemoteStore:
 
     async def pull(self, remote: str, remote_tag: str, tag: str | None = None,
                    progress: ProgressCallback | None = None, arch: str | None = None) -> PullResult:
-        """Fetch ``remote_tag`` (``{arch}`` filled in) from ``remote`` and tag it ``tag``;
-        where the tag offers several architectures (an OCI index), ``arch`` (default: the
-        host's) is taken.
+        """Fetch ``remote_tag`` from ``remote`` and tag it ``tag``; ``{arch}`` in both is ``arch``
+        (the architecture wanted), else the host's. Where the tag offers several architectures
+        (an OCI index), ``arch`` (default: the host's) is taken.
 
         ``progress`` is called from the download thread (see :data:`ProgressCallback`)."""
         from ..imageconfig import ARCHES
@@ -92,18 +92,19 @@ class RemoteStore:
             if arch not in ARCHES:
                 raise InvalidInput(f"unknown architecture {arch[:20]!r}", hint=f"Use one of {', '.join(ARCHES)}.")
             transport.arch = arch
-        remote_tag = transport.check_tag(interpolate_arch(remote_tag))
-        local = validate_tag(interpolate_arch(tag) if tag else _local_name(remote_tag))
+        remote_tag = transport.check_tag(interpolate_arch(remote_tag, arch))
+        local = validate_tag(interpolate_arch(tag, arch) if tag else _local_name(remote_tag))
         return await pull(self.db, self.images, transport, remote_tag, local, progress)
 
     async def push(self, remote: str, image_ref: str, remote_tag: str,
                    progress: ProgressCallback | None = None) -> PushResult:
-        """Upload image ``image_ref`` to ``remote`` as ``remote_tag`` (``{arch}`` filled in).
+        """Upload image ``image_ref`` to ``remote`` as ``remote_tag`` (``{arch}``: the image's
+        architecture).
 
         ``progress`` is called from the compression thread (see :data:`ProgressCallback`)."""
         transport = self.transport(remote)
-        remote_tag = transport.check_tag(interpolate_arch(remote_tag))
         image = self.images.resolve(image_ref)
+        remote_tag = transport.check_tag(interpolate_arch(remote_tag, image.arch))
         return await transport.write(image, remote_tag, progress)
 
     async def tags(self, remote: str) -> builtins.list[str]:

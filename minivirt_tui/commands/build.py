@@ -86,10 +86,13 @@ class _Display:
 
 @click.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), shell_complete=recipe_files)
-@click.option("-t", "--tag", "tags", multiple=True, help="Tag the image ({arch} becomes the host architecture).")
+@click.option("-t", "--tag", "tags", multiple=True, help="Tag the image ({arch} becomes the architecture built).")
+@click.option("--arch", type=click.Choice(["x86_64", "aarch64"]), default=None,
+              help="Guest architecture to build (default: the base image's, else this host's). "
+                   "Another architecture than the host's is emulated.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the serial console, SSH and host output to stdout.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the build VM when a step fails, to look inside.")
-def build(recipe: Path, tags: tuple[str, ...], verbose: bool, keep_on_failure: bool) -> None:
+def build(recipe: Path, tags: tuple[str, ...], arch: str | None, verbose: bool, keep_on_failure: bool) -> None:
     """Build an image from a RECIPE (YAML), run its tests, and tag it.
 
     A recipe runs code on this machine: its `host` steps run bash here, as you, and its
@@ -105,7 +108,7 @@ def build(recipe: Path, tags: tuple[str, ...], verbose: bool, keep_on_failure: b
 
     async def go() -> Any:
         with _Display(verbose) as display:
-            builder = Builder(core().vms, loaded, display, keep_on_failure=keep_on_failure)
+            builder = Builder(core().vms, loaded, display, keep_on_failure=keep_on_failure, arch=arch)
             task = asyncio.ensure_future(builder.build(list(tags)))
             while not task.done():
                 await asyncio.wait([task], timeout=1)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list of {id, short_id, size, tags, created} (created: seconds since 1970).")
+              help="Print a JSON list of {id, short_id, size, tags, created, arch} (created: seconds since 1970).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only short ids.")
 def images(as_json: bool, quiet: bool) -> None:
     """List the images of the database."""

@@ -72,9 +72,11 @@ def remote_ls(name: str) -> None:
 @click.argument("remote_name", metavar="REMOTE", shell_complete=remote_names)
 @click.argument("remote_tag")
 @click.argument("tag", required=False)
-@click.option("--arch", help="The architecture to take where a registry tag offers several (default: the host's).")
+@click.option("--arch", help="The architecture {arch} stands for, and the one taken where a registry tag "
+                             "offers several (default: this host's).")
 def pull(remote_name: str, remote_tag: str, tag: str | None, arch: str | None) -> None:
-    """Download REMOTE_TAG from REMOTE ({arch} is filled in) and tag it TAG (default: the same)."""
+    """Download REMOTE_TAG from REMOTE and tag it TAG (default: the same); {arch} in either is
+    filled in (--arch, else this host's architecture)."""
     from minivirt_core.fsutil import human_size
 
     started = time.monotonic()
@@ -98,7 +100,7 @@ def pull(remote_name: str, remote_tag: str, tag: str | None, arch: str | None) -
 @click.argument("image", shell_complete=image_refs)
 @click.argument("remote_tag")
 def push(remote_name: str, image: str, remote_tag: str) -> None:
-    """Upload IMAGE to REMOTE as REMOTE_TAG ({arch} is filled in).
+    """Upload IMAGE to REMOTE as REMOTE_TAG ({arch} becomes the image's architecture).
 
     S3 remotes take credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a
     profile) and the endpoint from AWS_ENDPOINT_URL. OCI registries take them from

@@ -26,7 +26,7 @@ def doctor() -> None:
         else:
             mark = click.style("warn", fg="yellow")
         click.echo(f"{mark} {check.name}: {check.detail}")
-        if check.fix and (not check.ok or check.name == "accelerator"):
+        if check.fix and (not check.ok or check.name == "accelerator" or check.name.endswith(" guests")):
             click.echo(f"     {check.fix}")
     if failed:
         click.echo("Some requirements are missing: see above.", err=True)
