@@ -161,6 +161,11 @@ class VmManager:
         finally:
             os.close(fd)
 
+    def locked(self, name: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """Hold VM ``name``'s lock for the block (what start, stop and kill hold): for
+        changes that must not race them. Yields the VM's folder."""
+        return self._vm_lock(name)
+
     # Creating --------------------------------------------------------------
 
     async def create(
