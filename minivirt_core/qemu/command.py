@@ -46,6 +46,7 @@ class LaunchSpec:
     snapshot: bool = False
     arch: str = field(default_factory=host_arch)
     isolated: bool = False  # restrict=on: the guest reaches neither the host nor the network
+    extra_args: Sequence[str] = ()  # e.g. a pinned -machine and -incoming for a warm start (warm.py)
 
 
 def opt_value(value: object) -> str:
@@ -91,4 +92,4 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
             argv += ["-drive", f"if=virtio,file={name},format={drive.fmt}"]
     if spec.snapshot:
         argv.append("-snapshot")
-    return argv
+    return argv + list(spec.extra_args)
