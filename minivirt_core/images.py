@@ -93,6 +93,7 @@ class PruneReport:
         self.images: list[str] = []
         self.vms: list[str] = []  # orphan VMs (throw-away VMs whose owner is gone)
         self.leftovers: list[Path] = []
+        self.warm_states: list[Path] = []  # warm states of images that are gone (see warm.py)
         self.freed = 0
         self.dry_run = dry_run
 
@@ -289,6 +290,11 @@ class ImageStore:
             # In images/: temporary names of ours (".tag-*") and the original
             # minivirt's unfinished image folders (mkdtemp names). Writers hold the
             # lock while these exist, so any seen now is stale.
+            from .warm import remove_states_of  # states of removed (or vanished) images go too
+
+            for path, size in remove_states_of(self.db, set(ids) - set(report.images), dry_run):
+                report.warm_states.append(path)
+                report.freed += size
             leftovers = list(other) + self.db.stale_staging()
             for path in leftovers:
                 report.leftovers.append(path)
@@ -308,12 +314,15 @@ class ImageStore:
     def remove_if_unused(self, image_id: str) -> bool:
         """Remove one image if no tag, VM or hold uses it (a failed build's image)."""
         with self.db.lock():
-            _, tags, _ = self._scan()
+            ids, tags, _ = self._scan()
             used = set(tags.values()) | set(self.db.vm_image_ids().values()) | self.db.held_image_ids()
             path = self.db.images_dir / image_id
             if image_id in used or not is_image_id(image_id) or not path.is_dir():
                 return False
             remove_tree(path)
+            from .warm import remove_states_of
+
+            remove_states_of(self.db, {i for i in ids if i != image_id})
             return True
 
     # Archives --------------------------------------------------------------

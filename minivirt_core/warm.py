@@ -35,14 +35,12 @@ eligible; ``--cold`` (``cold=True``) and ``--snapshot`` runs always boot.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import re
 import secrets
 import shlex
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -147,6 +145,7 @@ _MACHINE_ALIAS = re.compile(r"^pc\s+.*\(alias of (pc-i440fx-[0-9.]+)\)", re.MULT
 async def qemu_facts(qemu: str) -> tuple[str, str] | None:
     """(version line, the versioned machine type ``pc`` stands for) of QEMU binary ``qemu``,
     cached machine-wide by the binary's path, size and mtime; None if it cannot be told."""
+
     from .hostinfo import machine_cache_dir, which
 
     path = which(qemu)
@@ -192,6 +191,9 @@ async def save(db: Database, vm_dir: Path, machine: Machine, note: Note | None =
     state's folder, or None when it was not saved (another process made it meanwhile, or
     somebody logged in first); failures to save are reported through ``note`` and never
     fail the start."""
+    import asyncio
+    import shutil
+
     from . import vmkey
     from .qemu import monitor
 
@@ -246,6 +248,8 @@ async def _key_exchange(port: int) -> None:
     """An SSH key exchange without a login: a server that makes its host keys on first use
     (dropbear -R) makes them now, once, rather than in every clone (a second or so under
     emulation, and from the clone's not yet reseeded RNG)."""
+    import asyncio
+
     import asyncssh
 
     try:
@@ -258,6 +262,8 @@ async def _key_exchange(port: int) -> None:
 
 
 async def _wait_migration(client: Any) -> None:
+    import asyncio
+
     from .qemu import monitor
 
     loop = asyncio.get_running_loop()
@@ -306,6 +312,8 @@ def discard(db: Database, folder: Path) -> None:
 
 def install_disk(folder: Path, vm_dir: Path) -> None:
     """Make the state's saved overlay the VM's disk (a copy: the VM owns it)."""
+    import shutil
+
     tmp = vm_dir / f".warm-disk-{secrets.token_hex(4)}"
     shutil.copyfile(folder / DISK, tmp)
     os.replace(tmp, vm_dir / layout.VM_DISK)
@@ -320,6 +328,8 @@ async def wait_restored(vm_dir: Path, pid: int) -> None:
     """Wait until the restoring QEMU runs the guest (resuming it if the state was paused);
     :class:`ExternalError` if it exits or does not finish in time (a state from another CPU
     model can hang without a word)."""
+    import asyncio
+
     from .qemu import monitor, process
 
     loop = asyncio.get_running_loop()

@@ -52,12 +52,13 @@ def test_gzipped_input_is_accepted_as_is(db: Path) -> None:
 def test_images_lists_short_id_size_and_tags(db: Path) -> None:
     miv(db, "load", "a", "b", input=image_tar())
     out = miv(db, "images").stdout.decode().splitlines()
-    assert out[0].split() == ["IMAGE", "ID", "SIZE", "CREATED", "TAGS"]
+    assert out[0].split() == ["IMAGE", "ID", "SIZE", "CREATED", "WARM", "TAGS"]
     image_id = image_id_of(image_files())
     assert out[1].startswith(image_id[:12])
     assert out[1].split()[-2:] == ["a", "b"]
     listed = json.loads(miv(db, "images", "--json").stdout)
-    assert listed == [{"id": image_id, "short_id": image_id[:12], "size": listed[0]["size"], "tags": ["a", "b"]}]
+    assert listed == [{"id": image_id, "short_id": image_id[:12], "size": listed[0]["size"], "tags": ["a", "b"],
+                      "warm_states": 0}]
     assert listed[0]["size"] >= 5000
     assert miv(db, "images", "-q").stdout.decode() == image_id[:12] + "\n"
 

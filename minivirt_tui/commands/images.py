@@ -21,16 +21,20 @@ from ..render import ago, info, progress, table, warn
 def images(as_json: bool, quiet: bool) -> None:
     """List the images of the database."""
     from minivirt_core.fsutil import human_size
+    from minivirt_core.warm import states_by_image
 
-    found = core().images.list()
+    c = core()
+    found = c.images.list()
+    warm = states_by_image(c.db)
     if as_json:
-        click.echo(json.dumps([i.as_json() for i in found], indent=2))
+        click.echo(json.dumps([{**i.as_json(), "warm_states": warm.get(i.id, 0)} for i in found], indent=2))
     elif quiet:
         click.echo("".join(f"{i.short_id}\n" for i in found), nl=False)
     else:
         table(
-            ["IMAGE ID", "SIZE", "CREATED", "TAGS"],
-            [[i.short_id, human_size(i.size), ago(i.created), " ".join(i.tags)] for i in found],
+            ["IMAGE ID", "SIZE", "CREATED", "WARM", "TAGS"],
+            [[i.short_id, human_size(i.size), ago(i.created), str(warm.get(i.id, "-")), " ".join(i.tags)]
+             for i in found],
         )
 
 
@@ -66,9 +70,11 @@ def prune(dry_run: bool) -> None:
         info(f"{verb} orphan VM {name} (the miv process that made it is gone)")
     for image_id in report.images:
         info(f"{verb} image {image_id[:12]}")
+    for path in report.warm_states:
+        info(f"{verb} warm state {path.name[:12]}-{path.name[65:]} (its image is gone)")
     for path in report.leftovers:
         info(f"{verb} leftover {path.parent.name}/{path.name}")
-    if not report.images and not report.leftovers and not report.vms:
+    if not report.images and not report.leftovers and not report.vms and not report.warm_states:
         info("nothing to prune")
     else:
         info(f"{'would free' if dry_run else 'freed'} {human_size(report.freed)}")
