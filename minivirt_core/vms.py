@@ -254,12 +254,14 @@ class VmManager:
         return self._accel
 
     async def start(self, name: str, snapshot: bool = False, wait_for_ssh: float | None = None,
-                    cold: bool = False, note: Callable[[str], None] | None = None) -> VmStatus:
+                    cold: bool = False, note: Callable[[str], None] | None = None,
+                    loadvm: str | None = None) -> VmStatus:
         """Boot the VM in a detached QEMU; optionally wait for its SSH server.
 
         A never-started VM resumes its image's warm state when there is one (see warm.py)
         unless ``cold``; the first such start boots and, once SSH answers (``wait_for_ssh``),
-        saves the state. ``note`` hears what happened (a state made, a fallback and why)."""
+        saves the state. ``note`` hears what happened (a state made, a fallback and why).
+        ``loadvm``: resume this snapshot of the VM (one with memory) instead of booting."""
         plan: warm.Machine | None = None
         restored = False
         async with self._vm_lock(name) as vm_dir:
@@ -275,12 +277,13 @@ class VmManager:
                 check_port_free(forward.host_port)
             attached = self._drives(name, vm_dir, config)
             choice = await self.accelerator()
-            if not cold:
+            if not cold and loadvm is None:
                 plan = await self._warm_plan(vm_dir, config, attached, snapshot, choice)
             if plan is not None:
                 restored = await self._try_warm(name, vm_dir, config, plan, choice, note)
             if not restored:
-                await self._launch(name, vm_dir, config, attached, snapshot, choice, plan)
+                await self._launch(name, vm_dir, config, attached, snapshot, choice, plan,
+                                   ("-loadvm", loadvm) if loadvm else ())
         if restored:
             await self._make_clone_safe(name, wait_for_ssh or 120.0, note)
         elif wait_for_ssh:  # a state is saved only when SSH answers: a guest that has none gets none

@@ -29,7 +29,7 @@ COMMAND_MODULES = {
     "remote": "remotes", "pull": "remotes", "push": "remotes", "registry": "remotes",
     "export": "export",
     "tui": "dashboard",
-    "port": "ports",
+    "port": "ports", "snapshot": "snapshots",
 }
 
 
