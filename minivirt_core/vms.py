@@ -403,7 +403,8 @@ class VmManager:
                 raise ExternalError("the VM has no SSH port")
             throwaway = read_config(vm_dir).owner is not None
             stack = contextlib.AsyncExitStack()
-            conn = await stack.enter_async_context(vmkey.session(vm_dir, name, port, timeout=wait))
+            login = vmkey.session(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT))
+            conn = await stack.enter_async_context(login)
             try:
                 await warm.make_safe(conn)
             except BaseException:

@@ -112,3 +112,33 @@ def test_corrupt_or_mismatched_warm_state_falls_back_to_a_cold_boot(tiny_db: Pat
            "removed it, booting cold" in out.stderr.decode()
     assert len(_states(db)) == 1  # made again
     assert miv(db, "fsck", rc=None).returncode == 0
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_warm_state_of_a_guest_without_ssh_falls_back_to_a_cold_boot(tiny_db: Path) -> None:
+    """A state whose guest cannot be made safe (here its SSH server was stopped before the
+    save): the clone is stopped and booted cold, and the user is told."""
+    import asyncio
+
+    from minivirt_core import Minivirt, warm
+
+    db = tiny_db
+    miv(db, "create", "tiny", "m", "-m", "200")
+    core = Minivirt(db)
+    core.vms.keep_well_known_key("m")  # logins leave the guest as it was: a state may still be saved
+    miv(db, "start", "m", "--daemon", "--cold", "--wait-for-ssh", "120")
+    # init respawns the SSH server: take its binary away first.
+    miv(db, "ssh", "m", "mv /usr/sbin/dropbear /root/dropbear-off && kill $(pidof dropbear)", rc=None)
+    image = core.images.resolve("tiny")
+    choice = asyncio.run(core.vms.accelerator())
+    facts = asyncio.run(warm.qemu_facts("qemu-system-x86_64"))
+    assert facts is not None
+    machine = warm.Machine(image.id, 200, 1, tuple(choice.qemu_args), facts[1], facts[0], False, ("disk",))
+    assert asyncio.run(warm.save(core.db, db / "vms" / "m", machine)) is not None
+    miv(db, "destroy", "m")
+
+    out = miv(db, "run", "-m", "200", "tiny", "hostname")
+    assert out.stdout == b"tiny\n"
+    assert "the warm-started guest could not be made safe" in out.stderr.decode()
+    assert "booting it cold" in out.stderr.decode()
