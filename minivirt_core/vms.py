@@ -282,8 +282,10 @@ class VmManager:
             if plan is not None:
                 restored = await self._try_warm(name, vm_dir, config, plan, choice, note)
             if not restored:
-                await self._launch(name, vm_dir, config, attached, snapshot, choice, plan,
-                                   ("-loadvm", loadvm) if loadvm else ())
+                used = await self._launch(name, vm_dir, config, attached, snapshot, choice, plan,
+                                          ("-loadvm", loadvm) if loadvm else ())
+                if plan is not None and tuple(used.qemu_args) != plan.accel_args:
+                    plan = None  # the accelerator failed and TCG runs it: not the machine planned
         if restored:
             await self._make_clone_safe(name, wait_for_ssh or 120.0, note)
         elif wait_for_ssh:  # a state is saved only when SSH answers: a guest that has none gets none
@@ -294,10 +296,12 @@ class VmManager:
 
     async def _launch(self, name: str, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
                       choice: accel.AccelChoice, plan: warm.Machine | None = None,
-                      extra_args: tuple[str, ...] = ()) -> None:
-        """Launch QEMU for the VM (under its lock) and write its run.json."""
+                      extra_args: tuple[str, ...] = ()) -> accel.AccelChoice:
+        """Launch QEMU for the VM (under its lock) and write its run.json; returns the
+        accelerator it runs with (TCG when the chosen one failed)."""
         if plan is not None and not extra_args:
             extra_args = ("-machine", plan.machine_type)  # pinned, as the warm state will record it
+        restoring = "-incoming" in extra_args or "-loadvm" in extra_args  # a state for this accelerator
         for attempt in range(3):
             ssh_port = free_port()
             spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
@@ -312,7 +316,7 @@ class VmManager:
                 if "host forwarding rule" in text:
                     raise Conflict(f"cannot forward a port: {e.message}",
                                    hint="A host port is in use; choose another with --port.") from e
-                if choice.accel != "tcg" and "MINIVIRT_ACCEL" not in os.environ and not extra_args:
+                if choice.accel != "tcg" and "MINIVIRT_ACCEL" not in os.environ and not restoring:
                     # The accelerator failed for real: fall back, and remember it.
                     choice = self._accel = accel.AccelChoice("tcg", f"{choice.accel} failed to start a VM")
                     continue
@@ -322,6 +326,7 @@ class VmManager:
             "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
             "snapshot": snapshot,
         })
+        return choice
 
     # Warm starts (see warm.py) ------------------------------------------------
 
