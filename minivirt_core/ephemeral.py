@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 from .vms import DEFAULT_CPUS, DEFAULT_MEMORY_MB, VmManager, VmStatus
@@ -19,16 +19,20 @@ async def ephemeral_vm(
     wait_for_ssh: float | None = 120.0,
     prefix: str = "run",
     isolated: bool = False,
+    cold: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> AsyncIterator[VmStatus]:
     """A running VM of ``image`` for the block; destroyed after it, also on errors,
     cancellation (Ctrl-C) and a QEMU that died meanwhile. It records this process as its
-    owner, so if the process is killed outright, ``prune`` removes what it left."""
+    owner, so if the process is killed outright, ``prune`` removes what it left. It starts
+    from the image's warm state when there is one, unless ``cold`` (see warm.py); ``note``
+    hears about warm states made or not used."""
     name = vms.ephemeral_name(prefix)
     created = False
     try:
         await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True, isolated=isolated)
         created = True
-        yield await vms.start(name, wait_for_ssh=wait_for_ssh)
+        yield await vms.start(name, wait_for_ssh=wait_for_ssh, cold=cold, note=note)
     finally:
         if created:
             # Shielded: a second Ctrl-C must not leave the VM behind half-destroyed.

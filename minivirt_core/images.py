@@ -98,12 +98,13 @@ class PruneReport:
         self.vms: list[str] = []  # orphan VMs (throw-away VMs whose owner is gone)
         self.leftovers: list[Path] = []
         self.sizes: dict[str | Path, int] = {}  # bytes of each image (by id) and leftover
+        self.warm_states: list[Path] = []  # warm states of images that are gone (see warm.py)
         self.freed = 0
         self.dry_run = dry_run
 
     @property
     def empty(self) -> bool:
-        return not (self.images or self.vms or self.leftovers)
+        return not (self.images or self.vms or self.leftovers or self.warm_states)
 
     def _add(self, into: builtins.list[Any], item: Any, size: int) -> None:
         into.append(item)
@@ -309,6 +310,10 @@ class ImageStore:
             # In images/: temporary names of ours (".tag-*") and the original
             # minivirt's unfinished image folders (mkdtemp names). Writers hold the
             # lock while these exist, so any seen now is stale.
+            from .warm import remove_states_of  # states of removed (or vanished) images go too
+
+            for path, size in remove_states_of(self.db, set(ids) - set(report.images), dry_run):
+                report._add(report.warm_states, path, size)
             leftovers = list(other) + self.db.stale_staging()
             for path in leftovers:
                 if not agreed(listed.leftovers if listed else [], path):
@@ -328,12 +333,15 @@ class ImageStore:
     def remove_if_unused(self, image_id: str) -> bool:
         """Remove one image if no tag, VM or hold uses it (a failed build's image)."""
         with self.db.lock():
-            _, tags, _ = self._scan()
+            ids, tags, _ = self._scan()
             used = set(tags.values()) | set(self.db.vm_image_ids().values()) | self.db.held_image_ids()
             path = self.db.images_dir / image_id
             if image_id in used or not is_image_id(image_id) or not path.is_dir():
                 return False
             remove_tree(path)
+            from .warm import remove_states_of
+
+            remove_states_of(self.db, {i for i in ids if i != image_id})
             return True
 
     # Archives --------------------------------------------------------------

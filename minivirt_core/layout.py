@@ -41,6 +41,7 @@ VM_SERIAL_LOG = "serial.log"
 VM_QEMU_LOG = "qemu.log"
 VM_SERIAL_BOOTS = "serial-boots"  # "<unix time> <serial.log offset> start|stop" lines (serial_log.py)
 VM_RUN = "run.json"
+VM_QMP_LOCK = "qmp.lock"  # flock'ed by whoever talks to QEMU over QMP (one client at a time)
 VM_SSH_CONFIG = "ssh-config"  # for plain `ssh -F`: names the key the guest accepts now
 # Inside a VM folder: its SSH keys (see vmkey.py).
 VM_SSH_KEY = "ssh-key"  # the VM's own private key (ed25519, 0600), made on first SSH contact

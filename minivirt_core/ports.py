@@ -40,6 +40,11 @@ def _port(value: object) -> int | None:
     return number if 1 <= number <= 65535 else None
 
 
+def port_number(text: str) -> int | None:
+    """A port number (1-65535) written in ASCII digits, or None when ``text`` is not one."""
+    return _port(text)
+
+
 def parse_forward(text: str) -> PortForward:
     """``"8080:80"`` -> PortForward(8080, 80); a clear error otherwise."""
     host, sep, guest = text.partition(":")
@@ -68,8 +73,11 @@ def free_port() -> int:
 
 
 def check_port_free(port: int) -> None:
-    """Raise :class:`Conflict` when ``127.0.0.1:port`` is taken."""
+    """Raise :class:`Conflict` when ``127.0.0.1:port`` is taken. Bound the way QEMU binds
+    its forwards (SO_REUSEADDR): connections of a VM just stopped, left in TIME_WAIT, do not
+    keep its port from being forwarded again; a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError as e:

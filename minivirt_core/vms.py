@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import secrets
 import signal
@@ -20,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import accel, drives, layout, serial_log, vmkey
+from . import accel, drives, layout, serial_log, vmkey, warm
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
 from .fsutil import atomic_write_json, flock_async, remove_tree
@@ -68,6 +69,8 @@ class VmManager:
         self.db = db
         self.images = images
         self._accel: dict[str, accel.AccelChoice] = {}  # by guest architecture
+        # A warm-started throw-away VM's first connection, made safe, kept for its command.
+        self._handoff: dict[str, tuple[contextlib.AsyncExitStack, asyncssh.SSHClientConnection]] = {}
 
     # Looking ---------------------------------------------------------------
 
@@ -157,6 +160,11 @@ class VmManager:
         finally:
             os.close(fd)
 
+    def locked(self, name: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """Hold VM ``name``'s lock for the block (what start, stop and kill hold): for
+        changes that must not race them. Yields the VM's folder."""
+        return self._vm_lock(name)
+
     # Creating --------------------------------------------------------------
 
     async def create(
@@ -196,17 +204,9 @@ class VmManager:
         if image is None and not disk_size and not empty:
             raise InvalidInput("a VM without an image needs --disk SIZE")
         with self.db.staging("vm") as staging:
-            disk = staging.path / layout.VM_DISK
-            args = ["qemu-img", "create", "-q", "-f", "qcow2"]
-            if image is not None and image.disk_path is not None:
-                backing = os.path.join("..", "..", layout.IMAGES, image.id, layout.IMAGE_DISK)
-                args += ["-F", "qcow2", "-b", backing]
-            elif not disk_size:
-                args = []  # no disk to make (an installer ISO image, or an empty build VM)
-            if args:
-                args.append(str(disk))
-                if disk_bytes:
-                    args.append(str(disk_bytes))
+            has_image_disk = image is not None and image.disk_path is not None
+            args = _overlay_command(image.id if image and has_image_disk else None, disk_bytes)
+            if args:  # else no disk to make (an installer ISO image, or an empty build VM)
                 await run_tool(args, cwd=staging.path)
             resources = []
             if image is not None and image_config and (iso := drives.image_iso_path(image.id, image_config)):
@@ -262,8 +262,17 @@ class VmManager:
         except NotFound:
             return host_arch()
 
-    async def start(self, name: str, snapshot: bool = False, wait_for_ssh: float | None = None) -> VmStatus:
-        """Boot the VM in a detached QEMU; optionally wait for its SSH server."""
+    async def start(self, name: str, snapshot: bool = False, wait_for_ssh: float | None = None,
+                    cold: bool = False, note: Callable[[str], None] | None = None,
+                    loadvm: str | None = None) -> VmStatus:
+        """Boot the VM in a detached QEMU; optionally wait for its SSH server.
+
+        A never-started VM resumes its image's warm state when there is one (see warm.py)
+        unless ``cold``; the first such start boots and, once SSH answers (``wait_for_ssh``),
+        saves the state. ``note`` hears what happened (a state made, a fallback and why).
+        ``loadvm``: resume this snapshot of the VM (one with memory) instead of booting."""
+        plan: warm.Machine | None = None
+        restored = False
         async with self._vm_lock(name) as vm_dir:
             st = self.status(name)
             if st.running:
@@ -277,40 +286,169 @@ class VmManager:
                 check_port_free(forward.host_port)
             attached = self._drives(name, vm_dir, config)
             arch = self.arch_of(config)
-            qemu = _emulator(arch)
-            boot = firmware.require(arch)
             choice = await self.accelerator(arch)
             serial_log.record(vm_dir, serial_log.START)  # where this boot's output begins (`miv logs --since`)
-            for attempt in range(3):
-                ssh_port = free_port()
-                spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
-                                  config.ports, attached, snapshot, arch=arch, isolated=config.isolated,
-                                  firmware=boot.qemu_args if boot else ())
-                try:
-                    pid = await process.launch(qemu_argv(spec, qemu), vm_dir)
-                    break
-                except ExternalError as e:
-                    text = str(e)
-                    if f":{ssh_port}-" in text and attempt < 2:
-                        continue  # somebody took our free SSH port in between: pick another
-                    if "host forwarding rule" in text:
-                        raise Conflict(f"cannot forward a port: {e.message}",
-                                       hint="A host port is in use; choose another with --port.") from e
-                    if choice.accel != "tcg" and "MINIVIRT_ACCEL" not in os.environ:
-                        # The accelerator failed for real: fall back, and remember it (for this
-                        # architecture only: another one's VMs keep their own accelerator).
-                        choice = self._accel[arch] = accel.AccelChoice(
-                            "tcg", f"{choice.accel} failed to start a VM", arch)
-                        continue
-                    raise
-            vmkey.write_ssh_config_at_start(vm_dir, name, ssh_port)
-            atomic_write_json(vm_dir / layout.VM_RUN, {
-                "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
-                "snapshot": snapshot, "arch": arch,
-            })
-        if wait_for_ssh:
+            if not cold and loadvm is None:
+                plan = await self._warm_plan(vm_dir, config, attached, snapshot, choice)
+            if plan is not None:
+                restored = await self._try_warm(name, vm_dir, config, plan, choice, note)
+            if not restored:
+                used = await self._launch(name, vm_dir, config, attached, snapshot, choice, plan,
+                                          ("-loadvm", loadvm) if loadvm else ())
+                if plan is not None and tuple(used.qemu_args) != plan.accel_args:
+                    plan = None  # the accelerator failed and TCG runs it: not the machine planned
+        if restored:
+            await self._make_clone_safe(name, wait_for_ssh or 120.0, note)
+        elif wait_for_ssh:  # a state is saved only when SSH answers: a guest that has none gets none
             await self.wait_for_ssh(name, wait_for_ssh)
+            if plan is not None and await warm.save(self.db, vm_dir, plan, note) and note:
+                note("saved a warm state: the next VM of this image with these settings starts warm")
         return self.status(name)
+
+    async def _launch(self, name: str, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
+                      choice: accel.AccelChoice, plan: warm.Machine | None = None,
+                      extra_args: tuple[str, ...] = ()) -> accel.AccelChoice:
+        """Launch QEMU for the VM (under its lock) and write its run.json; returns the
+        accelerator it runs with (TCG when the chosen one failed)."""
+        if plan is not None and not extra_args:
+            extra_args = ("-machine", plan.machine_type)  # pinned, as the warm state will record it
+        restoring = "-incoming" in extra_args or "-loadvm" in extra_args  # a state for this accelerator
+        arch = self.arch_of(config)
+        qemu = _emulator(arch)
+        boot = firmware.require(arch)
+        for attempt in range(3):
+            ssh_port = free_port()
+            spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
+                              config.ports, attached, snapshot, arch=arch, isolated=config.isolated,
+                              firmware=boot.qemu_args if boot else (), extra_args=extra_args)
+            try:
+                pid = await process.launch(qemu_argv(spec, qemu), vm_dir)
+                break
+            except ExternalError as e:
+                text = str(e)
+                if f":{ssh_port}-" in text and attempt < 2:
+                    continue  # somebody took our free SSH port in between: pick another
+                if "host forwarding rule" in text:
+                    raise Conflict(f"cannot forward a port: {e.message}",
+                                   hint="A host port is in use; choose another with --port.") from e
+                if choice.accel != "tcg" and "MINIVIRT_ACCEL" not in os.environ and not restoring:
+                    # The accelerator failed for real: fall back, and remember it (for this
+                    # architecture only: another one's VMs keep their own accelerator).
+                    choice = self._accel[arch] = accel.AccelChoice("tcg", f"{choice.accel} failed to start a VM", arch)
+                    continue
+                raise
+        vmkey.write_ssh_config_at_start(vm_dir, name, ssh_port)
+        atomic_write_json(vm_dir / layout.VM_RUN, {
+            "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
+            "snapshot": snapshot, "arch": arch,
+        })
+        return choice
+
+    # Warm starts (see warm.py) ------------------------------------------------
+
+    async def _warm_plan(self, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
+                         choice: accel.AccelChoice) -> warm.Machine | None:
+        """The machine a warm state of this start must match, or None when it may not use one."""
+        image = self.images.get(config.image) if config.image else None
+        if image is None or not warm.eligible(vm_dir, image.id, image.arch, attached, snapshot):
+            return None
+        facts = await warm.qemu_facts(qemu_system_name(image.arch))
+        if facts is None:
+            return None
+        return warm.Machine(image.id, config.memory_mb, config.cpus, tuple(choice.qemu_args), facts[1], facts[0],
+                            config.isolated, tuple(d.kind for d in attached))
+
+    async def _try_warm(self, name: str, vm_dir: Path, config: VmConfig, plan: warm.Machine,
+                        choice: accel.AccelChoice, note: Callable[[str], None] | None) -> bool:
+        """Restore the warm state of ``plan`` into the VM (under its lock); False (after
+        ``note`` says why, and with the VM's disk as it was) when there is none or it failed."""
+        try:
+            folder = warm.check_state(self.db, plan)
+        except ExternalError as e:
+            folder = warm.state_dir(self.db, plan)
+            await asyncio.to_thread(warm.discard, self.db, folder)
+            if note:
+                note(f"the warm state is unusable ({e.message}): removed it, booting cold")
+            return False
+        if folder is None:
+            return False
+        # The SSH client's import (~0.3 s) overlaps the restore: the guest is reached right after.
+        preload = asyncio.create_task(asyncio.to_thread(importlib.import_module, "asyncssh"))
+        cold_disk = vm_dir / f".cold-{layout.VM_DISK}"
+        os.rename(vm_dir / layout.VM_DISK, cold_disk)
+        try:
+            await asyncio.to_thread(warm.install_disk, folder, vm_dir)
+            attached = self._drives(name, vm_dir, config)  # the copied disk is checked like any
+            await self._launch(name, vm_dir, config, attached, False, choice, plan,
+                               tuple(warm.incoming_args(folder, plan)))
+            pid = process.running_pid(vm_dir)
+            if pid is None:
+                raise ExternalError("QEMU exited while restoring")
+            await warm.wait_restored(vm_dir, pid)
+        except MinivirtError as e:
+            pid = process.running_pid(vm_dir)
+            if pid is not None:
+                process.terminate(pid, vm_dir, signal.SIGKILL)
+                await process.wait_exit(pid, vm_dir, 5)
+            process.clean_runtime(vm_dir)
+            os.replace(cold_disk, vm_dir / layout.VM_DISK)
+            await asyncio.to_thread(warm.discard, self.db, folder)
+            if note:
+                note(f"the warm state could not be restored ({e.message}): removed it, booting cold")
+            return False
+        os.unlink(cold_disk)
+        await preload
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        atomic_write_json(vm_dir / layout.VM_RUN, {**run, "warm": folder.name})
+        return True
+
+    async def _recreate_disk(self, name: str, vm_dir: Path) -> None:
+        """Give a never-used VM a fresh overlay over its image (a failed warm start's disk is
+        discarded), and forget any key replacement done on the discarded disk."""
+        config = read_config(vm_dir)
+        tmp = vm_dir / f".new-{layout.VM_DISK}"
+        args = _overlay_command(config.image, None)
+        await run_tool([*args[:-1], tmp.name], cwd=vm_dir)
+        os.replace(tmp, vm_dir / layout.VM_DISK)
+        (vm_dir / layout.VM_SSH_KEY_STATE).unlink(missing_ok=True)
+
+    async def _make_clone_safe(self, name: str, wait: float, note: Callable[[str], None] | None) -> None:
+        """Right after a restore: clock, RNG, the VM's own key (the first contact). A guest
+        that cannot be made safe is stopped and booted cold instead."""
+        try:
+            # No banner polling: the server was listening when the state was saved, and each
+            # poll would cost the guest a fork of its SSH server.
+            vm_dir = self.path(name)
+            port = (read_json(vm_dir / layout.VM_RUN) or {}).get("ssh_port")
+            if not isinstance(port, int):
+                raise ExternalError("the VM has no SSH port")
+            throwaway = read_config(vm_dir).owner is not None
+            stack = contextlib.AsyncExitStack()
+            login = vmkey.session(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT))
+            conn = await stack.enter_async_context(login)
+            try:
+                await warm.make_safe(conn)
+            except BaseException:
+                await stack.aclose()
+                raise
+            if throwaway:  # its command reuses this connection: one login less
+                self._handoff[name] = (stack, conn)
+            else:
+                await stack.aclose()
+        except MinivirtError as e:
+            if note:
+                note(f"the warm-started guest could not be made safe ({e.message}): booting it cold")
+            async with self._vm_lock(name) as vm_dir:
+                pid = process.running_pid(vm_dir)
+                if pid is not None:
+                    process.terminate(pid, vm_dir, signal.SIGKILL)
+                    await process.wait_exit(pid, vm_dir, 5)
+                process.clean_runtime(vm_dir)
+                await self._recreate_disk(name, vm_dir)
+                config = read_config(vm_dir)
+                await self._launch(name, vm_dir, config, self._drives(name, vm_dir, config), False,
+                                   await self.accelerator())
+            await self.wait_for_ssh(name, wait)
 
     def _drives(self, name: str, vm_dir: Path, config: VmConfig) -> tuple[Drive, ...]:
         """The VM's checked drives; a VM whose image or attached files are unsafe does not start."""
@@ -379,6 +517,8 @@ class VmManager:
         """Kill the VM if it runs and remove its folder."""
         if not self.path(name).is_dir():
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
+        if (handed := self._handoff.pop(name, None)) is not None:
+            await handed[0].aclose()
         await self.kill(name)
 
         def remove() -> None:  # in a thread: the lock may wait, and a big folder takes a while
@@ -405,6 +545,11 @@ class VmManager:
         it. In a throw-away VM (``miv run``), a first contact's key replacement runs
         alongside the block, so the command starts sooner (see
         :func:`minivirt_core.vmkey.session`)."""
+        handed = self._handoff.pop(name, None)
+        if handed is not None and not handed[1].is_closed():
+            async with handed[0]:
+                yield handed[1]
+            return
         port = await self.wait_for_ssh(name, wait)
         vm_dir = self.path(name)
         run = read_json(vm_dir / layout.VM_RUN) or {}
@@ -523,6 +668,17 @@ def _emulator(arch: str) -> str:
                        hint=f"Install it: apt-get install {package} (Debian/Ubuntu), dnf install {name} "
                             "(Fedora), brew install qemu (macOS).")
     return path
+
+
+def _overlay_command(image_id: str | None, size: int | None) -> list[str]:
+    """``qemu-img`` arguments that make a VM's ``disk.qcow2`` (run in its folder): an overlay
+    over the image's disk by relative path, or an empty disk of ``size``; [] for neither."""
+    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    if image_id is not None:
+        args += ["-F", "qcow2", "-b", os.path.join("..", "..", layout.IMAGES, image_id, layout.IMAGE_DISK)]
+    elif not size:
+        return []
+    return [*args, layout.VM_DISK, *([str(size)] if size else [])]
 
 
 def _typed(value: Any, kind: Any) -> Any:

@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "remote": "remotes", "pull": "remotes", "push": "remotes", "registry": "remotes",
     "export": "export",
     "tui": "dashboard",
+    "port": "ports", "snapshot": "snapshots",
 }
 
 

@@ -54,13 +54,13 @@ def test_images_lists_short_id_arch_size_and_tags(db: Path) -> None:
 
     miv(db, "load", "a", "b", input=image_tar())
     out = miv(db, "images").stdout.decode().splitlines()
-    assert out[0].split() == ["IMAGE", "ID", "TAGS", "ARCH", "SIZE", "CREATED"]
+    assert out[0].split() == ["IMAGE", "ID", "TAGS", "ARCH", "SIZE", "CREATED", "WARM"]
     image_id = image_id_of(image_files())
     assert out[1].startswith(image_id[:12])
     assert out[1].split()[1:4] == ["a", "b", host_arch()]  # an image recording no architecture: the host's
     listed = json.loads(miv(db, "images", "--json").stdout)
     assert listed == [{"id": image_id, "short_id": image_id[:12], "size": listed[0]["size"], "tags": ["a", "b"],
-                       "created": listed[0]["created"], "arch": host_arch()}]
+                       "created": listed[0]["created"], "arch": host_arch(), "warm_states": 0}]
     assert listed[0]["size"] >= 5000
     assert miv(db, "images", "-q").stdout.decode() == image_id[:12] + "\n"
 

@@ -47,6 +47,7 @@ class LaunchSpec:
     arch: str = field(default_factory=host_arch)
     isolated: bool = False  # restrict=on: the guest reaches neither the host nor the network
     firmware: Sequence[str] = ()  # QEMU arguments loading the firmware (firmware.Firmware.qemu_args)
+    extra_args: Sequence[str] = ()  # e.g. a pinned -machine and -incoming for a warm start (warm.py)
 
 
 def machine_args(arch: str, accel: str) -> list[str]:
@@ -108,4 +109,4 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
             argv += ["-drive", f"if=virtio,file={name},format={drive.fmt}"]
     if spec.snapshot:
         argv.append("-snapshot")
-    return argv
+    return argv + list(spec.extra_args)

@@ -27,14 +27,18 @@ if TYPE_CHECKING:
 def images(as_json: bool, quiet: bool) -> None:
     """List the images of the database."""
     from minivirt_core.rows import IMAGE_COLUMNS, image_row
+    from minivirt_core.warm import states_by_image
 
-    found = core().images.list()
+    c = core()
+    found = c.images.list()
+    warm = states_by_image(c.db)
     if as_json:
-        click.echo(json.dumps([i.as_json() for i in found], indent=2))
+        click.echo(json.dumps([{**i.as_json(), "warm_states": warm.get(i.id, 0)} for i in found], indent=2))
     elif quiet:
         click.echo("".join(f"{i.short_id}\n" for i in found), nl=False)
     else:
-        table(IMAGE_COLUMNS, [image_row(i) for i in found])
+        # The shared columns, then how many warm states each image has (`miv run` resumes those).
+        table((*IMAGE_COLUMNS, "WARM"), [(*image_row(i), str(warm.get(i.id, "-"))) for i in found])
 
 
 @click.command()
@@ -100,6 +104,8 @@ def _prune_report(report: PruneReport, verb: str) -> None:
         info(f"{verb} orphan VM {name} (the miv process that made it is gone)")
     for image_id in report.images:
         info(f"{verb} image {image_id[:12]}{size(image_id)}")
+    for path in report.warm_states:
+        info(f"{verb} warm state {path.name[:12]}-{path.name[65:]} (its image is gone){size(path)}")
     for path in report.leftovers:
         info(f"{verb} leftover {path.parent.name}/{path.name}{size(path)}")
     if report.empty:

@@ -32,6 +32,11 @@ def _resources(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
+def _cold(f: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--cold", is_flag=True,
+                        help="Boot, even if a warm state of the image could resume it (see `miv images`).")(f)
+
+
 @click.command()
 @click.argument("image", shell_complete=image_refs)
 @click.argument("name")
@@ -50,12 +55,13 @@ def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...]
 @click.option("-d", "--daemon", is_flag=True, help="Do not attach the terminal to the serial console.")
 @click.option("--snapshot", is_flag=True, help="Discard the disk writes of this run when QEMU exits.")
 @click.option("--wait-for-ssh", type=float, metavar="SECONDS", help="Wait until SSH answers (at most SECONDS).")
-def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None) -> None:
+@_cold
+def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None, cold: bool) -> None:
     """Boot VM NAME. Without --daemon the terminal attaches to its serial console (Ctrl-] detaches)."""
 
     async def go() -> None:
         vms = core().vms
-        st = await vms.start(name, snapshot=snapshot, wait_for_ssh=wait_for_ssh)
+        st = await vms.start(name, snapshot=snapshot, wait_for_ssh=wait_for_ssh, cold=cold, note=info)
         if wait_for_ssh:  # first contact now: the guest stops accepting the well-known key
             (await vms.ssh_connect(name, wait_for_ssh)).close()
         info(f"started {name} (ssh port {st.ssh_port}, {st.accel})")
@@ -260,8 +266,9 @@ def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> No
 @click.option("--wait-for-ssh", type=float, default=DEFAULT_SSH_WAIT, show_default=True, metavar="SECONDS",
               help="Seconds to wait for the guest's SSH server.")
 @click.option("-t", "--tty", "force_tty", is_flag=True, help="A terminal even with a command (when stdin is one).")
+@_cold
 def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tuple[str, ...],
-         isolated: bool, wait_for_ssh: float, force_tty: bool) -> None:
+         isolated: bool, wait_for_ssh: float, force_tty: bool, cold: bool) -> None:
     """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it.
 
     One argument is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
@@ -276,11 +283,16 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
     async def go() -> int:
         status = StatusLine()  # on a terminal only: while it boots, until the command's output starts
         ticker = asyncio.ensure_future(status.ticking()) if status.enabled else None
+
+        def note(text: str) -> None:  # what a warm start says (resumed, saved, fell back)
+            status.clear()
+            info(text)
+
         try:
-            status.set(f"booting a VM of {image}")
+            status.set(f"booting a VM of {image}, waiting for SSH")
             async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
-                                    wait_for_ssh=None, isolated=isolated) as st:
-                status.set(f"{st.name} ({image}): waiting for SSH")
+                                    wait_for_ssh=wait_for_ssh, isolated=isolated, cold=cold, note=note) as st:
+                status.set(f"{st.name} ({image}): logging in")
                 return await _ssh_session(st.name, wait_for_ssh, shell_command(command), force_tty,
                                           on_connected=status.clear)
         finally:

@@ -1,0 +1,144 @@
+"""Warm starts on the real tiny guest: a saved just-booted state resumed by new VMs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import MIV, miv, wait_until
+
+
+def _states(db: Path) -> list[Path]:
+    folder = db / "cache" / "warm"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _start_both(db: Path, names: list[str]) -> None:
+    """Start VMs at the same moment, each in its own miv process."""
+    env = {**os.environ, "MINIVIRT_DB_PATH": str(db)}
+    procs = [subprocess.Popen([MIV, "start", n, "--daemon", "--wait-for-ssh", "120"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in names]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+
+
+def _ssh(db: Path, vm: str, command: str) -> str:
+    return miv(db, "ssh", vm, command).stdout.decode().strip()
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_warm_run_clones_at_once_own_state_per_memory_and_prune(tiny_db: Path) -> None:
+    db = tiny_db
+    first = miv(db, "run", "tiny", "hostname")
+    assert first.stdout == b"tiny\n"
+    assert b"saved a warm state" in first.stderr
+    (state,) = _states(db)
+    meta = json.loads((state / "warm.json").read_text())
+    assert meta["machine"]["machine_type"].startswith("pc-i440fx-")  # pinned, not "pc"
+    assert json.loads(miv(db, "images", "--json").stdout)[0]["warm_states"] == 1
+
+    warm = miv(db, "run", "tiny", "hostname")
+    assert warm.stdout == b"tiny\n" and warm.stderr == b"", warm.stderr
+
+    # Two VMs started from the one state at once: both resumed (no boot on their consoles),
+    # each with its own writes, a clock set from the host and an RNG of its own.
+    miv(db, "create", "tiny", "a")
+    miv(db, "create", "tiny", "b")
+    # The guest clock of a restored state lags by the state's age: make that more than the 2 s allowed.
+    wait_until(lambda: time.time() - meta["created"] > 5, 10, "the warm state to be 5 s old")
+    _start_both(db, ["a", "b"])
+    for vm in ("a", "b"):
+        assert json.loads((db / "vms" / vm / "run.json").read_text())["warm"] == state.name
+        assert b"Linux version" not in (db / "vms" / vm / "serial.log").read_bytes()
+    _ssh(db, "a", "echo from-a > /root/mine && sync")
+    assert _ssh(db, "a", "cat /root/mine") == "from-a"
+    assert _ssh(db, "b", "cat /root/mine 2>/dev/null || echo none") == "none"
+    for vm in ("a", "b"):
+        guest = int(_ssh(db, vm, "date +%s"))
+        assert abs(guest - time.time()) <= 2, f"{vm}'s clock is {guest - time.time():+.1f} s off"
+    random_a = _ssh(db, "a", "head -c 64 /dev/urandom | od -An -tx1")
+    random_b = _ssh(db, "b", "head -c 64 /dev/urandom | od -An -tx1")
+    assert len(random_a.split()) == 64 and random_a != random_b
+
+    # --cold boots even with a state there.
+    miv(db, "create", "tiny", "c", "-m", "200")
+    miv(db, "start", "c", "--daemon", "--cold")
+    assert "warm" not in json.loads((db / "vms" / "c" / "run.json").read_text())
+
+    # Other memory: its own state, never a failed restore of the first.
+    other = miv(db, "run", "-m", "256", "tiny", "true")
+    assert b"saved a warm state" in other.stderr and b"cold" not in other.stderr
+    assert len(_states(db)) == 2 and json.loads(miv(db, "images", "--json").stdout)[0]["warm_states"] == 2
+
+    # The image goes: its warm states go with it.
+    miv(db, "destroy", "a", "b", "c")
+    miv(db, "untag", "tiny")
+    out = miv(db, "prune").stderr.decode()
+    assert out.count("removed warm state") == 2
+    assert _states(db) == []
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_corrupt_or_mismatched_warm_state_falls_back_to_a_cold_boot(tiny_db: Path) -> None:
+    db = tiny_db
+    miv(db, "run", "tiny", "true")
+    (state,) = _states(db)
+
+    # Damaged in the middle (same size): QEMU cannot load it, or the guest does not answer.
+    with open(state / "state", "r+b") as f:
+        f.seek(f.seek(0, 2) // 2)
+        f.write(b"\xff" * 65536)
+    out = miv(db, "run", "tiny", "hostname")
+    assert out.stdout == b"tiny\n"
+    err = out.stderr.decode()
+    assert "booting" in err and "cold" in err and "saved a warm state" in err, err
+
+    # Saved from another machine (its record differs): refused before QEMU sees it.
+    (state,) = _states(db)
+    meta = json.loads((state / "warm.json").read_text())
+    meta["machine"]["cpus"] = 2
+    (state / "warm.json").write_text(json.dumps(meta))
+    out = miv(db, "run", "tiny", "hostname")
+    assert out.stdout == b"tiny\n"
+    assert "the warm state is unusable (it was saved from another machine (settings differ)): " \
+           "removed it, booting cold" in out.stderr.decode()
+    assert len(_states(db)) == 1  # made again
+    assert miv(db, "fsck", rc=None).returncode == 0
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_warm_state_of_a_guest_without_ssh_falls_back_to_a_cold_boot(tiny_db: Path) -> None:
+    """A state whose guest cannot be made safe (here its SSH server was stopped before the
+    save): the clone is stopped and booted cold, and the user is told."""
+    import asyncio
+
+    from minivirt_core import Minivirt, warm
+
+    db = tiny_db
+    miv(db, "create", "tiny", "m", "-m", "200")
+    core = Minivirt(db)
+    core.vms.keep_well_known_key("m")  # logins leave the guest as it was: a state may still be saved
+    miv(db, "start", "m", "--daemon", "--cold", "--wait-for-ssh", "120")
+    # init respawns the SSH server: take its binary away first.
+    miv(db, "ssh", "m", "mv /usr/sbin/dropbear /root/dropbear-off && kill $(pidof dropbear)", rc=None)
+    image = core.images.resolve("tiny")
+    choice = asyncio.run(core.vms.accelerator())
+    facts = asyncio.run(warm.qemu_facts("qemu-system-x86_64"))
+    assert facts is not None
+    machine = warm.Machine(image.id, 200, 1, tuple(choice.qemu_args), facts[1], facts[0], False, ("disk",))
+    assert asyncio.run(warm.save(core.db, db / "vms" / "m", machine)) is not None
+    miv(db, "destroy", "m")
+
+    out = miv(db, "run", "-m", "200", "tiny", "hostname")
+    assert out.stdout == b"tiny\n"
+    assert "the warm-started guest could not be made safe" in out.stderr.decode()
+    assert "booting it cold" in out.stderr.decode()
