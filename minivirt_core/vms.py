@@ -302,7 +302,7 @@ class VmManager:
         elif wait_for_ssh:  # a state is saved only when SSH answers: a guest that has none gets none
             await self.wait_for_ssh(name, wait_for_ssh)
             if plan is not None and await warm.save(self.db, vm_dir, plan, note) and note:
-                note("saved a warm state: the next VM of this image with these settings starts warm")
+                note(warm.SAVED)
         return self.status(name)
 
     async def _launch(self, name: str, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,

@@ -70,6 +70,8 @@ LOGIN_TIMEOUT = 20.0
 SAVE_TIMEOUT = 60.0
 
 Note = Callable[[str], None]
+SAVED = "saved a warm state: the next VM of this image with these settings starts warm"
+"""The note of a start that saved a state: news, not a problem (scripts may leave it out)."""
 _DIR_RE = re.compile(r"([0-9a-f]{64})-([0-9a-f]{16})")
 
 

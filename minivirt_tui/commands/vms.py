@@ -277,6 +277,7 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
 
     from minivirt_core.ephemeral import ephemeral_vm
     from minivirt_core.ssh import shell_command
+    from minivirt_core.warm import SAVED
 
     from ..render import StatusLine
 
@@ -284,9 +285,10 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
         status = StatusLine()  # on a terminal only: while it boots, until the command's output starts
         ticker = asyncio.ensure_future(status.ticking()) if status.enabled else None
 
-        def note(text: str) -> None:  # what a warm start says (resumed, saved, fell back)
-            status.clear()
-            info(text)
+        def note(text: str) -> None:  # what a warm start says: saved one (news), or fell back to a cold boot
+            if status.enabled or text != SAVED:  # piped, the news would be noise in a script's stderr
+                status.clear()
+                info(text)
 
         try:
             status.set(f"booting a VM of {image}, waiting for SSH")
