@@ -14,6 +14,7 @@ from minivirt_core import Minivirt
 from minivirt_tui.dashboard.app import MivApp
 from minivirt_tui.dashboard.modals import ConfirmModal, FormModal, ReportModal
 from minivirt_tui.dashboard.output import JobView
+from minivirt_tui.dashboard.tables import Row
 from minivirt_tui.dashboard.terminal import SerialTerminal
 
 from .helpers import image_tar, miv
@@ -67,11 +68,15 @@ async def test_image_actions(db: Path, tmp_path: Path) -> None:
         await pilot.press("t")
         await fill_form(pilot, tag="second")
         await until(pilot, lambda: (db / "images" / "second").is_symlink(), 10, "the tag")
-        # Invalid input: an error, and the app goes on.
+        # Invalid input: the error shows in the form, which stays open with what was typed.
         await pilot.press("t")
-        await fill_form(pilot, tag="bad/tag")
-        await until(pilot, lambda: "may not contain '/'" in "\n".join(app.query_one("#events").lines), 10,
-                    "the error")
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 10, "the form")
+        app.screen.query_one("#field-tag").value = "bad/tag"
+        await pilot.press("enter")
+        await until(pilot, lambda: "may not contain '/'" in str(app.screen.query_one("#form-error").render()), 10,
+                    "the error in the form")
+        assert isinstance(app.screen, FormModal) and app.screen.query_one("#field-tag").value == "bad/tag"
+        await pilot.press("escape")
         assert app.is_running
         await pilot.press("u")
         await fill_form(pilot, tag="second")
@@ -306,7 +311,9 @@ async def test_cancelling_a_build_job(tiny_db: Path, tmp_path: Path) -> None:
         view = app.query_one(JobView)
         await until(pilot, lambda: any(n.startswith("build-") and running(tiny_db, n)
                                        for n in os.listdir(tiny_db / "vms")), 60, "the build VM")
-        await pilot.press("4")  # focus the output area (the job's log), as a person would
+        # Regression: ctrl+x worked only once the output area had the focus (after `4`); it
+        # works whenever the job's tab is shown, here with the Images pane focused.
+        assert app.focused is app.query_one("#images")
         await pilot.press("ctrl+x")
         await until(pilot, lambda: view.finished, 60, "the cancellation")
         assert view.status_text == "cancelled"
@@ -320,11 +327,11 @@ async def test_table_columns_fit_their_cells_at_once(db: Path) -> None:
     ("imag" for a tag) because DataTable measured new rows later, on idle. Columns are
     now sized when the rows are set, and narrow again when the content does."""
     app = make_app(db, probe_accel=False)
-    async with app.run_test(size=SIZE):
+    async with app.run_test(size=(200, 50)):
         table = app.query_one("#remotes")
-        table.set_rows([("a", ("a-long-remote-name", "s3", "https://example.invalid/bucket"))])
+        table.set_rows([Row("a", ("a-long-remote-name", "s3", "https://example.invalid/bucket"), ("", "", ""))])
         assert [c.content_width for c in table.ordered_columns] == [18, 4, 30]
-        table.set_rows([("b", ("b", "file", "file:///x"))])
+        table.set_rows([Row("b", ("b", "file", "file:///x"), ("", "", ""))])
         assert [c.content_width for c in table.ordered_columns] == [4, 4, 9]
 
 
@@ -351,17 +358,16 @@ async def test_prune_waits_for_the_lock_without_freezing_the_dashboard(db: Path)
         holder.start()
         holding.wait()
         try:
-            await pilot.press("P")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the confirmation")
-            await pilot.press("y")
-            await until(pilot, lambda: not isinstance(app.screen, ConfirmModal), 5, "the confirmation to close")
+            await pilot.press("P")  # the prune's look at what it would remove waits for the lock
             started = time.monotonic()
             await pilot.press("2")  # the dashboard still answers while the prune waits
             await until(pilot, lambda: app.focused is app.query_one("#vms"), 5, "the VMs pane")
             assert time.monotonic() - started < 5
-            assert len(images()) == 1  # and the prune has not run beside the holder
+            assert len(images()) == 1 and not isinstance(app.screen, ConfirmModal)
         finally:
             release.set()
         holder.join()
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 10, "the confirmation")
+        await pilot.press("y")
         await until(pilot, lambda: "pruned 1 image" in "\n".join(app.query_one("#events").lines), 20, "the prune")
         assert images() == []

@@ -1,12 +1,13 @@
-"""The Images pane's actions: run, create VM, tag, untag, push, save, prune."""
+"""The Images pane's actions: run, create VM, tag, untag, push, save, inspect, prune."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from minivirt_core import defaults
+from textual import work
 
+from ..render import home_short
 from .base import DashboardBase
 from .modals import ConfirmModal, Field, FormModal
 from .output import JobView
@@ -27,7 +28,10 @@ class ImageActions(DashboardBase):
 
             self.operation("tag", run())
 
-        self.ask(FormModal(f"Tag image {self._image_label(image_id)}", [Field("tag", "New tag")], "Tag"), go)
+        from minivirt_core.names import validate_tag
+
+        self.ask(FormModal(f"Tag image {self._image_label(image_id)}", [Field("tag", "New tag", check=validate_tag)],
+                           "Tag"), go)
 
     def action_untag_image(self) -> None:
         if not (image_id := self.selected("images", "image")):
@@ -48,6 +52,22 @@ class ImageActions(DashboardBase):
                            "Untag"), go)
 
     def action_prune(self) -> None:
+        self._ask_prune()
+
+    @work(group="ops", exit_on_error=False, name="prune")
+    async def _ask_prune(self) -> None:
+        """List what a prune would remove and the space it frees, then ask."""
+        from minivirt_core.fsutil import human_size
+
+        plan = await asyncio.to_thread(self.miv.images.prune, True)  # a dry run: it only looks
+        sizes = {i.id: i.size for i in (self.snapshot.images if self.snapshot else ())}
+        lines = [f"  image {i[:12]}  {human_size(sizes[i]) if i in sizes else ''}".rstrip() for i in plan.images]
+        lines += [f"  throw-away VM {n} (its process is gone)" for n in plan.vms]
+        lines += [f"  leftover {home_short(str(p))}" for p in plan.leftovers]
+        if not lines:
+            self.notify("Nothing to prune: every image has a tag or a VM", timeout=4)
+            return
+
         def go(confirmed: bool) -> None:
             async def run() -> str:
                 from minivirt_core.fsutil import human_size
@@ -58,7 +78,8 @@ class ImageActions(DashboardBase):
 
             self.operation("prune", run())
 
-        self.ask(ConfirmModal("Remove every image that no tag and no VM uses?", "Prune"), go)
+        self.ask(ConfirmModal(f"Prune? This frees {human_size(plan.freed)} by removing:", "Prune", "\n".join(lines)),
+                 go)
 
     def action_create_vm(self) -> None:
         if not (image_id := self.selected("images", "image")):
@@ -74,11 +95,54 @@ class ImageActions(DashboardBase):
 
             self.operation("create VM", run())
 
+        from minivirt_core.names import validate_vm_name
+        from minivirt_core.ports import parse_forward
+        from minivirt_core.vmconfig import parse_cpus, parse_memory
+
+        def ports_ok(text: str) -> None:
+            for p in text.split(","):
+                if p.strip():
+                    parse_forward(p.strip())
+
+        def cpus_ok(text: str) -> None:
+            if not text.isdigit():
+                raise ValueError(f"{text!r} is not a whole number")
+            parse_cpus(int(text))
+
+        def name_free(name: str) -> None:
+            validate_vm_name(name)
+            if self.miv.vms.path(name).exists():
+                raise ValueError(f"a VM named {name!r} exists already")
+
         self.ask(FormModal(f"Create a VM from {self._image_label(image_id)}", [
-            Field("name", "Name"), Field("memory", "Memory (MiB, or 512M, 2G)", str(defaults.MEMORY_MB)),
-            Field("cpus", "CPUs", str(defaults.CPUS)),
-            Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False),
+            Field("name", "Name", self._free_vm_name(self._image_label(image_id)), check=name_free),
+            Field("memory", "Memory (MiB, or 512M, 2G)", "1024", check=parse_memory),
+            Field("cpus", "CPUs", "1", check=cpus_ok),
+            Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False, check=ports_ok),
         ], "Create"), go)
+
+    def _free_vm_name(self, label: str) -> str:
+        """``tiny-1``, ``tiny-2``…: the first name no VM has, from the image's label."""
+        base = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "-" for c in label).strip("-._")
+        base = (base or "vm")[:40]
+        if not base[0].isalnum():
+            base = "vm-" + base
+        taken = set(self.miv.vms.names())
+        n = 1
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
+
+    def action_inspect_image(self) -> None:
+        if not (image_id := self.selected("images", "image")):
+            return
+
+        async def run() -> None:
+            from minivirt_core.inspect import inspect_image
+
+            self.show_inspect(f"image {self._image_label(image_id)}", await inspect_image(self.miv.db, image_id))
+
+        self.operation("inspect", run())
 
     def action_run_image(self) -> None:
         if not (image_id := self.selected("images", "image")):

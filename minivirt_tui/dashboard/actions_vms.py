@@ -1,10 +1,12 @@
-"""The VMs pane's actions: start, stop, kill, destroy, console, SSH, commit, copy."""
+"""The VMs pane's actions: start, stop, kill, destroy, console, SSH, inspect, commit, copy."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual import on
 from textual.widgets import TabbedContent, TabPane
@@ -77,9 +79,27 @@ class VmActions(DashboardBase):
 
         self.ask(ConfirmModal(f"Destroy VM {name}? Its disk is deleted.", "Destroy"), go)
 
-    async def action_attach_console(self) -> None:
+    def _when_running(self, name: str, what: str, then: Callable[[], Any], wait_for_ssh: bool = False) -> None:
+        """Do ``then`` if VM ``name`` runs; else say so plainly and offer to start it first
+        (opening nothing)."""
+        if self.miv.vms.status(name).running:
+            then()
+            return
+        self.log_event(f"{what}: VM {name} is not running")
+
+        def go(confirmed: bool) -> None:
+            async def run() -> str:
+                await self.miv.vms.start(name, wait_for_ssh=120 if wait_for_ssh else None)
+                self.call_later(then)
+                return f"started {name}"
+
+            self.operation(f"start {name}", run())
+
+        self.ask(ConfirmModal(f"VM {name} is not running. Start it, then {what}?", "Start"), go)
+
+    def action_attach_console(self) -> None:
         if name := self.selected("vms", "VM"):
-            await self.open_console(name)
+            self._when_running(name, "attach its console", lambda: self.call_later(self.open_console, name))
 
     def console_tab_id(self, name: str) -> str:
         return f"tab-console-{name}"
@@ -93,7 +113,6 @@ class VmActions(DashboardBase):
         else:
             term = SerialTerminal(name, self.miv.vms.path(name), show_log=show_log)
             await tabs.add_pane(TabPane(f"console: {name}", term, id=pane_id))  # before it can be active
-            self.log_event(f"console of {name} attached ({LEAVE_KEY_DISPLAY} returns to the dashboard)")
         tabs.active = pane_id
         self.call_after_refresh(term.focus)
         return term
@@ -109,11 +128,14 @@ class VmActions(DashboardBase):
 
     @on(SerialTerminal.StateChanged)
     def _console_state(self, event: SerialTerminal.StateChanged) -> None:
-        self.log_event(f"console of {event.terminal.vm_name}: {event.text}")
+        hint = f" ({LEAVE_KEY_DISPLAY} returns to the dashboard)" if event.attached else ""
+        self.log_event(f"console of {event.terminal.vm_name}: {event.text}{hint}")
 
     def action_ssh_vm(self) -> None:
-        if not (name := self.selected("vms", "VM")):
-            return
+        if name := self.selected("vms", "VM"):
+            self._when_running(name, "open an SSH session", lambda: self._ssh(name), wait_for_ssh=True)
+
+    def _ssh(self, name: str) -> None:
         import subprocess
 
         miv = str(Path(sys.executable).parent / "miv")
@@ -124,6 +146,17 @@ class VmActions(DashboardBase):
             self.notify(f"cannot open SSH here: {e}", severity="error")
             return
         self.log_event(f"SSH session to {name} ended")
+
+    def action_inspect_vm(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+
+        async def run() -> None:
+            from minivirt_core.inspect import inspect_vm
+
+            self.show_inspect(f"VM {name}", await inspect_vm(self.miv.db, name))
+
+        self.operation(f"inspect {name}", run())
 
     def action_commit_vm(self) -> None:
         if not (name := self.selected("vms", "VM")):

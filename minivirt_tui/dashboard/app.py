@@ -14,47 +14,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import BindingsMap
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from minivirt_core import Minivirt, MinivirtError
 
 from ..render import home_short
+from . import actions
+from .actions import Action
 from .actions_images import ImageActions
 from .actions_remotes import RemoteActions
 from .actions_vms import VmActions
-from .modals import Field, FormModal, ReportModal
+from .keys import HelpScreen, KeysBar, MivCommands
+from .modals import ConfirmModal, Field, FormModal, ReportModal
 from .output import EventsLog, JobView
 from .state import Snapshot, StateReader
-from .tables import ImagesTable, RemotesTable, VmsTable
+from .tables import ImagesTable, RemotesTable, ResourceTable, VmsTable
 from .terminal import SerialTerminal
 
-PALETTE = [
-    ("Build an image from a recipe", "build"), ("Check the database (fsck)", "fsck"),
-    ("Doctor: what this host has", "doctor"), ("Prune unused images", "prune"),
-    ("Run the selected image", "run_image"), ("Create a VM from the selected image", "create_vm"),
-    ("Tag the selected image", "tag_image"), ("Untag the selected image", "untag_image"),
-    ("Push the selected image", "push_image"), ("Save the selected image to a file", "save_image"),
-    ("Start the selected VM", "start_vm"), ("Stop the selected VM", "stop_vm"), ("Kill the selected VM", "kill_vm"),
-    ("Destroy the selected VM", "destroy_vm"), ("Attach the selected VM's console", "attach_console"),
-    ("SSH into the selected VM", "ssh_vm"), ("Commit the selected VM as an image", "commit_vm"),
-    ("Copy a file to or from the selected VM", "copy_file"), ("Add a remote", "add_remote"),
-    ("Remove the selected remote", "remove_remote"), ("Pull from the selected remote", "pull_image"),
-]
-
-
-class MivCommands(Provider):
-    """Every dashboard action in the command palette."""
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, action in PALETTE:
-            if (score := matcher.match(title)) > 0:
-                yield Hit(score, matcher.highlight(title), lambda a=action: self.app.run_action(a), help=title)
+MIN_SIZE = (80, 24)  # below this, the panes can't show 3 rows each: a message says so
 
 
 class MivApp(ImageActions, VmActions, RemoteActions):
@@ -62,22 +43,14 @@ class MivApp(ImageActions, VmActions, RemoteActions):
 
     CSS_PATH = "app.tcss"
     TITLE = "minivirt"
-    COMMANDS = App.COMMANDS | {MivCommands}
-    BINDINGS = [
-        Binding("b", "build", "Build"),
-        Binding("f", "fsck", "fsck"),
-        Binding("D", "doctor", "Doctor"),
-        Binding("w", "close_tab", "Close tab"),
-        Binding("1", "focus('images')", "Images", show=False),
-        Binding("2", "focus('vms')", "VMs", show=False),
-        Binding("3", "focus('remotes')", "Remotes", show=False),
-        Binding("4", "focus_output", "Output", show=False),
-        Binding("q", "quit", "Quit"),
-    ]
+    COMMANDS = {MivCommands}  # every action of ours, once (Textual's own add nothing a user needs here)
 
     def __init__(self, miv: Minivirt | None = None, *, clock: Callable[[], float] = time.time,
                  refresh_interval: float = 1.0, probe_accel: bool = True, cursor_blink: bool = True) -> None:
         super().__init__()
+        # The app's keys come from the declared actions (read now: a new entry counts).
+        self._bindings = BindingsMap.merge([self._bindings, BindingsMap(actions.bindings("global") +
+                                                                        actions.bindings("tabs"))])
         self.cursor_blink = cursor_blink
         self.miv = miv or Minivirt()
         self.clock = clock
@@ -97,19 +70,22 @@ class MivApp(ImageActions, VmActions, RemoteActions):
         with Horizontal(id="upper"):
             with Vertical(id="images-pane", classes="pane"):
                 yield ImagesTable(clock=self.clock, id="images")
+                yield Input(placeholder="filter images (tags, id)", id="images-filter", classes="filter")
             with Vertical(id="remotes-pane", classes="pane"):
                 yield RemotesTable(clock=self.clock, id="remotes")
+                yield Input(placeholder="filter remotes", id="remotes-filter", classes="filter")
         with Vertical(id="lower", classes="pane"):
             yield VmsTable(clock=self.clock, id="vms")
+            yield Input(placeholder="filter VMs (name, state, image)", id="vms-filter", classes="filter")
         with TabbedContent(id="output"), TabPane("Events", id="tab-events"):
             yield EventsLog(clock=self.clock, id="events")
-        yield Footer()
+        yield KeysBar(self.footer_context, self.action_available, id="keys")
+        yield Static(id="too-small")
 
     def on_mount(self) -> None:
         self.miv.db.ensure()
-        self.query_one("#images-pane").border_title = "Images [1]"
-        self.query_one("#remotes-pane").border_title = "Remotes [3]"
-        self.query_one("#lower").border_title = "VMs [2]"
+        for table in self.query(ResourceTable):
+            table._update_title()
         self.query_one("#output").border_title = "Output [4]"
         self._update_topbar()
         self.refresh_state()
@@ -135,6 +111,48 @@ class MivApp(ImageActions, VmActions, RemoteActions):
         choice = await self.miv.vms.accelerator()
         self.accel_text = f"accelerator: {choice.accel} ({choice.reason})"
         self._update_topbar()
+
+    def on_resize(self, event: events.Resize) -> None:
+        width, height = event.size
+        small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
+        main = self.screen_stack[0] if self.screen_stack else self.screen
+        main.set_class(small, "-too-small")
+        if small:
+            self.query_one("#too-small", Static).update(
+                f"The terminal is {width}x{height}: minivirt needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]}.\n"
+                "Make the window bigger (q quits).")
+
+    # Keys ----------------------------------------------------------------------
+
+    def footer_context(self) -> str:
+        """Where the focus is, as the footer's context: a pane, ``console`` or ``output``."""
+        node = self.focused
+        while node is not None:
+            if isinstance(node, SerialTerminal):
+                return "console"
+            if isinstance(node, ResourceTable):
+                return node.PANE
+            if node.id == "output":
+                return "output"
+            node = node.parent  # type: ignore[assignment]
+        return "global"
+
+    def action_available(self, action: Action) -> bool:
+        """Whether the footer shows ``action`` now (cancel only while a job's tab is shown)."""
+        if action.name == "cancel_job":
+            return self.shown_job() is not None
+        return True
+
+    def refresh_keys(self) -> None:
+        for bar in self.query(KeysBar):
+            bar.update_keys()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_shown(self) -> None:
+        self.refresh_keys()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
 
     # State ---------------------------------------------------------------------
 
@@ -231,6 +249,104 @@ class MivApp(ImageActions, VmActions, RemoteActions):
     async def _destroy_run(self, name: str) -> str:
         await self.miv.vms.destroy(name)
         return f"destroyed {name} (its console tab was closed)"
+
+    def shown_job(self) -> JobView | None:
+        """The running job whose tab is shown, if any."""
+        tabs = self.query_one("#output", TabbedContent)
+        if not tabs.active or tabs.active == "tab-events":
+            return None
+        for view in tabs.get_pane(tabs.active).query(JobView):
+            if not view.finished:
+                return view
+        return None
+
+    def action_cancel_job(self) -> None:
+        if (view := self.shown_job()) is not None:
+            view.cancel()
+        else:
+            self.notify("No running job in the tab shown", severity="warning")
+
+    def _switch_tab(self, step: int) -> None:
+        tabs = self.query_one("#output", TabbedContent)
+        ids = [p.id for p in tabs.query(TabPane) if p.id]
+        if not ids:
+            return
+        was_in_output = self.footer_context() in ("console", "output")
+        index = ids.index(tabs.active) if tabs.active in ids else 0
+        tabs.active = ids[(index + step) % len(ids)]
+        if was_in_output:
+            self.call_after_refresh(self.action_focus_output)
+
+    def action_previous_tab(self) -> None:
+        self._switch_tab(-1)
+
+    def action_next_tab(self) -> None:
+        self._switch_tab(1)
+
+    # Filter and sort -----------------------------------------------------------
+
+    def focused_table(self) -> ResourceTable | None:
+        node = self.focused
+        if isinstance(node, Input) and node.has_class("filter"):
+            return self.query_one(f"#{node.id.removesuffix('-filter')}", ResourceTable)  # type: ignore[union-attr]
+        return node if isinstance(node, ResourceTable) else None
+
+    def action_filter(self) -> None:
+        if (table := self.focused_table()) is None:
+            self.notify("Focus a pane to filter it (1, 2, 3)", severity="warning")
+            return
+        box = self.query_one(f"#{table.id}-filter", Input)
+        box.display = True
+        box.value = table.filter_text
+        box.focus()
+
+    @on(Input.Changed, ".filter")
+    def _filter_typed(self, event: Input.Changed) -> None:
+        table = self.query_one(f"#{event.input.id.removesuffix('-filter')}", ResourceTable)  # type: ignore[union-attr]
+        table.set_filter(event.value)
+
+    @on(Input.Submitted, ".filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        table = self.query_one(f"#{event.input.id.removesuffix('-filter')}", ResourceTable)  # type: ignore[union-attr]
+        if not event.value:
+            event.input.display = False
+        table.focus()
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key != "escape":
+            return
+        focused = self.focused
+        table = self.focused_table()
+        if table is not None and (table.filter_text or isinstance(focused, Input)):
+            event.stop()
+            table.set_filter("")
+            box = self.query_one(f"#{table.id}-filter", Input)
+            box.value = ""
+            box.display = False
+            table.focus()
+
+    def action_sort(self) -> None:
+        if (table := self.focused_table()) is None:
+            self.notify("Focus a pane to sort it (1, 2, 3)", severity="warning")
+            return
+        table.cycle_sort()
+
+    # Quitting --------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        jobs = [v for v in self.query(JobView) if not v.finished]
+        if not jobs:
+            self.exit()
+            return
+        lines = [f"  {v.title}: {v.status_text}" for v in jobs]
+        lines += [f"  throw-away VM {n} (destroyed with its tab)" for n in sorted(self._ephemeral)]
+
+        def go(confirmed: bool) -> None:
+            if confirmed:
+                self.exit()
+
+        self.ask(ConfirmModal(f"Quit? {len(jobs)} job(s) running will be cancelled:", "Quit",
+                              "\n".join(lines)), go)
 
     def action_focus_output(self) -> None:
         tabs = self.query_one("#output", TabbedContent)

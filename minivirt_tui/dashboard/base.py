@@ -16,7 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from minivirt_core import Minivirt, MinivirtError
 
-from .modals import FormModal, ReportModal
+from .modals import FormModal, ReportModal, describe
 from .output import EventsLog, JobView
 from .state import Snapshot
 from .tables import ResourceTable
@@ -39,6 +39,9 @@ class DashboardBase(App[None]):
     async def open_console(self, name: str, show_log: bool = True) -> Any:
         """Open (or focus) the console tab of VM ``name`` (the VMs pane does it)."""
         raise NotImplementedError
+
+    def refresh_keys(self) -> None:
+        """Show the keys that work now in the footer (the App does it)."""
 
     def log_event(self, text: str) -> None:
         self.query_one("#events", EventsLog).record(text)
@@ -85,13 +88,21 @@ class DashboardBase(App[None]):
 
         self.call_next(show)
 
+        def ended(outcome: str) -> None:
+            if self.query(f"#{pane_id}"):
+                tabs.get_tab(pane_id).label = f"{title} · {outcome}"
+            self.call_later(self.refresh_keys)
+
         async def run() -> str | None:
             try:
                 result = await make(view)
             except BaseException as e:
-                view.finish("cancelled" if isinstance(e, asyncio.CancelledError) else f"failed: {e}")
+                cancelled = isinstance(e, asyncio.CancelledError)
+                view.finish("cancelled" if cancelled else f"failed: {e}", "cancelled" if cancelled else "failed")
+                ended("cancelled" if cancelled else "failed")
                 raise
             view.finish(result or "done")
+            ended("done")
             self.refresh_state()
             return result
 
@@ -119,6 +130,15 @@ class DashboardBase(App[None]):
             detail = "".join(traceback.format_exception(error)) if error else "unknown error"
             self.log_event(f"{what} failed unexpectedly: {error!r}")
             self.push_screen(ReportModal(f"{what} failed unexpectedly", detail, error=True))
+
+    def show_inspect(self, title: str, data: dict[str, Any]) -> None:
+        """The inspect view of a VM or an image (``data``: core inspect's JSON-ready dict)."""
+        import shlex
+
+        shown = dict(data)
+        if isinstance(shown.get("command_line"), list):
+            shown["command_line"] = shlex.join(shown["command_line"])
+        self.push_screen(ReportModal(title, describe(shown)))
 
     def ask(self, screen: Any, then: Callable[[Any], None]) -> None:
         """Show a modal; call ``then`` with its result unless it was cancelled."""

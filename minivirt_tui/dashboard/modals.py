@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,12 +23,16 @@ class Field:
     placeholder: str = ""
     options: tuple[str, ...] = field(default_factory=tuple)
     required: bool = True
+    check: Callable[[str], object] | None = None  # raises (MinivirtError, ValueError) when invalid
+
+
 
 
 class FormModal(ModalScreen[dict[str, str] | None]):
     """Ask for a few values; dismisses with ``{name: value}``, or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    # Enter submits from any field, a dropdown included (unless its list is open).
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "submit", "Submit", priority=True)]
 
     def __init__(self, title: str, fields: list[Field], submit: str = "OK") -> None:
         super().__init__()
@@ -62,15 +68,36 @@ class FormModal(ModalScreen[dict[str, str] | None]):
             result[f.name] = "" if value is Select.BLANK else str(value).strip()
         return result
 
+    def error(self, text: str) -> None:
+        """Show what is wrong; the form stays open with what was typed."""
+        self.query_one("#form-error", Label).update(text)
+
     def _submit(self) -> None:
         values = self.values()
         missing = [f.label for f in self.fields if f.required and not values[f.name]]
         if missing:
-            self.query_one("#form-error", Label).update(f"Please fill in: {', '.join(missing)}")
+            self.error(f"Please fill in: {', '.join(missing)}")
             return
+        for f in self.fields:
+            if f.check is not None and values[f.name]:
+                try:
+                    f.check(values[f.name])
+                except Exception as e:  # MinivirtError or ValueError: the message says what is wrong
+                    self.error(f"{f.label}: {getattr(e, 'message', None) or e}")
+                    self.query_one(f"#field-{f.name}").focus()
+                    return
         self.dismiss(values)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "submit":
+            from textual.widgets._select import SelectOverlay
+
+            focused = self.focused
+            if isinstance(focused, (SelectOverlay, Button)):
+                return False  # an open dropdown takes Enter to choose; a button presses itself
+        return True
+
+    def action_submit(self) -> None:
         self._submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -88,14 +115,18 @@ class ConfirmModal(ModalScreen[bool]):
 
     BINDINGS = [Binding("y", "confirm", "Yes"), Binding("n,escape", "cancel", "No")]
 
-    def __init__(self, question: str, confirm: str = "Yes") -> None:
+    def __init__(self, question: str, confirm: str = "Yes", details: str = "") -> None:
         super().__init__()
         self.question = question
         self.confirm_label = confirm
+        self.details = details
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="dialog-title")
+            if self.details:
+                with VerticalScroll(classes="confirm-details"):
+                    yield Static(self.details, markup=False, id="confirm-details")
             with Horizontal(classes="buttons"):
                 yield Button(self.confirm_label, variant="error", id="confirm")
                 yield Button("Cancel", id="cancel")
@@ -111,6 +142,40 @@ class ConfirmModal(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+def describe(value: Any, indent: int = 0) -> str:
+    """A JSON-like value as indented ``key: value`` lines (the inspect view)."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        lines = []
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(describe(v, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {_scalar(v)}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        lines = []
+        for v in value:
+            if isinstance(v, (dict, list)) and v:
+                body = describe(v, indent + 1).lstrip()
+                lines.append(f"{pad}- {body}")
+            else:
+                lines.append(f"{pad}- {_scalar(v)}")
+        return "\n".join(lines)
+    return pad + _scalar(value)
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (dict, list)):
+        return "none"
+    return str(v)
 
 
 class ReportModal(ModalScreen[None]):

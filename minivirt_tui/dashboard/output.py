@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Label, Log, ProgressBar
 from textual.worker import Worker
@@ -43,9 +42,8 @@ class EventsLog(Log):
 
 
 class JobView(Vertical):
-    """A long operation: a status line, a progress bar, and its live output."""
-
-    BINDINGS = [Binding("ctrl+x", "cancel_job", "Cancel job")]
+    """A long operation: a status line, a progress bar, and its live output. Once it has
+    finished, the bar is full (whatever the last progress report said) and stays so."""
     DEFAULT_CSS = """
     JobView { height: 1fr; }
     JobView > .job-status { height: 1; padding: 0 1; }
@@ -60,6 +58,7 @@ class JobView(Vertical):
         self.status_text = "starting"
         self.worker: Worker[Any] | None = None
         self.finished = False
+        self.outcome = ""  # done, failed or cancelled, once finished
         self._pending: list[str] = []
         self._progress: tuple[float, float | None] | None = None
 
@@ -77,7 +76,7 @@ class JobView(Vertical):
         if self._progress is not None:
             self.set_progress(*self._progress)
         if self.finished:
-            self.finish(self.status_text)
+            self.finish(self.status_text, self.outcome)
 
     def write(self, text: str) -> None:
         """Add output (console bytes decoded as text; control sequences are dropped)."""
@@ -96,26 +95,35 @@ class JobView(Vertical):
         if not self.is_mounted:
             return
         elapsed = int(time.monotonic() - self.started)
-        suffix = "" if self.finished else f" ({elapsed // 60}:{elapsed % 60:02d}, ctrl+x cancels)"
+        suffix = "" if self.finished else f" ({elapsed // 60}:{elapsed % 60:02d}, ^x cancels)"
         self.query_one(".job-status", Label).update(f"{self.title}: {self.status_text}{suffix}")
 
     def set_progress(self, done: float, total: float | None) -> None:
+        if self.finished:
+            return  # a report queued from a worker thread, arriving after the end
         self._progress = (done, total)
         if self.is_mounted:
             self.query_one(ProgressBar).update(total=total, progress=done)
 
-    def finish(self, text: str) -> None:
+    def finish(self, text: str, outcome: str = "done") -> None:
+        """The job ended (``outcome``: done, failed or cancelled): a full bar, no ETA."""
         self.finished = True
+        self.outcome = outcome
         self.status_text = text
         if not self.is_mounted:
             return
         bar = self.query_one(ProgressBar)
-        if bar.total is None:
-            bar.update(total=1, progress=1)
+        if outcome == "done":
+            total = bar.total or 1
+            bar.update(total=total, progress=total)
+        elif bar.total is None:
+            bar.update(total=1, progress=0)  # stop the indeterminate animation
+        bar.query("#eta").remove()
         self.set_status(text)
         self._flush()
 
-    def action_cancel_job(self) -> None:
+    def cancel(self) -> None:
+        """Cancel the job (its worker)."""
         if self.worker is not None and not self.finished:
             self.worker.cancel()
             self.set_status("cancelling")

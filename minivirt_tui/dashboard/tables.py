@@ -1,45 +1,188 @@
-"""The three panes: images, VMs and remotes, as tables that update in place."""
+"""The three panes: images, VMs and remotes, as tables that update in place.
+
+Each table can be filtered (``/``: rows whose text holds every typed word), sorted (a
+key cycles the column, a click on a header sorts by it; the header shows ``▲``/``▼``),
+and fits its width: optional columns go first, then the flexible one is cut with ``…``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from rich.cells import cell_len
-from textual.binding import Binding
+from textual import events
+from textual.binding import BindingsMap
 from textual.widgets import DataTable
 
 from minivirt_core.fsutil import human_size
 from minivirt_core.rows import IMAGE_COLUMNS, REMOTE_COLUMNS, VM_COLUMNS, image_row, remote_row, vm_row
 
+from ..render import ago, duration, home_short, vm_state
+from . import actions
 from .state import Snapshot
 
 
-class ResourceTable(DataTable[str]):
-    """A row-cursor table whose rows are keyed; re-filled only when its content changes."""
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``drop`` > 0 may be hidden when narrow (highest first); a ``flex``
+    column is cut with ``…`` to fit."""
 
-    COLUMNS: Sequence[str] = ()
+    title: str
+    drop: int = 0
+    flex: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row: its key (an image id, a VM name), its cells, what it sorts by per column."""
+
+    key: str
+    cells: tuple[str, ...]
+    sort: tuple[Any, ...]
+
+    def matches(self, words: Sequence[str]) -> bool:
+        text = (self.key + " " + " ".join(self.cells)).lower()
+        return all(w in text for w in words)
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, ending with ``…`` when cut."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    out, used = [], 0
+    for ch in text:
+        w = cell_len(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
+class ResourceTable(DataTable[str]):
+    """A row-cursor table whose rows are keyed; re-filled only when what it shows changes."""
+
+    COLUMNS: Sequence[Column] = ()
+    PANE = ""  # the actions' pane whose keys work here
+    TITLE = ""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.clock = clock
-        self._rows: list[tuple[str, tuple[str, ...]]] = []
+        self._bindings = BindingsMap.merge([self._bindings, BindingsMap(actions.bindings(self.PANE))])
+        self._all: list[Row] = []
+        self._rows: list[tuple[str, tuple[str, ...]]] = []  # what is shown: (key, cells)
+        self._shown_columns: tuple[str, ...] | None = None
+        self.filter_text = ""
+        self.sort_column: int | None = None
+        self.sort_reverse = False
 
     def on_mount(self) -> None:
-        self.add_columns(*self.COLUMNS)
+        self._show()
 
-    def set_rows(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
-        if rows == self._rows:
+    # Content -------------------------------------------------------------------
+
+    def set_rows(self, rows: list[Row]) -> None:
+        """All rows (filter and sort are applied here)."""
+        if rows == self._all:
             return
-        selected = self.selected_key
-        self._rows = rows
-        self.clear()
-        for key, cells in rows:
-            self.add_row(*cells, key=key)
-        self._fit_columns()
-        keys = [k for k, _ in rows]
-        if selected in keys:
-            self.move_cursor(row=keys.index(selected))
+        self._all = rows
+        self._show()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self._show()
+
+    def sort_by(self, column: int, reverse: bool | None = None) -> None:
+        """Sort by ``column``; sorting again by the same column reverses the order."""
+        if reverse is None:
+            reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column, self.sort_reverse = column, reverse
+        self._show()
+
+    def cycle_sort(self) -> None:
+        """The next column (after the last one, the same columns in reverse order)."""
+        if self.sort_column is None:
+            self.sort_by(0, False)
+        elif self.sort_column + 1 < len(self.COLUMNS):
+            self.sort_by(self.sort_column + 1, self.sort_reverse)
+        else:
+            self.sort_by(0, not self.sort_reverse)
+
+    def visible_rows(self) -> list[Row]:
+        words = self.filter_text.lower().split()
+        rows = [r for r in self._all if r.matches(words)] if words else list(self._all)
+        if self.sort_column is not None:
+            i = self.sort_column
+            rows.sort(key=lambda r: (r.sort[i] is None, r.sort[i] if r.sort[i] is not None else 0),
+                      reverse=self.sort_reverse)
+        return rows
+
+    @property
+    def total(self) -> int:
+        return len(self._all)
+
+    # Showing --------------------------------------------------------------------
+
+    def _layout(self, rows: list[Row]) -> tuple[list[int], dict[int, int]]:
+        """Which columns show, and the width the flexible one is cut to (if any)."""
+        natural = [max([cell_len(c.title) + 2] + [cell_len(r.cells[i]) for r in rows])
+                   for i, c in enumerate(self.COLUMNS)]
+        shown = list(range(len(self.COLUMNS)))
+        width = self.scrollable_content_region.width if self.is_mounted else 0
+        if width <= 0:
+            return shown, {}
+        pad = 2 * self.cell_padding
+        flex = next((i for i, c in enumerate(self.COLUMNS) if c.flex), None)
+        flex_min = min(natural[flex], 12) if flex is not None else 0
+
+        def needed() -> int:
+            return sum(natural[i] + pad for i in shown if i != flex) + (flex_min + pad if flex is not None else 0)
+
+        for i in sorted((i for i, c in enumerate(self.COLUMNS) if c.drop), key=lambda i: -self.COLUMNS[i].drop):
+            if needed() <= width:
+                break
+            shown.remove(i)
+        cuts: dict[int, int] = {}
+        if flex is not None:
+            room = width - sum(natural[i] + pad for i in shown if i != flex) - pad
+            if room < natural[flex]:
+                cuts[flex] = max(room, 3)
+        return shown, cuts
+
+    def _label(self, index: int) -> str:
+        title = self.COLUMNS[index].title
+        if index == self.sort_column:
+            title += " ▼" if self.sort_reverse else " ▲"
+        return title
+
+    def _show(self) -> None:
+        if not self.is_mounted:
+            return
+        rows = self.visible_rows()
+        shown, cuts = self._layout(rows)
+        columns = tuple(self._label(i) for i in shown)
+        view = [(r.key, tuple(cut(r.cells[i], cuts[i]) if i in cuts else r.cells[i] for i in shown)) for r in rows]
+        if view != self._rows or columns != self._shown_columns:
+            selected = self.selected_key
+            self._rows = view
+            if columns != self._shown_columns:
+                self.clear(columns=True)
+                self.add_columns(*columns)
+                self._shown_columns = columns
+            else:
+                self.clear()
+            self.add_rows([cells for _, cells in view])  # positional keys: rows are looked up by index
+            self._fit_columns()
+            keys = [k for k, _ in view]
+            if selected in keys:
+                self.move_cursor(row=keys.index(selected))
+        self._update_title()
 
     def _fit_columns(self) -> None:
         """Size each column to its widest cell. DataTable measures new rows later, on idle,
@@ -49,6 +192,25 @@ class ResourceTable(DataTable[str]):
             widest = max((cell_len(cells[index]) for _, cells in self._rows), default=0)
             column.content_width = max(cell_len(str(column.label)), widest)
 
+    def _update_title(self) -> None:
+        if self.parent is None or not self.TITLE:
+            return
+        title = self.TITLE
+        if self.filter_text:
+            title += f" /{self.filter_text} ({len(self._rows)} of {self.total})"
+        self.parent.border_title = title  # type: ignore[attr-defined]
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._show()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        label = str(event.label)
+        for index in range(len(self.COLUMNS)):
+            if self._label(index) == label:
+                self.sort_by(index)
+                return
+
     @property
     def selected_key(self) -> str | None:
         if not self._rows or self.cursor_row < 0 or self.cursor_row >= len(self._rows):
@@ -57,52 +219,48 @@ class ResourceTable(DataTable[str]):
 
 
 class ImagesTable(ResourceTable):
-    COLUMNS = IMAGE_COLUMNS
-    BINDINGS = [
-        Binding("r", "app.run_image", "Run"),
-        Binding("c", "app.create_vm", "Create VM"),
-        Binding("t", "app.tag_image", "Tag"),
-        Binding("u", "app.untag_image", "Untag"),
-        Binding("p", "app.push_image", "Push"),
-        Binding("s", "app.save_image", "Save"),
-        Binding("P", "app.prune", "Prune"),
-    ]
+    PANE = "images"
+    TITLE = "Images [1]"
+    COLUMNS = (Column("IMAGE ID"), Column("TAGS", flex=True), Column("SIZE", drop=1), Column("CREATED", drop=2))
 
     def update_from(self, snap: Snapshot) -> None:
         now = self.clock()
-        self.set_rows([(i.id, image_row(i, now)) for i in snap.images])
+        self.set_rows([
+            Row(i.id, (i.short_id, " ".join(i.tags) or "<none>", human_size(i.size), ago(i.created, now)),
+                (i.id, " ".join(i.tags), i.size, -i.created))
+            for i in snap.images
+        ])
 
 
 class VmsTable(ResourceTable):
-    COLUMNS = (*VM_COLUMNS, "CPU%", "RSS")  # the CLI's columns, then live figures
-    BINDINGS = [
-        Binding("s", "app.start_vm", "Start"),
-        Binding("S", "app.stop_vm", "Stop"),
-        Binding("k", "app.kill_vm", "Kill"),
-        Binding("d", "app.destroy_vm", "Destroy"),
-        Binding("a", "app.attach_console", "Console"),
-        Binding("h", "app.ssh_vm", "SSH"),
-        Binding("C", "app.commit_vm", "Commit"),
-        Binding("y", "app.copy_file", "Copy file"),
-    ]
+    PANE = "vms"
+    TITLE = "VMs [2]"
+    COLUMNS = (Column("NAME"), Column("STATE", flex=True), Column("IMAGE"), Column("SSH", drop=3),
+               Column("PORTS", drop=4), Column("MEM", drop=5), Column("CPUS", drop=7), Column("UPTIME", drop=6),
+               Column("CPU%", drop=8), Column("RSS", drop=9))
 
     def update_from(self, snap: Snapshot) -> None:
-        rows: list[tuple[str, tuple[str, ...]]] = []
+        rows: list[Row] = []
         for v in snap.vms:
             stats = snap.stats.get(v.name)
-            cpu = f"{stats.cpu_percent:.0f}" if stats and stats.cpu_percent is not None else "-"
-            rss = human_size(stats.rss) if stats and stats.rss else "-"
-            rows.append((v.name, (*vm_row(v), cpu, rss)))
+            cpu = stats.cpu_percent if stats else None
+            rss = stats.rss if stats else None
+            rows.append(Row(v.name, (
+                v.name, vm_state(v), v.image_label or "-", str(v.ssh_port or "-"),
+                ",".join(str(p) for p in c.ports) if c and c.ports else "-",
+                f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
+                duration(v.uptime) if v.uptime is not None else "-",
+                f"{cpu:.0f}" if cpu is not None else "-", human_size(rss) if rss else "-",
+            ), (v.name, vm_state(v), v.image_label or "", v.ssh_port, ",".join(str(p) for p in c.ports) if c else "",
+                c.memory_mb if c else None, c.cpus if c else None, v.uptime, cpu, rss)))
         self.set_rows(rows)
 
 
 class RemotesTable(ResourceTable):
-    COLUMNS = REMOTE_COLUMNS
-    BINDINGS = [
-        Binding("a", "app.add_remote", "Add"),
-        Binding("d", "app.remove_remote", "Remove"),
-        Binding("l", "app.pull_image", "Pull"),
-    ]
+    PANE = "remotes"
+    TITLE = "Remotes [3]"
+    COLUMNS = (Column("NAME"), Column("KIND", drop=1), Column("URL", flex=True))
 
     def update_from(self, snap: Snapshot) -> None:
-        self.set_rows([(r.name, remote_row(r)) for r in snap.remotes])
+        self.set_rows([Row(r.name, (r.name, r.kind, home_short(r.url)), (r.name, r.kind, r.url))
+                       for r in snap.remotes])

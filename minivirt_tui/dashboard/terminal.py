@@ -24,7 +24,7 @@ import pyte
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import BindingsMap
 from textual.geometry import Size
 from textual.message import Message
 from textual.strip import Strip
@@ -66,6 +66,7 @@ def _style(key: tuple[Any, ...] | None) -> Style:
 
 
 HISTORY = 3000
+LOG_TAIL_BYTES = 256 * 1024  # of the serial log, shown on attach: more than HISTORY lines of a boot
 # Bytes a "plain" chunk may hold: printable ASCII and CR LF (checked with bytes.translate).
 _PLAIN = bytes(range(0x20, 0x7F)) + b"\r\n"
 
@@ -83,6 +84,55 @@ class _Screen(pyte.Screen):
     def write_process_input(self, data: str) -> None:
         self._reply(data)
 
+    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        """As a terminal does: fewer rows move the top rows into scrollback (only as many
+        as needed to keep the cursor's row; blank rows below it go first); more rows
+        bring them back. pyte's own drops the top rows."""
+        lines = lines or self.lines
+        if lines < self.lines:
+            excess = self.lines - lines
+            below = self.lines - 1 - self.cursor.y  # rows under the cursor's
+            blank_below = 0
+            for y in range(self.lines - 1, self.cursor.y, -1):
+                if any(ch.data.strip() for ch in self.buffer[y].values()):
+                    break
+                blank_below += 1
+            drop_bottom = min(excess, blank_below, below)
+            move_up = excess - drop_bottom
+            if move_up:
+                for y in range(move_up):
+                    self.history.append(self.buffer[y])
+                for y in range(self.lines):
+                    if y + move_up < self.lines:
+                        self.buffer[y] = self.buffer[y + move_up]
+                    else:
+                        self.buffer.pop(y, None)
+                self.cursor.y -= move_up
+            for y in range(lines, self.lines):
+                self.buffer.pop(y, None)
+            saved = (self.cursor.x, self.cursor.y)
+            self.lines = lines  # so pyte's resize below drops nothing more
+            super().resize(lines, columns)
+            self.cursor.x, self.cursor.y = saved
+        elif lines > self.lines and self.history:
+            back = min(lines - self.lines, len(self.history))
+            rows = [self.history.pop() for _ in range(back)][::-1]
+            for y in range(self.lines - 1, -1, -1):
+                self.buffer[y + back] = self.buffer[y]
+            for y, row in enumerate(rows):
+                self.buffer[y] = row if not isinstance(row, str) else self._row_of(row)
+            self.cursor.y += back
+            super().resize(lines, columns)
+        else:
+            super().resize(lines, columns)
+        self.dirty.update(range(self.lines))
+
+    def _row_of(self, text: str) -> Any:
+        row: Any = pyte.screens.StaticDefaultDict(self.default_char)
+        for x, ch in enumerate(text):
+            row[x] = self.default_char._replace(data=ch)
+        return row
+
     def index(self) -> None:
         top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
         if self.cursor.y == bottom and top == 0:
@@ -97,11 +147,6 @@ class SerialTerminal(Widget, can_focus=True):
     SerialTerminal { width: 1fr; height: 1fr; background: black; color: #d0d0d0; }
     SerialTerminal:focus { border: none; }
     """
-    BINDINGS = [
-        Binding(LEAVE_KEY, "leave", f"Leave console ({LEAVE_KEY_DISPLAY})", priority=True),
-        Binding("shift+pageup", "scroll_back", "Scroll back", show=False),
-        Binding("shift+pagedown", "scroll_forward", "Scroll forward", show=False),
-    ]
 
     class Left(Message):
         """The user pressed the leave key."""
@@ -118,6 +163,9 @@ class SerialTerminal(Widget, can_focus=True):
     def __init__(self, vm_name: str, vm_dir: Path, *, show_log: bool = True, reconnect: bool = True,
                  id: str | None = None) -> None:
         super().__init__(id=id)
+        from .actions import bindings  # the console's keys, declared with every other action
+
+        self._bindings = BindingsMap.merge([self._bindings, BindingsMap(bindings("console"))])
         self.vm_name = vm_name
         self.vm_dir = vm_dir
         self.show_log = show_log
@@ -136,7 +184,12 @@ class SerialTerminal(Widget, can_focus=True):
 
     def on_mount(self) -> None:
         self.set_interval(1 / 60, self._tick)
-        self._reader = asyncio.ensure_future(self._run())
+
+    def _start(self) -> None:
+        # Once the widget has its size: the serial log's tail is laid out at the width and
+        # height it is shown at, so no row is wrapped or dropped by a resize after it.
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._run())
 
     async def on_unmount(self) -> None:
         if self._reader is not None:
@@ -167,7 +220,7 @@ class SerialTerminal(Widget, can_focus=True):
         from minivirt_core.console import SerialConsole, log_tail
         from minivirt_core.errors import MinivirtError
 
-        if self.show_log and (tail := log_tail(self.vm_dir, 16384)):
+        if self.show_log and (tail := log_tail(self.vm_dir, LOG_TAIL_BYTES)):
             self.feed(tail)
         while True:
             try:
@@ -249,6 +302,7 @@ class SerialTerminal(Widget, can_focus=True):
             self.screen_.resize(height, width)
             self._lines.clear()
             self._redraw = True
+        self._start()
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
         return container.width
