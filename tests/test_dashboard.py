@@ -371,3 +371,357 @@ async def test_prune_waits_for_the_lock_without_freezing_the_dashboard(db: Path)
         await pilot.press("y")
         await until(pilot, lambda: "pruned 1 image" in "\n".join(app.query_one("#events").lines), 20, "the prune")
         assert images() == []
+
+
+# Issue 10: glitches and habits, on the fixed demo database -------------------------------
+
+
+def demo_app(home: Path, cls: type[MivApp] = MivApp) -> MivApp:
+    from . import demo_db
+
+    return cls(demo_db.build(home), refresh_interval=0.5, probe_accel=False, cursor_blink=False)
+
+
+def footer(app: MivApp) -> str:
+    return str(app.query_one("#keys").render())
+
+
+def palette_entries(app: MivApp) -> list[str]:
+    from textual.command import CommandList
+
+    options = app.screen.query_one(CommandList)
+    return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+
+async def test_palette_lists_every_action_once_with_its_key(tmp_path: Path) -> None:
+    """Regression: with an empty query the palette listed only Textual's own commands, and
+    `st` listed every action twice (its help text equal to its title)."""
+    from minivirt_tui.dashboard import actions
+
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: len(palette_entries(app)) > 10, 10, "the palette's entries")
+        entries = palette_entries(app)
+        for a in actions.ACTIONS:
+            if a.pane == "console" or a.name == "command_palette":
+                continue
+            mine = [e for e in entries if e.startswith(a.help)]
+            assert len(mine) == 1, (a.name, mine)
+            assert f"{a.shown_key}  ·" in mine[0], mine[0]
+        for key in "st":
+            await pilot.press(key)
+        await pilot.pause(0.5)
+        shown = [e.splitlines()[0] for e in palette_entries(app)]
+        assert shown and len(shown) == len(set(shown))
+        assert "Start the selected VM" in shown
+
+
+async def test_a_new_action_is_one_entry_plus_its_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The design's test: declare an action and write its function; nothing else. Its key
+    works in its pane and it shows in the footer, the palette and the help overlay."""
+    from minivirt_tui.dashboard import actions
+    from minivirt_tui.dashboard.keys import HelpScreen
+
+    said: list[str] = []
+
+    class WithHello(MivApp):
+        def action_hello(self) -> None:
+            said.append(self.selected("images", "image") or "")
+
+    monkeypatch.setattr(actions, "ACTIONS", [*actions.ACTIONS,
+                                             actions.Action("hello", "z", "images", "Hello", "Say hello")])
+    app = demo_app(tmp_path, WithHello)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 3, 10, "the images")
+        assert "z  Hello" in footer(app)
+        await pilot.press("z")
+        assert said and len(said[0]) == 64
+        app.query_one("#vms").focus()
+        await pilot.pause()
+        assert "Hello" not in footer(app)  # an Images pane action
+        await pilot.press("z")
+        assert len(said) == 1
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), 5, "the help overlay")
+        assert "z  Say hello" in str(app.screen.query_one("#help-body").render())
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: any("Say hello" in e for e in palette_entries(app)), 10, "the palette entry")
+
+
+def test_every_binding_of_the_dashboard_is_declared_and_in_the_help() -> None:
+    """`?` lists every key: the widgets' bindings beyond Textual's own are exactly the
+    declared actions', and the help text shows each with its sentence."""
+    from textual.app import App
+    from textual.widget import Widget
+    from textual.widgets import DataTable
+
+    from minivirt_tui.dashboard import actions
+    from minivirt_tui.dashboard.keys import help_text
+    from minivirt_tui.dashboard.tables import ImagesTable, RemotesTable, VmsTable
+
+    text = help_text()
+    declared = {(a.key, a.binding().action) for a in actions.ACTIONS}
+    widgets = [(MivApp(probe_accel=False), App), (ImagesTable(), DataTable), (VmsTable(), DataTable),
+               (RemotesTable(), DataTable), (SerialTerminal("x", Path("/nonexistent")), Widget)]
+    for widget, base in widgets:
+        inherited = {(k, b.action) for k, b in base._merged_bindings or ()} if base._merged_bindings else set()
+        ours = {(b.key, b.action) for _, b in widget._bindings if (b.key, b.action) not in inherited}
+        ours |= {(k, b.action) for k, b in widget._bindings if (k, b.action) not in inherited}
+        assert ours, widget
+        for key, action in ours:
+            assert any(action == a and key in k.split(",") for k, a in declared), (widget, key, action)
+    for a in actions.ACTIONS:
+        assert f"{a.shown_key:>7}  {a.help}" in text, a
+
+
+async def test_filter_narrows_rows_and_escape_restores_them(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        images = app.query_one("#images")
+        await until(pilot, lambda: images.row_count == 3, 10, "the images")
+        await pilot.press("slash")
+        for key in "alp":
+            await pilot.press(key)
+        await until(pilot, lambda: images.row_count == 1, 5, "the filtered rows")
+        assert "alpine" in images.get_row_at(0)[1]
+        assert app.query_one("#images-pane").border_title == "Images [1] /alp (1 of 3)"
+        await pilot.press("enter")  # keeps the filter, back to the table
+        assert app.focused is images and images.row_count == 1
+        await pilot.press("escape")
+        assert images.row_count == 3 and app.query_one("#images-pane").border_title == "Images [1]"
+        # VMs by state and image; a refresh keeps the filter.
+        app.query_one("#vms").focus()
+        await pilot.press("slash")
+        for key in "tiny":
+            await pilot.press(key)
+        vms = app.query_one("#vms")
+        await until(pilot, lambda: vms.row_count == 1, 5, "the VMs made from tiny")
+        await pilot.pause(1.2)  # two refreshes of the state
+        assert vms.row_count == 1 and vms.get_row_at(0)[0] == "web"
+        await pilot.press("escape")
+        assert vms.row_count == 2 and app.focused is vms
+
+
+async def test_sort_key_and_header_click_sort_by_column(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        images = app.query_one("#images")
+        await until(pilot, lambda: images.row_count == 3, 10, "the images")
+
+        def column(i: int) -> list[str]:
+            return [str(images.get_row_at(r)[i]) for r in range(images.row_count)]
+
+        def labels() -> list[str]:
+            return [str(c.label) for c in images.ordered_columns]
+
+        await pilot.press("o")  # IMAGE ID
+        assert labels()[0] == "IMAGE ID ▲" and column(0) == sorted(column(0))
+        await pilot.press("o")  # TAGS
+        assert labels()[1] == "TAGS ▲" and column(1) == ["alpine-3.22", "tiny", "ubuntu-24.04"]
+        await pilot.press("o")  # SIZE: smallest first
+        assert labels()[2] == "SIZE ▲" and column(1) == ["tiny", "alpine-3.22", "ubuntu-24.04"]
+        # A click on the TAGS header sorts by tags; a second click reverses.
+        x = sum(c.get_render_width(images) for c in images.ordered_columns[:1]) + 2
+        await pilot.click("#images", offset=(x, 0))
+        assert labels()[1] == "TAGS ▲" and column(1) == ["alpine-3.22", "tiny", "ubuntu-24.04"]
+        await pilot.click("#images", offset=(x, 0))
+        assert labels()[1] == "TAGS ▼" and column(1) == ["ubuntu-24.04", "tiny", "alpine-3.22"]
+
+
+async def test_finished_jobs_show_a_finished_bar_and_their_outcome(tmp_path: Path) -> None:
+    """Regression: after a build the bar stayed at 25% with an ETA of --:--:--; a pull of an
+    image already there kept an indeterminate bar animating (a progress report queued from
+    the download thread arrived after the end). The tab title says done/failed/cancelled."""
+    import asyncio
+
+    from textual.widgets import ProgressBar, TabbedContent
+
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        async def build(view: JobView) -> str:
+            view.set_progress(1, 4)
+            return "built"
+
+        async def pull(view: JobView) -> str:
+            report = app.threadsafe(lambda: view.set_progress(0, None))
+            await asyncio.to_thread(report)  # from another thread: queued, runs after the end
+            return "already had it"
+
+        async def fail(view: JobView) -> str:
+            from minivirt_core.errors import InvalidInput
+
+            raise InvalidInput("boom")
+
+        async def forever(view: JobView) -> str:
+            await asyncio.Event().wait()
+            return ""
+
+        views = [app.job(t, f) for t, f in (("build x", build), ("pull y", pull), ("broken z", fail),
+                                              ("endless w", forever))]
+        await until(pilot, lambda: all(v.finished for v in views[:3]) and views[3].is_mounted, 10, "the jobs")
+        await pilot.press("ctrl+x")  # the endless one's tab is shown
+        await until(pilot, lambda: views[3].finished, 10, "the cancellation")
+        await pilot.pause(0.3)
+        tabs = app.query_one("#output", TabbedContent)
+        labels = {str(tabs.get_tab(p.id).label) for p in tabs.query("TabPane") if p.id != "tab-events"}
+        assert labels == {"build x · done", "pull y · done", "broken z · failed", "endless w · cancelled"}
+        for view in views:
+            bar = view.query_one(ProgressBar)
+            assert bar.total is not None and not bar.query("#eta"), view.title
+        assert [v.query_one(ProgressBar).percentage for v in views[:2]] == [1.0, 1.0]
+
+
+async def test_enter_submits_from_a_dropdown_and_errors_stay_in_the_form(tmp_path: Path) -> None:
+    """Regression: where the first field was a dropdown (untag, push, pull, copy) Enter
+    opened it instead of submitting; an invalid port closed Create and lost what was typed."""
+    app = demo_app(tmp_path)
+    db = app.miv.db.root
+    async with app.run_test(size=SIZE) as pilot:
+        images = app.query_one("#images")
+        await until(pilot, lambda: images.row_count == 3, 10, "the images")
+        (db / "images" / "extra").symlink_to(os.readlink(db / "images" / "tiny"))
+        images.move_cursor(row=[str(images.get_row_at(r)[1]) for r in range(3)].index("tiny"))
+        await until(pilot, lambda: "extra" in str(images.get_row_at(images.cursor_row)[1]), 10, "the new tag")
+        await pilot.press("u")
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the untag form")
+        assert type(app.focused).__name__ == "Select"
+        await pilot.press("enter")
+        await until(pilot, lambda: not (db / "images" / "extra").exists(), 10, "the untag")
+        # Create proposes a free name; a bad port shows in the form, which keeps the values.
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the create form")
+        form = app.screen
+        assert form.query_one("#field-name").value == "tiny-1"
+        form.query_one("#field-memory").value = "300"
+        form.query_one("#field-ports").value = "abc"
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.screen is form
+        assert "Port forwards" in str(form.query_one("#form-error").render())
+        assert form.query_one("#field-memory").value == "300" and form.query_one("#field-ports").value == "abc"
+        form.query_one("#field-ports").value = "8081:80"
+        await pilot.press("enter")
+        await until(pilot, lambda: (db / "vms" / "tiny-1").is_dir(), 10, "the VM")
+
+
+async def test_output_tabs_switch_from_anywhere_and_the_console_footer_shows_its_keys(tmp_path: Path) -> None:
+    """Regression: no documented key switched output tabs (`4` focused a console that took
+    every key), and in a console the footer listed `b f D w q`, which went to the VM."""
+    from textual.widgets import TabbedContent
+
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        tabs = app.query_one("#output", TabbedContent)
+        await until(pilot, lambda: app.query_one("#vms").row_count == 2, 10, "the VMs")
+        term = await app.open_console("web", show_log=False)  # a stopped VM: the tab waits for it
+        await pilot.pause(0.2)
+        assert isinstance(app.focused, SerialTerminal)
+        keys = footer(app)
+        assert "^]  Leave console" in keys and "M-←/M-→  Tabs" in keys
+        for word in ("Build", "Quit", "Filter", "Start"):
+            assert word not in keys, (word, keys)
+        await pilot.press("alt+left")  # from inside the console
+        assert tabs.active == "tab-events" and app.focused is not term
+        await pilot.press("alt+right")
+        assert tabs.active == "tab-console-web"
+        app.query_one("#images").focus()
+        await pilot.pause()
+        await pilot.press("alt+right")  # from a pane, too; it wraps around
+        assert tabs.active == "tab-events", app.focused
+        assert "M-←/M-→  Tabs" in footer(app)
+
+
+async def test_a_stopped_vm_console_or_ssh_says_so_and_opens_nothing(tmp_path: Path) -> None:
+    """Regression: `a` on a stopped VM opened a blank tab and logged "console … attached";
+    `h` flashed an error and logged "SSH session … ended"."""
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        vms = app.query_one("#vms")
+        await until(pilot, lambda: vms.row_count == 2, 10, "the VMs")
+        vms.focus()
+        for key in ("a", "h"):
+            await pilot.press(key)
+            await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the question")
+            assert "is not running. Start it" in app.screen.question
+            await pilot.press("n")
+            await pilot.pause(0.2)
+        events = "\n".join(app.query_one("#events").lines)
+        assert not app.query(SerialTerminal)
+        assert "console of" not in events and "ended" not in events
+        assert "attach its console: VM " in events and "open an SSH session: VM " in events
+
+
+async def test_small_terminals(tmp_path: Path) -> None:
+    """Regression: at 80x24 the Images pane showed one row and a horizontal scrollbar, the
+    URL was cut with no …, the footer lost `q Quit`; at 60x18 no rows showed."""
+    app = demo_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 3, 10, "the images")
+        await pilot.pause(0.2)
+        for table in app.query("DataTable"):
+            assert table.size.height - 1 >= 3, table.id  # the header, then at least 3 rows
+            assert table.virtual_size.width <= table.size.width, table.id  # no horizontal scrollbar
+        assert "q  Quit" in footer(app) and "M-←/M-→  Tabs" in footer(app)
+        urls = [str(app.query_one("#remotes").get_row_at(r)[-1]) for r in range(2)]
+        assert any(u.endswith("…") for u in urls), urls
+        assert "needs at least" not in str(app.query_one("#too-small").render())
+        await pilot.resize_terminal(60, 18)
+        await pilot.pause(0.2)
+        message = app.query_one("#too-small")
+        assert message.display and message.region.height > 0
+        assert "minivirt needs at least 80x24" in str(message.render())
+        assert app.query_one("#images").region.height == 0
+
+
+async def test_quitting_with_a_running_job_asks(tmp_path: Path) -> None:
+    """Regression: `q` during a build quit at once and cancelled it."""
+    import asyncio
+
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        async def endless(view: JobView) -> str:
+            await asyncio.Event().wait()
+            return ""
+
+        app.job("build slow.yaml", endless)
+        await pilot.pause(0.2)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the question")
+        assert "build slow.yaml" in app.screen.details
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert app.is_running and not app.query_one(JobView).finished
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 5, "the question")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running, 5, "the app to quit")
+
+
+async def test_prune_confirmation_lists_what_goes_and_the_space_freed(db: Path) -> None:
+    from minivirt_core.fsutil import human_size
+
+    miv(db, "load", "keep", input=image_tar(1))
+    miv(db, "load", "junk", input=image_tar(2))
+    junk = os.readlink(db / "images" / "junk")
+    miv(db, "untag", "junk")
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 2, 10, "the images")
+        await pilot.press("P")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), 10, "the confirmation")
+        plan = Minivirt(db).images.prune(dry_run=True)
+        assert f"frees {human_size(plan.freed)}" in app.screen.question
+        assert f"image {junk[:12]}" in app.screen.details
+        assert os.readlink(db / "images" / "keep")[:12] not in app.screen.details
+        await pilot.press("n")
+        assert (db / "images" / junk).is_dir()
+
+
+async def test_footer_and_events_wording(tmp_path: Path) -> None:
+    """Regression: the footer showed `^ppalette` (no space)."""
+    app = demo_app(tmp_path)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await pilot.pause(0.2)
+        assert "^p  Palette" in footer(app) and "^ppalette" not in footer(app)

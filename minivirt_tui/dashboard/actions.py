@@ -18,8 +18,9 @@ Adding an action is one entry plus its function::
 That is all: the key works in the VMs pane, shows in its footer, in the palette and in
 the help overlay. ``name`` is the method's name without ``action_``; for pane actions
 and global ones the method lives on the app, for ``console`` ones on the console widget.
-Set ``confirm=True`` when the function asks before it acts (the help says so), and
-``footer=False`` for keys that only the help and the palette need to list.
+Set ``confirm=True`` when the function asks before it acts (the help says so),
+``footer=False`` for keys that only the help and the palette need to list, and the same
+``group`` for neighbours the footer shows as one item (``M-←/M-→ Tabs``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Action:
     help: str
     confirm: bool = False
     footer: bool = True
+    group: str = ""  # actions of one group show as one footer item: their keys, then the group
+
 
     def __post_init__(self) -> None:
         if self.pane not in PANES:
@@ -86,7 +89,7 @@ def key_display(key: str) -> str:
 ACTIONS: list[Action] = [
     # Images pane
     Action("run_image", "r", "images", "Run", "Run the selected image in a throw-away VM, with its console"),
-    Action("create_vm", "c", "images", "Create VM", "Create a VM from the selected image"),
+    Action("create_vm", "c", "images", "Create", "Create a VM from the selected image"),
     Action("tag_image", "t", "images", "Tag", "Tag the selected image"),
     Action("untag_image", "u", "images", "Untag", "Remove a tag of the selected image"),
     Action("push_image", "p", "images", "Push", "Push the selected image to a remote"),
@@ -123,8 +126,8 @@ ACTIONS: list[Action] = [
     Action("help", "question_mark", "global", "Help", "Every key of every pane"),
     Action("quit", "q", "global", "Quit", "Quit (VMs keep running; asks if jobs are running)", confirm=True),
     # Anywhere, a console included
-    Action("previous_tab", "alt+left", "tabs", "Prev tab", "Show the previous output tab"),
-    Action("next_tab", "alt+right", "tabs", "Next tab", "Show the next output tab"),
+    Action("previous_tab", "alt+left", "tabs", "Prev tab", "Show the previous output tab", group="Tabs"),
+    Action("next_tab", "alt+right", "tabs", "Next tab", "Show the next output tab", group="Tabs"),
     Action("command_palette", "ctrl+p", "tabs", "Palette", "Every action, searchable"),
     # In a console
     Action("leave", "ctrl+right_square_bracket", "console", "Leave console",

@@ -41,7 +41,7 @@ MIN_SIZE = (80, 24)  # below this, the panes can't show 3 rows each: a message s
 class MivApp(ImageActions, VmActions, RemoteActions):
     """``miv tui``."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "minivirt"
     COMMANDS = {MivCommands}  # every action of ours, once (Textual's own add nothing a user needs here)
 

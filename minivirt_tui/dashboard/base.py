@@ -82,15 +82,18 @@ class DashboardBase(App[None]):
         view = JobView(title)
         tabs = self.query_one("#output", TabbedContent)
 
+        def label() -> str:
+            return f"{title} · {view.outcome}" if view.finished else title
+
         async def show() -> None:
-            await tabs.add_pane(TabPane(title, view, id=pane_id))  # the pane must exist to be active
+            await tabs.add_pane(TabPane(label(), view, id=pane_id))  # the pane must exist to be active
             tabs.active = pane_id
 
         self.call_next(show)
 
-        def ended(outcome: str) -> None:
+        def ended() -> None:
             if self.query(f"#{pane_id}"):
-                tabs.get_tab(pane_id).label = f"{title} · {outcome}"
+                tabs.get_tab(pane_id).label = label()
             self.call_later(self.refresh_keys)
 
         async def run() -> str | None:
@@ -99,10 +102,10 @@ class DashboardBase(App[None]):
             except BaseException as e:
                 cancelled = isinstance(e, asyncio.CancelledError)
                 view.finish("cancelled" if cancelled else f"failed: {e}", "cancelled" if cancelled else "failed")
-                ended("cancelled" if cancelled else "failed")
+                ended()
                 raise
             view.finish(result or "done")
-            ended("done")
+            ended()
             self.refresh_state()
             return result
 

@@ -15,9 +15,9 @@ from textual.widgets import Label, Static
 from . import actions
 from .actions import Action
 
-# The footer's order: the context's own keys first, then what works anywhere; help and
-# quit are always shown, at the end, whatever the width.
-PINNED = ("help", "quit")
+# The footer's order: the context's own keys first, then what works anywhere; switching
+# tabs, help and quit are always shown, at the end, whatever the width.
+PINNED = ("previous_tab", "next_tab", "help", "quit")
 
 
 def footer_actions(context: str) -> list[Action]:
@@ -31,19 +31,26 @@ def footer_actions(context: str) -> list[Action]:
 
 def footer_text(items: list[Action], width: int) -> Text:
     """The footer line: as many keys as fit, then ``…``; pinned keys always."""
-    pinned = [a for a in items if a.name in PINNED]
+    pinned = sorted((a for a in items if a.name in PINNED), key=lambda a: PINNED.index(a.name))
     rest = [a for a in items if a.name not in PINNED]
 
-    def part(a: Action) -> Text:
-        return Text.assemble((f" {a.shown_key} ", "bold reverse"), f" {a.title} ")
+    def parts(group: list[Action]) -> list[Text]:
+        out: list[Text] = []
+        for i, a in enumerate(group):
+            prev = group[i - 1] if i else None
+            if prev is not None and a.group and a.group == prev.group:
+                out[-1] = Text.assemble((f" {prev.shown_key}/{a.shown_key} ", "bold reverse"), f" {a.group} ")
+            else:
+                out.append(Text.assemble((f" {a.shown_key} ", "bold reverse"), f" {a.title} "))
+        return out
 
-    tail = Text().join(part(a) for a in pinned)
+    tail = Text().join(parts(pinned))
     room = width - tail.cell_len
     line = Text()
-    for i, a in enumerate(rest):
-        piece = part(a)
-        left = rest[i + 1:]
-        if line.cell_len + piece.cell_len + (2 if left else 0) > room:
+    pieces = parts(rest)
+    for i, piece in enumerate(pieces):
+        more = i + 1 < len(pieces)
+        if line.cell_len + piece.cell_len + (2 if more else 0) > room:
             line.append(" …")
             break
         line.append_text(piece)

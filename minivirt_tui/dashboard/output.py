@@ -61,6 +61,7 @@ class JobView(Vertical):
         self.outcome = ""  # done, failed or cancelled, once finished
         self._pending: list[str] = []
         self._progress: tuple[float, float | None] | None = None
+        self._ready = False  # its widgets exist (is_mounted turns true only after on_mount)
 
     def compose(self) -> ComposeResult:
         yield Label(self.title, classes="job-status")
@@ -70,20 +71,24 @@ class JobView(Vertical):
     def on_mount(self) -> None:
         # Output may arrive many times a second: write it in batches. State set before
         # the widgets were mounted (the job starts at once) is applied now.
+        self._ready = True
         self.set_interval(1 / 30, self._flush)
         self.set_interval(1, self._refresh_status)
         self._refresh_status()
         if self._progress is not None:
-            self.set_progress(*self._progress)
+            self.query_one(ProgressBar).update(total=self._progress[1], progress=self._progress[0])
         if self.finished:
-            self.finish(self.status_text, self.outcome)
+            self._show_finished()
+
+    def on_unmount(self) -> None:
+        self._ready = False
 
     def write(self, text: str) -> None:
         """Add output (console bytes decoded as text; control sequences are dropped)."""
         self._pending.append(plain_text(text))
 
     def _flush(self) -> None:
-        if self._pending and self.is_mounted:
+        if self._pending and self._ready:
             self.query_one(Log).write("".join(self._pending))
             self._pending.clear()
 
@@ -92,7 +97,7 @@ class JobView(Vertical):
         self._refresh_status()
 
     def _refresh_status(self) -> None:
-        if not self.is_mounted:
+        if not self._ready:
             return
         elapsed = int(time.monotonic() - self.started)
         suffix = "" if self.finished else f" ({elapsed // 60}:{elapsed % 60:02d}, ^x cancels)"
@@ -102,7 +107,7 @@ class JobView(Vertical):
         if self.finished:
             return  # a report queued from a worker thread, arriving after the end
         self._progress = (done, total)
-        if self.is_mounted:
+        if self._ready:
             self.query_one(ProgressBar).update(total=total, progress=done)
 
     def finish(self, text: str, outcome: str = "done") -> None:
@@ -110,16 +115,19 @@ class JobView(Vertical):
         self.finished = True
         self.outcome = outcome
         self.status_text = text
-        if not self.is_mounted:
-            return
+        if self._ready:
+            self._show_finished()
+
+    def _show_finished(self) -> None:
         bar = self.query_one(ProgressBar)
+        outcome = self.outcome
         if outcome == "done":
             total = bar.total or 1
             bar.update(total=total, progress=total)
         elif bar.total is None:
             bar.update(total=1, progress=0)  # stop the indeterminate animation
         bar.query("#eta").remove()
-        self.set_status(text)
+        self.set_status(self.status_text)
         self._flush()
 
     def cancel(self) -> None:
