@@ -17,7 +17,7 @@ from minivirt_tui.dashboard.output import JobView
 from minivirt_tui.dashboard.tables import Row
 from minivirt_tui.dashboard.terminal import SerialTerminal
 
-from .helpers import image_tar, miv
+from .helpers import image_tar, miv, wait_until
 
 SIZE = (120, 40)
 
@@ -725,3 +725,73 @@ async def test_footer_and_events_wording(tmp_path: Path) -> None:
     async with app.run_test(size=(200, 40)) as pilot:
         await pilot.pause(0.2)
         assert "^p  Palette" in footer(app) and "^ppalette" not in footer(app)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.vm
+async def test_console_attach_keeps_the_whole_serial_log_and_inspect_shows_pid_and_ports(tiny_db: Path) -> None:
+    """Regression: on a fresh VM `a` showed a blank tab though serial.log held `tiny
+    login:`; re-attaching after a login lost the login line, the password echo and the
+    motd, and with a longer log rows in the middle were missing from the scrollback (the
+    log's tail was laid out at 80x24, then pyte's resize dropped the top rows). Now the
+    pane's scrollback + screen is the serial log, line for line. Also: one event per
+    attach, and `i` shows the VM's real QEMU pid and ports."""
+    from minivirt_core.console import strip_queries
+    from minivirt_tui.dashboard.output import plain_text
+
+    port = _free_port()
+    miv(tiny_db, "create", "tiny", "logged", "-m", "200", "--port", f"{port}:80")
+    log = tiny_db / "vms" / "logged" / "serial.log"
+    try:
+        miv(tiny_db, "start", "logged", "--daemon")
+        wait_until(lambda: log.exists() and b"login:" in log.read_bytes(), 120, "the login prompt in serial.log")
+        app = make_app(tiny_db, probe_accel=False)
+        async with app.run_test(size=SIZE) as pilot:
+            vms = app.query_one("#vms")
+            await until(pilot, lambda: vms.row_count == 1, 10, "the VM")
+            vms.focus()
+            await pilot.press("a")
+            await until(pilot, lambda: bool(app.query(SerialTerminal)), 10, "the console tab")
+            term = app.query_one(SerialTerminal)
+            await until(pilot, lambda: term.attached, 20, "the console connection")
+            assert "tiny login:" in term.text()  # a fresh VM: the prompt is there at once
+            term.send(b"root\r")
+            await until(pilot, lambda: "#" in term.text(), 30, "the shell prompt")
+            term.send(b"seq 1 80; echo seq-$((40+2))\r")
+            await until(pilot, lambda: "seq-42" in term.text(), 30, "seq's output")
+            await pilot.press("ctrl+right_square_bracket")
+            await pilot.press("w")  # close the console tab, then attach again
+            await until(pilot, lambda: not app.query(SerialTerminal), 10, "the tab to close")
+            await pilot.press("a")
+            await until(pilot, lambda: bool(app.query(SerialTerminal)), 10, "the console tab again")
+            term = app.query_one(SerialTerminal)
+            await until(pilot, lambda: term.attached, 20, "the console connection again")
+            await pilot.pause(0.5)
+
+            def lines(text: list[str]) -> list[str]:
+                return [line.rstrip() for line in text if line.strip()]
+
+            expected = lines(plain_text(strip_queries(log.read_bytes()).decode(errors="replace")).split("\n"))
+            shown = lines(term.history_text() + term.text().splitlines())
+            assert shown == expected
+            assert "seq-42" in term.text() and "80" in term.history_text() + term.text().splitlines()
+            events = [e for e in app.query_one("#events").lines if "console of logged" in e]
+            assert len(events) == 2 and all("attached (Ctrl-]" in e for e in events), events  # one per attach
+            # The inspect view: the real QEMU pid and the ports.
+            await pilot.press("ctrl+right_square_bracket")
+            await pilot.press("i")
+            await until(pilot, lambda: isinstance(app.screen, ReportModal), 20, "the inspect view")
+            body = str(app.screen.query_one(".report-body Static").render())
+            status = Minivirt(tiny_db).vms.status("logged")
+            assert status.pid and f"pid: {status.pid}" in body
+            assert f"ssh_port: {status.ssh_port}" in body and f"host_port: {port}" in body
+            assert "qemu-system" in body  # its command line
+    finally:
+        miv(tiny_db, "destroy", "logged", rc=None)
