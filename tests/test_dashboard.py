@@ -127,7 +127,8 @@ async def test_vm_lifecycle_and_console(tiny_db: Path, tmp_path: Path) -> None:
         await until(pilot, lambda: app.query_one("#vms").row_count == 1, 10, "the VM")
         app.query_one("#vms").focus()
         await pilot.press("s")
-        await until(pilot, lambda: running(tiny_db, "web"), 30, "QEMU")
+        # The start has finished (its run.json names the SSH port) once it says so.
+        await until(pilot, lambda: "started web" in "\n".join(app.query_one("#events").lines), 60, "the start")
         port = await vms.wait_for_ssh("web", 60)
         assert port
         # Attach the console and type into it.
@@ -156,7 +157,8 @@ async def test_vm_lifecycle_and_console(tiny_db: Path, tmp_path: Path) -> None:
         await until(pilot, lambda: (tiny_db / "images" / "committed").is_symlink(), 60, "the commit")
         app.query_one("#vms").focus()
         await pilot.press("s")
-        await until(pilot, lambda: running(tiny_db, "web"), 30, "QEMU again")
+        await until(pilot, lambda: "\n".join(app.query_one("#events").lines).count("started web") == 2, 60,
+                    "the second start")
         await vms.wait_for_ssh("web", 60)
         (tmp_path / "up.txt").write_text("hello guest\n")
         await pilot.press("y")
@@ -434,7 +436,7 @@ async def test_a_new_action_is_one_entry_plus_its_function(tmp_path: Path, monke
     app = demo_app(tmp_path, WithHello)
     async with app.run_test(size=(160, 40)) as pilot:
         await until(pilot, lambda: app.query_one("#images").row_count == 3, 10, "the images")
-        assert "z  Hello" in footer(app)
+        assert "z Hello" in footer(app)
         await pilot.press("z")
         assert said and len(said[0]) == 64
         app.query_one("#vms").focus()
@@ -619,7 +621,7 @@ async def test_output_tabs_switch_from_anywhere_and_the_console_footer_shows_its
         await pilot.pause(0.2)
         assert isinstance(app.focused, SerialTerminal)
         keys = footer(app)
-        assert "^]  Leave console" in keys and "M-←/M-→  Tabs" in keys
+        assert "^] Leave console" in keys and "M-←/M-→ Tabs" in keys
         for word in ("Build", "Quit", "Filter", "Start"):
             assert word not in keys, (word, keys)
         await pilot.press("alt+left")  # from inside the console
@@ -630,7 +632,7 @@ async def test_output_tabs_switch_from_anywhere_and_the_console_footer_shows_its
         await pilot.pause()
         await pilot.press("alt+right")  # from a pane, too; it wraps around
         assert tabs.active == "tab-events", app.focused
-        assert "M-←/M-→  Tabs" in footer(app)
+        assert "M-←/M-→ Tabs" in footer(app)
 
 
 async def test_a_stopped_vm_console_or_ssh_says_so_and_opens_nothing(tmp_path: Path) -> None:
@@ -663,7 +665,7 @@ async def test_small_terminals(tmp_path: Path) -> None:
         for table in app.query("DataTable"):
             assert table.size.height - 1 >= 3, table.id  # the header, then at least 3 rows
             assert table.virtual_size.width <= table.size.width, table.id  # no horizontal scrollbar
-        assert "q  Quit" in footer(app) and "M-←/M-→  Tabs" in footer(app)
+        assert "q Quit" in footer(app) and "M-←/M-→ Tabs" in footer(app)
         urls = [str(app.query_one("#remotes").get_row_at(r)[-1]) for r in range(2)]
         assert any(u.endswith("…") for u in urls), urls
         assert "needs at least" not in str(app.query_one("#too-small").render())
@@ -724,7 +726,7 @@ async def test_footer_and_events_wording(tmp_path: Path) -> None:
     app = demo_app(tmp_path)
     async with app.run_test(size=(200, 40)) as pilot:
         await pilot.pause(0.2)
-        assert "^p  Palette" in footer(app) and "^ppalette" not in footer(app)
+        assert "^p Palette" in footer(app) and "^ppalette" not in footer(app)
 
 
 def _free_port() -> int:

@@ -26,12 +26,14 @@ class Tmux:
     """A terminal of 120x40 running bash, on a tmux server of this test's own (its socket
     in the test's folder: no other tmux user or test run is touched)."""
 
-    def __init__(self, name: str, db: Path) -> None:
+    def __init__(self, name: str, db: Path, size: tuple[int, int] = (120, 40)) -> None:
         self.name = name
         self.tmux = ["tmux", "-S", str(db.parent / "tmux.sock")]
-        subprocess.run([*self.tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40",
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]),
                         "-e", f"MINIVIRT_DB_PATH={db}", "-e", "TERM=xterm-256color", "-e", "PS1=$ ",
-                        "bash", "--norc", "--noprofile"], check=True)
+                        # COLUMNS/LINES (exported by whoever started the tmux server) would
+                        # pin the size programs read: a resize must reach them.
+                        "env", "-u", "COLUMNS", "-u", "LINES", "bash", "--norc", "--noprofile"], check=True)
 
     def keys(self, *keys: str, literal: bool = False) -> None:
         subprocess.run([*self.tmux, "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True)
@@ -53,6 +55,9 @@ class Tmux:
             return wait_until(check, timeout, what, 0.2)
         except AssertionError as e:
             raise AssertionError(f"{e}; the screen:\n{self.screen()}") from None
+
+    def resize(self, width: int, height: int) -> None:
+        subprocess.run([*self.tmux, "resize-window", "-t", self.name, "-x", str(width), "-y", str(height)], check=True)
 
     def close(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
@@ -145,3 +150,38 @@ def test_cli_console_and_interactive_ssh_in_a_real_terminal(tiny_db: Path) -> No
     finally:
         term.close()
         miv(tiny_db, "destroy", "tty", rc=None)
+
+
+def test_small_terminals_in_a_real_terminal(tmp_path: Path) -> None:
+    """Regression: at 80x24 the Images pane showed one row and a horizontal scrollbar, the
+    remote URL was cut with no `…`, the footer lost `q Quit`; at 60x18 no rows showed.
+    Now every pane shows its rows and the important columns at 80x24, and below that one
+    message says how big the terminal must be."""
+    from . import demo_db
+
+    db = demo_db.build(tmp_path).db.root
+    term = Tmux(f"miv-small-{time.monotonic_ns()}", db, size=(80, 24))
+    try:
+        term.keys(f"{MIV} tui", "Enter")
+        def laid_out(screen: str) -> bool:  # the first frame may come before the panes know their width
+            return "Quit" in screen and any("b2" in line and "…" in line for line in screen.splitlines())
+
+        screen = term.wait_for(laid_out, 30, "the dashboard at 80x24")
+        lines = screen.splitlines()
+        for tag in ("tiny", "alpine-3.22", "ubuntu-24.04"):  # all three images, with their sizes
+            assert any(re.search(rf" {re.escape(tag)} +[0-9.]+[KMG] ", line) for line in lines), (tag, screen)
+        for vm in ("web", "db"):
+            assert any(f" {vm} " in line and "stopped" in line for line in lines), (vm, screen)
+        assert "…" in next(line for line in lines if "b2" in line)  # the long URL is cut visibly
+        footer = lines[-1]
+        assert "q Quit" in footer and "? Help" in footer, footer
+        assert "▁▁" not in screen and "▔▔" not in screen  # no horizontal scrollbar
+        term.resize(60, 18)
+        screen = term.wait("needs at least 80x24", 10)
+        assert "60x18" in screen and "ubuntu-24.04" not in screen
+        term.resize(80, 24)
+        term.wait("ubuntu-24.04", 10)
+        term.keys("q")
+        term.wait("$ ", 10)
+    finally:
+        term.close()

@@ -39,9 +39,9 @@ def footer_text(items: list[Action], width: int) -> Text:
         for i, a in enumerate(group):
             prev = group[i - 1] if i else None
             if prev is not None and a.group and a.group == prev.group:
-                out[-1] = Text.assemble((f" {prev.shown_key}/{a.shown_key} ", "bold reverse"), f" {a.group} ")
+                out[-1] = Text.assemble((f" {prev.shown_key}/{a.shown_key} ", "bold reverse"), f"{a.group} ")
             else:
-                out.append(Text.assemble((f" {a.shown_key} ", "bold reverse"), f" {a.title} "))
+                out.append(Text.assemble((f" {a.shown_key} ", "bold reverse"), f"{a.title} "))
         return out
 
     tail = Text().join(parts(pinned))
