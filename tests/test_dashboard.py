@@ -246,6 +246,13 @@ async def test_build_from_the_dashboard(tiny_db: Path, tmp_path: Path) -> None:
         await until(pilot, lambda: view.finished, 240, "the build")
         assert (tiny_db / "images" / "from-tui").is_symlink(), view.status_text
         assert "built" in view.status_text
+        # Regression: the bar stayed at the last step's share (25%) with an ETA of --:--:--.
+        from textual.widgets import ProgressBar, TabbedContent
+
+        bar = view.query_one(ProgressBar)
+        assert bar.percentage == 1.0 and not bar.query("#eta")
+        tabs = app.query_one("#output", TabbedContent)
+        assert str(tabs.get_tab(tabs.active).label) == "build r.yaml · done"
 
 
 @pytest.mark.vm

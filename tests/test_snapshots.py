@@ -42,8 +42,8 @@ def test_main_screen(snap_compare) -> None:
 
 
 @pytest.mark.parametrize("keys", [
-    ["t"], ["c"], ["p"], ["s"], ["u"], ["P"], ["b"], ["f"],
-    ["2", "d"], ["2", "C"], ["2", "y"], ["3", "a"], ["3", "down", "l"], ["3", "d"],
+    ["t"], ["c"], ["p"], ["s"], ["u"], ["b"], ["f"], ["question_mark"],
+    ["2", "d"], ["2", "C"], ["2", "y"], ["2", "a"], ["3", "a"], ["3", "down", "l"], ["3", "d"],
 ], ids=lambda k: "-".join(k))
 def test_modal(snap_compare, keys: list[str]) -> None:
     async def run_before(pilot) -> None:
@@ -91,5 +91,48 @@ def test_console_tab(snap_compare) -> None:
                   b"\x1b[1;34m~\x1b[0m # ")
         await pilot.pause(0.3)
         assert isinstance(app.focused, SerialTerminal)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_small_terminal(snap_compare) -> None:
+    """80x24: three rows a pane, the columns that matter, the URL cut with …, q Quit kept."""
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_too_small_terminal(snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(60, 18), run_before=settle)
+
+
+def test_filter_and_sort(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("2", "o", "o", "1", "slash", "a", "l")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_prune_confirmation(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        (pilot.app.miv.db.images_dir / "ubuntu-24.04").unlink()  # an image nothing uses
+        pilot.app.refresh_state()
+        await pilot.pause(0.5)
+        await pilot.press("P")
+        await pilot.pause(1)
+        await pilot.wait_for_scheduled_animations()
+        assert isinstance(pilot.app.screen, ModalScreen)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_inspect_image(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("i")
+        await pilot.pause(1)
+        await pilot.wait_for_scheduled_animations()
+        assert isinstance(pilot.app.screen, ModalScreen)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -138,7 +138,18 @@ class DashboardBase(App[None]):
         """The inspect view of a VM or an image (``data``: core inspect's JSON-ready dict)."""
         import shlex
 
-        shown = dict(data)
+        from ..render import home_short
+
+        def short(value: Any) -> Any:  # paths under the home folder as ~/...
+            if isinstance(value, str):
+                return home_short(value)
+            if isinstance(value, dict):
+                return {k: short(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [short(v) for v in value]
+            return value
+
+        shown = short(dict(data))
         if isinstance(shown.get("command_line"), list):
             shown["command_line"] = shlex.join(shown["command_line"])
         self.push_screen(ReportModal(title, describe(shown)))
