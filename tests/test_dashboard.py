@@ -804,3 +804,28 @@ async def test_console_attach_keeps_the_whole_serial_log_and_inspect_shows_pid_a
             assert "qemu-system" in body  # its command line
     finally:
         miv(tiny_db, "destroy", "logged", rc=None)
+
+
+async def test_tables_fast_fill_equals_add_rows(tmp_path: Path) -> None:
+    """The tables fill themselves without DataTable.add_rows (10x faster for 1000 rows, for
+    `/`): the result must be the same table, cursor and rendering included."""
+    from textual.widgets import DataTable
+
+    rows = [(f"{i:012x}", f"tag-{i}", f"{i}K", f"{i} hours ago") for i in range(300)]
+    app = demo_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        ours = app.query_one("#images")
+        reference = DataTable()
+        await app.screen.mount(reference)
+        await pilot.pause(0.2)
+        ours.clear()
+        ours._add_all(rows)
+        reference.add_columns(*[str(c.label) for c in ours.ordered_columns])
+        reference.add_rows(rows)
+        await pilot.pause(0.2)
+        assert ours.row_count == reference.row_count == 300
+        assert [ours.get_row_at(i) for i in range(300)] == [reference.get_row_at(i) for i in range(300)]
+        assert [r.height for r in ours.rows.values()] == [r.height for r in reference.rows.values()]
+        assert ours.virtual_size.height == reference.virtual_size.height
+        ours.move_cursor(row=299)
+        assert ours.cursor_row == 299
