@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -829,3 +830,14 @@ async def test_tables_fast_fill_equals_add_rows(tmp_path: Path) -> None:
         assert ours.virtual_size.height == reference.virtual_size.height
         ours.move_cursor(row=299)
         assert ours.cursor_row == 299
+
+
+@pytest.mark.vm
+def test_the_tiny_builder_names_what_it_made(tiny_image) -> None:
+    """Regression: the builder's last line read `24M in assembled` (a word was missing);
+    the build log (shown in the dashboard's build tab) says which disk and how big."""
+    log = tiny_image.build_log
+    if not log:
+        pytest.skip("the tiny image came from a cache entry without its build log")
+    line = next(line for line in log.splitlines() if "build-tiny: kernel" in line)
+    assert re.search(r"build-tiny: kernel \S+, disk \S*disk\.qcow2 \([0-9.]+[KMG] on disk\)", line), line

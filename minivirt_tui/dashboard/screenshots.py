@@ -45,7 +45,8 @@ async def _until(pilot, predicate, timeout: float) -> None:  # type: ignore[no-u
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError("the dashboard did not reach the expected state")
+            events = "\n".join(pilot.app.screen_stack[0].query_one("#events").lines)
+            raise TimeoutError(f"the dashboard did not reach the expected state; its events:\n{events}")
         await pilot.pause(0.2)
 
 
@@ -128,7 +129,7 @@ async def shoot(out: Path) -> None:
         await submit(recipe="web.yaml", tags="web-v1")
         await _until(pilot, lambda: bool(app.query(JobView)), 10)
         view = app.query_one(JobView)
-        await _until(pilot, lambda: view.finished or "tiny login:" in "\n".join(view.query_one(Log).lines), 180)
+        await _until(pilot, lambda: view.finished or "login:" in "\n".join(view.query_one(Log).lines[-30:]), 180)
         await pilot.pause(1)
         app.save_screenshot(str(out / "build.svg"))
         await _until(pilot, lambda: view.finished, 300)
