@@ -90,7 +90,7 @@ async def shoot(out: Path) -> None:
     time.tzset()
     os.chdir(home)  # the Build dialog proposes web.yaml from here
 
-    from textual.widgets import Log
+    from textual.widgets import Log, TabbedContent
 
     from .app import MivApp
     from .modals import FormModal, ReportModal
@@ -127,13 +127,14 @@ async def shoot(out: Path) -> None:
         app.query_one("#images").focus()
         await pilot.press("b")
         await submit(recipe="web.yaml", tags="web-v1")
-        await _until(pilot, lambda: bool(app.query(JobView)), 10)
-        view = app.query_one(JobView)
+        await _until(pilot, lambda: len(app.query(JobView)) == 2, 10)  # the pull's, then the build's
+        view = list(app.query(JobView))[-1]
         await _until(pilot, lambda: view.finished or "login:" in "\n".join(view.query_one(Log).lines[-30:]), 180)
         await pilot.pause(1)
         app.save_screenshot(str(out / "build.svg"))
         await _until(pilot, lambda: view.finished, 300)
-        await pilot.press("alt+left")  # back to the events tab
+        while app.query_one(TabbedContent).active != "tab-events":
+            await pilot.press("alt+left")  # back to the events tab
         await pilot.press("1")
         await _until(pilot, lambda: images.row_count >= 2, 10)
         await pilot.pause(2)
