@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from rich.cells import cell_len
@@ -43,8 +44,13 @@ class Row:
     cells: tuple[str, ...]
     sort: tuple[Any, ...]
 
+    @cached_property
+    def text(self) -> str:
+        """What a filter looks in: the key and every cell, lowercase."""
+        return (self.key + " " + " ".join(self.cells)).lower()
+
     def matches(self, words: Sequence[str]) -> bool:
-        text = (self.key + " " + " ".join(self.cells)).lower()
+        text = self.text
         return all(w in text for w in words)
 
 
@@ -78,6 +84,7 @@ class ResourceTable(DataTable[str]):
         self._all: list[Row] = []
         self._rows: list[tuple[str, tuple[str, ...]]] = []  # what is shown: (key, cells)
         self._shown_columns: tuple[str, ...] | None = None
+        self._natural: list[int] | None = None  # widest cell per column, over all rows
         self.filter_text = ""
         self.sort_column: int | None = None
         self.sort_reverse = False
@@ -92,6 +99,7 @@ class ResourceTable(DataTable[str]):
         if rows == self._all:
             return
         self._all = rows
+        self._natural = None
         self._show()
 
     def set_filter(self, text: str) -> None:
@@ -129,10 +137,12 @@ class ResourceTable(DataTable[str]):
 
     # Showing --------------------------------------------------------------------
 
-    def _layout(self, rows: list[Row]) -> tuple[list[int], dict[int, int]]:
+    def _layout(self) -> tuple[list[int], dict[int, int]]:
         """Which columns show, and the width the flexible one is cut to (if any)."""
-        natural = [max([cell_len(c.title) + 2] + [cell_len(r.cells[i]) for r in rows])
-                   for i, c in enumerate(self.COLUMNS)]
+        if self._natural is None:  # over every row, not the filtered ones: columns stay put as you type
+            self._natural = [max([cell_len(c.title) + 2] + [cell_len(r.cells[i]) for r in self._all])
+                             for i, c in enumerate(self.COLUMNS)]
+        natural = self._natural
         shown = list(range(len(self.COLUMNS)))
         width = self.scrollable_content_region.width if self.is_mounted else 0
         if width <= 0:
@@ -165,7 +175,7 @@ class ResourceTable(DataTable[str]):
         if not self.is_mounted:
             return
         rows = self.visible_rows()
-        shown, cuts = self._layout(rows)
+        shown, cuts = self._layout()
         columns = tuple(self._label(i) for i in shown)
         view = [(r.key, tuple(cut(r.cells[i], cuts[i]) if i in cuts else r.cells[i] for i in shown)) for r in rows]
         if view != self._rows or columns != self._shown_columns:
