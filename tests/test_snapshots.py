@@ -108,7 +108,14 @@ def test_filter_and_sort(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await settle(pilot)
         await pilot.press("2", "o", "o", "1", "slash", "a", "l")
+        images = pilot.app.query_one("#images")
+        deadline = time.monotonic() + 10
+        vms = pilot.app.query_one("#vms")
+        while images.row_count != 1 or str(vms.ordered_columns[1].label) != "STATE ▲":
+            assert time.monotonic() < deadline, "the filter and the sort never showed"
+            await pilot.pause(0.1)
         await pilot.pause(0.3)
+        await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
