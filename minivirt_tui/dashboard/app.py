@@ -86,6 +86,8 @@ class MivApp(ImageActions, VmActions, RemoteActions):
         self.miv.db.ensure()
         for table in self.query(ResourceTable):
             table._update_title()
+        for box in self.query(".filter").results(Input):
+            box.cursor_blink = self.cursor_blink
         self.query_one("#output").border_title = "Output [4]"
         self._update_topbar()
         self.refresh_state()
