@@ -138,6 +138,16 @@ def filter_timings(db: Path) -> tuple[list[float], list[float], list[float]]:
 
 
 def main() -> None:
+    try:
+        terminal_figures = measure_in_tmux()
+    finally:
+        tmux("kill-server")  # our own server, even when a measurement failed
+        if os.path.exists(SOCKET):
+            os.unlink(SOCKET)
+    report(*terminal_figures)
+
+
+def measure_in_tmux() -> tuple[list[float], list[float], float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         db = make_db(Path(tmp) / "db", 200)
         for i in range(20):
@@ -158,7 +168,10 @@ def main() -> None:
         launch(f"{sys.executable} -c '{BARE_APP}'", env)
         wait_for(["bare textual app ready"])
         bare_cpu = idle_cpu()
-        tmux("kill-server")
+    return ours, bare, ours_cpu, bare_cpu
+
+
+def report(ours: list[float], bare: list[float], ours_cpu: float, bare_cpu: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work, keys, bare_keys = filter_timings(make_db(Path(tmp) / "db", 1000))
     o, b = statistics.median(ours), statistics.median(bare)
