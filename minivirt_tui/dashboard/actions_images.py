@@ -7,6 +7,8 @@ from pathlib import Path
 
 from textual import work
 
+from minivirt_core import defaults
+
 from ..render import home_short
 from .base import DashboardBase
 from .modals import ConfirmModal, Field, FormModal
@@ -72,7 +74,7 @@ class ImageActions(DashboardBase):
             async def run() -> str:
                 from minivirt_core.fsutil import human_size
 
-                report = await asyncio.to_thread(self.miv.images.prune)  # waits for the lock, removes trees
+                report = await asyncio.to_thread(self.miv.images.prune, False, plan)  # only what was listed
                 return (f"pruned {len(report.images)} image(s), {len(report.leftovers)} leftover(s), "
                         f"freed {human_size(report.freed)}")
 
@@ -116,8 +118,8 @@ class ImageActions(DashboardBase):
 
         self.ask(FormModal(f"Create a VM from {self._image_label(image_id)}", [
             Field("name", "Name", self._free_vm_name(self._image_label(image_id)), check=name_free),
-            Field("memory", "Memory (MiB, or 512M, 2G)", "1024", check=parse_memory),
-            Field("cpus", "CPUs", "1", check=cpus_ok),
+            Field("memory", "Memory (MiB, or 512M, 2G)", str(defaults.MEMORY_MB), check=parse_memory),
+            Field("cpus", "CPUs", str(defaults.CPUS), check=cpus_ok),
             Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False, check=ports_ok),
         ], "Create"), go)
 

@@ -21,7 +21,6 @@ from textual.widgets import DataTable
 from minivirt_core.fsutil import human_size
 from minivirt_core.rows import IMAGE_COLUMNS, REMOTE_COLUMNS, VM_COLUMNS, image_row, remote_row, vm_row
 
-from ..render import ago, duration, home_short, vm_state
 from . import actions
 from .state import Snapshot
 
@@ -267,46 +266,43 @@ class ResourceTable(DataTable[str]):
 class ImagesTable(ResourceTable):
     PANE = "images"
     TITLE = "Images [1]"
-    COLUMNS = (Column("IMAGE ID"), Column("TAGS", flex=True), Column("SIZE", drop=1), Column("CREATED", drop=2))
+    # The CLI's columns (minivirt_core.rows), and how each fits a narrow pane.
+    COLUMNS = tuple(Column(t, **fit) for t, fit in zip(IMAGE_COLUMNS, (  # type: ignore[arg-type]
+        {}, {"flex": True}, {"drop": 3}, {"drop": 1}, {"drop": 2}), strict=True))
 
     def update_from(self, snap: Snapshot) -> None:
         now = self.clock()
-        self.set_rows([
-            Row(i.id, (i.short_id, " ".join(i.tags) or "<none>", human_size(i.size), ago(i.created, now)),
-                (i.id, " ".join(i.tags), i.size, -i.created))
-            for i in snap.images
-        ])
+        self.set_rows([Row(i.id, image_row(i, now), (i.id, " ".join(i.tags), i.arch, i.size, -i.created))
+                       for i in snap.images])
 
 
 class VmsTable(ResourceTable):
     PANE = "vms"
     TITLE = "VMs [2]"
-    COLUMNS = (Column("NAME"), Column("STATE", flex=True), Column("IMAGE"), Column("SSH", drop=3),
-               Column("PORTS", drop=4), Column("MEM", drop=5), Column("CPUS", drop=7), Column("UPTIME", drop=6),
-               Column("CPU%", drop=8), Column("RSS", drop=9))
+    # The CLI's columns, then live figures; narrow panes drop the least needed first.
+    COLUMNS = tuple(Column(t, **fit) for t, fit in zip((*VM_COLUMNS, "CPU%", "RSS"), (  # type: ignore[arg-type]
+        {}, {"flex": True}, {}, {"drop": 3}, {"drop": 4}, {"drop": 5}, {"drop": 7}, {"drop": 6},
+        {"drop": 8}, {"drop": 9}), strict=True))
 
     def update_from(self, snap: Snapshot) -> None:
         rows: list[Row] = []
         for v in snap.vms:
+            c = v.config
             stats = snap.stats.get(v.name)
             cpu = stats.cpu_percent if stats else None
             rss = stats.rss if stats else None
-            rows.append(Row(v.name, (
-                v.name, vm_state(v), v.image_label or "-", str(v.ssh_port or "-"),
-                ",".join(str(p) for p in c.ports) if c and c.ports else "-",
-                f"{c.memory_mb}M" if c else "-", str(c.cpus) if c else "-",
-                duration(v.uptime) if v.uptime is not None else "-",
-                f"{cpu:.0f}" if cpu is not None else "-", human_size(rss) if rss else "-",
-            ), (v.name, vm_state(v), v.image_label or "", v.ssh_port, ",".join(str(p) for p in c.ports) if c else "",
-                c.memory_mb if c else None, c.cpus if c else None, v.uptime, cpu, rss)))
+            cells = (*vm_row(v), f"{cpu:.0f}" if cpu is not None else "-", human_size(rss) if rss else "-")
+            rows.append(Row(v.name, cells, (
+                v.name, cells[1], v.image_label or "", v.ssh_port, cells[4], c.memory_mb if c else None,
+                c.cpus if c else None, v.uptime, cpu, rss)))
         self.set_rows(rows)
 
 
 class RemotesTable(ResourceTable):
     PANE = "remotes"
     TITLE = "Remotes [3]"
-    COLUMNS = (Column("NAME"), Column("KIND", drop=1), Column("URL", flex=True))
+    COLUMNS = tuple(Column(t, **fit) for t, fit in zip(REMOTE_COLUMNS, (  # type: ignore[arg-type]
+        {}, {"drop": 1}, {"flex": True}), strict=True))
 
     def update_from(self, snap: Snapshot) -> None:
-        self.set_rows([Row(r.name, (r.name, r.kind, home_short(r.url)), (r.name, r.kind, r.url))
-                       for r in snap.remotes])
+        self.set_rows([Row(r.name, remote_row(r), (r.name, r.kind, r.url)) for r in snap.remotes])
