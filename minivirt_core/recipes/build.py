@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout, ssh
+from ..cidata import write_cidata
 from ..console import SerialConsole, strip_queries
 from ..download import fetch
 from ..ephemeral import ephemeral_vm
@@ -31,7 +32,6 @@ from ..qemu import process
 from ..tools import run_tool
 from ..vms import VmManager
 from . import events, paths
-from .iso import write_cidata
 from .placeholders import fill
 from .schema import Recipe, Step
 from .yamlsource import PathKey
