@@ -70,7 +70,8 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def builder_files(recipe: Path = TINY_RECIPE, script: Path = BUILD_SCRIPT) -> list[Path]:
-    """What makes a test image: its recipe and script (with the script's folder), and the
+    """What makes a test image: its recipe and script (with the script's folder and the
+    builders' shared recipes/lib), and the
     code a build runs (every module of minivirt_core that loading the builder imports, all
     of qemu/, the core's data), found afresh in a clean interpreter, so a new or split
     module is counted too."""
@@ -81,7 +82,7 @@ def builder_files(recipe: Path = TINY_RECIPE, script: Path = BUILD_SCRIPT) -> li
     core = ROOT / "minivirt_core"
     files = {Path(line) for line in loaded.stdout.split()}
     files |= set((core / "qemu").glob("*.py")) | {p for p in (core / "data").rglob("*") if p.is_file()}
-    files |= {recipe, *(p for p in script.parent.rglob("*") if p.is_file())}
+    files |= {recipe, *(p for d in (script.parent, ROOT / "recipes" / "lib") for p in d.rglob("*") if p.is_file())}
     return sorted(p.resolve() for p in files)
 
 

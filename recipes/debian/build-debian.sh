@@ -18,6 +18,8 @@
 # exclusive one). Boot-speed choices (what a TCG guest spends its first ~30 s on) are
 # commented where they are made.
 set -euo pipefail
+# shellcheck source=../lib/syslinux-disk.sh
+. "$(dirname "$0")/../lib/syslinux-disk.sh"
 
 suite=${1:?usage: build-debian.sh SUITE OUT_DIR}
 out=${2:?usage: build-debian.sh SUITE OUT_DIR}
@@ -125,36 +127,12 @@ uuid=$(cat /proc/sys/kernel/random/uuid)
 printf 'UUID=%s / ext4 rw,discard,errors=remount-ro 0 1\n' "$uuid" > "$root/etc/fstab"
 
 # --- disk: DOS label, FAT boot partition with syslinux, ext4 root (as the tiny guest) --
-raw="$work/disk.raw"
-truncate -s "${disk_mb}M" "$raw"
-printf 'label: dos\nstart=2048, size=%d, type=c, bootable\nstart=%d, type=83\n' \
-  $((boot_mb * 2048)) $((2048 + boot_mb * 2048)) | sfdisk -q "$raw"
-dd if=/usr/lib/syslinux/mbr/mbr.bin of="$raw" bs=440 count=1 conv=notrunc status=none
-boot="$work/boot.img"
-mkfs.vfat -h 2048 -C "$boot" $((boot_mb * 1024)) >/dev/null
 # quiet: kernel messages on a serial line cost boot time under TCG; systemd's own status
 # lines stay (the console shows the boot). The kernel and initramfs on the FAT partition
 # are the ones of the build: a kernel upgraded inside the guest is not booted.
-cat > "$work/syslinux.cfg" <<CFG
-DEFAULT debian
-PROMPT 0
-TIMEOUT 0
-LABEL debian
-  KERNEL /vmlinuz
-  INITRD /initrd.img
-  APPEND root=UUID=$uuid ro console=ttyS0,115200 quiet systemd.show_status=1 panic=-1
-CFG
-mcopy -i "$boot" "$root/boot/vmlinuz-$kver" ::/vmlinuz
-mcopy -i "$boot" "$root/boot/initrd.img-$kver" ::/initrd.img
-mcopy -i "$boot" "$work/syslinux.cfg" ::/syslinux.cfg
-syslinux --install "$boot"
-dd if="$boot" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none
-root_blocks=$(( (disk_mb - 1 - boot_mb) * 256 ))
-mkfs.ext4 -q -F -L debian-root -U "$uuid" -d "$root" -b 4096 \
-  -E offset=$(( (1 + boot_mb) * 1048576 )),lazy_itable_init=0,lazy_journal_init=0 "$raw" "$root_blocks"
-
 mkdir -p "$out"
-qemu-img convert -q -O qcow2 "$raw" "$out/disk.qcow2.tmp"
-mv "$out/disk.qcow2.tmp" "$out/disk.qcow2"
+syslinux_disk "$out/disk.qcow2" "$work" "$disk_mb" "$boot_mb" "$root/boot/vmlinuz-$kver" \
+  "$root/boot/initrd.img-$kver" "root=UUID=$uuid ro console=ttyS0,115200 quiet systemd.show_status=1 panic=-1" \
+  "$root" -L debian-root -U "$uuid"
 chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$out/packages.txt"
 echo "build-debian: $suite, kernel $kver, $(du -sh "$root" | cut -f1) tree, $(du -h "$out/disk.qcow2" | cut -f1) in $out"
