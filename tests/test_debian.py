@@ -20,7 +20,8 @@ import pytest
 from .conftest import TinyImage, kill_qemus_under
 from .helpers import miv
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow]
+# The first test also waits for the session's image build (minutes under TCG on a loaded host).
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(5400)]
 
 BOOT = 900  # seconds: a first boot under TCG on a loaded 2-core machine
 USER_DATA = """#cloud-config

@@ -63,7 +63,8 @@ packages=(
 mkdir -p "$cache/debs"
 exec 9>"$cache/.lock"
 work=$(mktemp -d "${TMPDIR:-/tmp}/debian-build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# --one-file-system: a build killed outright can leave mmdebstrap's /proc, /sys mounts in the tree.
+trap 'rm -rf --one-file-system "$work"' EXIT
 root="$work/root"
 mkdir "$root"
 
