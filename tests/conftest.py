@@ -82,7 +82,9 @@ def builder_files(recipe: Path = TINY_RECIPE, script: Path = BUILD_SCRIPT) -> li
     core = ROOT / "minivirt_core"
     files = {Path(line) for line in loaded.stdout.split()}
     files |= set((core / "qemu").glob("*.py")) | {p for p in (core / "data").rglob("*") if p.is_file()}
-    files |= {recipe, *(p for d in (script.parent, ROOT / "recipes" / "lib") for p in d.rglob("*") if p.is_file())}
+    folders = [script.parent] + ([ROOT / "recipes" / "lib"] if "recipes/lib" in script.read_text() or
+                                 "../lib/" in script.read_text() else [])
+    files |= {recipe, *(p for d in folders for p in d.rglob("*") if p.is_file())}
     return sorted(p.resolve() for p in files)
 
 
