@@ -1,5 +1,6 @@
-# Sourced by the guest builders (recipes/tiny/build-tiny.sh, recipes/debian/build-debian.sh):
-# a bootable disk made without loop mounts (facts in shared/tiny-guest.md).
+# Sourced by recipes/debian/build-debian.sh: a bootable disk made without loop mounts, as
+# the tiny guest's x86_64 disk is (recipes/tiny/build-tiny.sh, which has its own copy beside
+# its aarch64 EFI variant; facts in shared/tiny-guest.md).
 #
 #   syslinux_disk OUT_QCOW2 WORK DISK_MB BOOT_MB KERNEL INITRD APPEND ROOT_DIR MKFS_ARGS...
 #
