@@ -546,13 +546,43 @@ async def fetch(
         if sha256:
             await _verify(final, sha256, url, remove=False)
         return final
-    if urlparse(url).scheme not in ("http", "https", "file"):
-        raise InvalidInput(f"cannot download {shown_url(url)!r}: only http, https and file URLs are supported")
+    _check_url(url)
     async with locked_part(cache_dir / (final.name + PART_SUFFIX), final.exists) as part:
         if part is None:
             return await fetch(url, cache_dir, sha256, progress)  # made while we waited: check it
         await _download(url, part, sha256, progress)
         os.replace(part, final)
+    return final
+
+
+def _check_url(url: str) -> None:
+    if urlparse(url).scheme not in ("http", "https", "file"):
+        raise InvalidInput(f"cannot download {shown_url(url)!r}: only http, https and file URLs are supported")
+
+
+async def add_to_cache(url: str, source: Path, cache_dir: Path, sha256: str | None = None) -> Path:
+    """Put the local file ``source`` into the cache as the download of ``url`` (for machines
+    that cannot reach it: a recipe's ``download`` step then finds it there), verified
+    against ``sha256`` when given; replaces what the cache held for ``url``. A download of
+    ``url`` in progress is waited for first. Returns the cached file."""
+    import re
+
+    _check_url(url)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise InvalidInput(f"{sha256[:80]!r} is not a sha256 (64 hex digits)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / cache_key(url)
+    async with locked_part(cache_dir / (final.name + PART_SUFFIX), lambda: False) as part:
+        assert part is not None
+        with disk_full_is_an_error(f"adding {source} to the download cache ({cache_dir})"):
+            try:
+                await asyncio.to_thread(_copy_regular, source, part, str(source))
+                if sha256:
+                    await _verify(part, sha256, str(source), remove=True, expected_by="--sha256")
+                os.replace(part, final)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
     return final
 
 
@@ -596,12 +626,12 @@ async def _download_http(url: str, part: Path, progress: ProgressCallback | None
     raise ExternalError(f"{shown_url(url)}: the server keeps ignoring range requests")
 
 
-async def _verify(path: Path, expected: str, url: str, remove: bool) -> None:
+async def _verify(path: Path, expected: str, url: str, remove: bool, expected_by: str = "the recipe") -> None:
     from .imageid import file_sha256
 
     actual = await asyncio.to_thread(file_sha256, path)
     if actual != expected.lower():
         if remove:
             path.unlink(missing_ok=True)
-        raise InvalidInput(f"{shown_url(url)}: sha256 is {actual}, the recipe expects {expected}",
+        raise InvalidInput(f"{shown_url(url)}: sha256 is {actual}, {expected_by} expects {expected}",
                            hint="The file changed upstream, or the download was tampered with.")

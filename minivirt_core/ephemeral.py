@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from .vms import DEFAULT_CPUS, DEFAULT_MEMORY_MB, VmManager, VmStatus
+
+if TYPE_CHECKING:
+    from .seed import CloudInit
 
 
 @asynccontextmanager
@@ -21,6 +25,7 @@ async def ephemeral_vm(
     isolated: bool = False,
     cold: bool = False,
     note: Callable[[str], None] | None = None,
+    cloud_init: CloudInit | None = None,
 ) -> AsyncIterator[VmStatus]:
     """A running VM of ``image`` for the block; destroyed after it, also on errors,
     cancellation (Ctrl-C) and a QEMU that died meanwhile. It records this process as its
@@ -30,7 +35,8 @@ async def ephemeral_vm(
     name = vms.ephemeral_name(prefix)
     created = False
     try:
-        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True, isolated=isolated)
+        await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True, isolated=isolated,
+                         cloud_init=cloud_init)
         created = True
         yield await vms.start(name, wait_for_ssh=wait_for_ssh, cold=cold, note=note)
     finally:

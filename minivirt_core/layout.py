@@ -48,5 +48,6 @@ VM_SSH_KEY = "ssh-key"  # the VM's own private key (ed25519, 0600), made on firs
 VM_SSH_KEY_STATE = "ssh-key.json"  # which key the VM's disk accepts: {"disk_key": "own"|"well-known", ...}
 VM_SSH_KEY_LOCK = "ssh-key.lock"  # flock'ed while a process replaces the well-known key
 VM_WELL_KNOWN_KEY = "ssh-private-key"  # a 0600 copy of the well-known key, for VMs that keep it
+VM_SEED = "cloud-init-seed.iso"  # the VM's own NoCloud seed (see seed.py), attached as a CD-ROM
 
 VM_RUNTIME_FILES = (VM_PID, VM_QMP, VM_SERIAL, VM_RUN)

@@ -38,34 +38,67 @@ def public_key_text() -> str:
     return PUBLIC_KEY.read_text().strip()
 
 
+BANNER_PROBES = 3  # connections waiting for the banner at once
+BANNER_PROBE_EVERY = 0.5  # seconds between new connections while fewer are open
+BANNER_PATIENCE = 30.0  # seconds one connection waits for the banner
+
+
+async def _banner_probe(port: int) -> bool:
+    """One connection: True if the server sends ``SSH-`` within :data:`BANNER_PATIENCE`."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 2)
+    except (TimeoutError, OSError):
+        return False
+    try:
+        return await asyncio.wait_for(reader.readexactly(4), BANNER_PATIENCE) == b"SSH-"
+    except (TimeoutError, OSError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+
+
 async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] | None = None) -> None:
     """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
 
     QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
-    connect alone proves nothing: the banner does. ``alive`` stops the wait early
-    (e.g. when QEMU has exited).
+    connect alone proves nothing: the banner does. A slow guest (TCG on a loaded host)
+    can take seconds to send it: OpenSSH starts a process per connection. So each
+    connection waits patiently, a new one starts every :data:`BANNER_PROBE_EVERY` s
+    while fewer than :data:`BANNER_PROBES` wait, and the first banner wins (closing
+    impatient probes early instead kept a slow sshd busy with connections given up, past
+    its MaxStartups, and no banner ever came). ``alive`` stops the wait early (e.g. when
+    QEMU has exited).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while True:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 1)
-            try:
-                banner = await asyncio.wait_for(reader.readexactly(4), 0.5)
-                if banner == b"SSH-":
+    probes: set[asyncio.Task[bool]] = set()
+    next_probe = loop.time()
+    try:
+        while True:
+            now = loop.time()
+            if len(probes) < BANNER_PROBES and now >= next_probe:
+                probes.add(asyncio.ensure_future(_banner_probe(port)))
+                next_probe = now + BANNER_PROBE_EVERY
+            if probes:
+                done, probes = await asyncio.wait(probes, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+                if any(task.result() for task in done):
                     return
-            finally:
-                writer.close()
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):
-            pass
-        if alive is not None and not alive():
-            raise ExternalError("the VM stopped before its SSH server answered")
-        if loop.time() >= deadline:
-            raise Timeout(
-                f"no SSH server answered on port {port} within {timeout:.0f} s",
-                hint="The guest may still be booting (see `miv logs`), or has no SSH server.",
-            )
-        await asyncio.sleep(0.05)
+                if done:  # refused or cut off at once: try again soon
+                    next_probe = min(next_probe, loop.time() + 0.05)
+            else:
+                await asyncio.sleep(0.05)
+            if alive is not None and not alive():
+                raise ExternalError("the VM stopped before its SSH server answered")
+            if loop.time() >= deadline:
+                raise Timeout(
+                    f"no SSH server answered on port {port} within {timeout:.0f} s",
+                    hint="The guest may still be booting (see `miv logs`), or has no SSH server.",
+                )
+    finally:
+        for task in probes:
+            task.cancel()
+        if probes:
+            await asyncio.wait(probes)
 
 
 class KeyRefused(ExternalError):

@@ -170,7 +170,7 @@ async def _open(vm_dir: Path, name: str, port: int, snapshot: bool,
 
     async def replace_key() -> None:
         try:
-            await _run_script(conn, _install_script(_public_line(key)), "replace the well-known SSH key")
+            await _run_script(conn, _install_script(public_line(key)), "replace the well-known SSH key")
             if not snapshot:
                 replace(KeyState.read(vm_dir), own=True).write(vm_dir)
             _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
@@ -223,7 +223,8 @@ def write_ssh_config_at_start(vm_dir: Path, name: str, port: int) -> None:
 # Helpers -------------------------------------------------------------------
 
 
-def _public_line(private_key: bytes) -> str:
+def public_line(private_key: bytes) -> str:
+    """The OpenSSH public key line of ``private_key`` (with its comment)."""
     import asyncssh
 
     key = asyncssh.import_private_key(private_key)

@@ -56,6 +56,8 @@ from .vmconfig import (
 if TYPE_CHECKING:
     import asyncssh
 
+    from .seed import CloudInit
+
 COMMIT_SSH_WAIT = 300.0  # a commit that must boot the VM to put the well-known key back
 
 __all__ = ["BROKEN", "DEFAULT_CPUS", "DEFAULT_MEMORY_MB", "RUNNING", "STOPPED", "STOP_FORCED", "STOP_GRACEFUL",
@@ -179,6 +181,7 @@ class VmManager:
         throwaway: bool = False,
         isolated: bool = False,
         arch: str | None = None,
+        cloud_init: CloudInit | None = None,
     ) -> VmStatus:
         """Create VM ``name`` from an image: a qcow2 overlay over the image's disk.
 
@@ -187,7 +190,8 @@ class VmManager:
         this process as its owner: once the process is gone, the VM is an orphan that
         ``fsck`` reports and ``prune`` removes. ``isolated``: the guest can reach neither
         the host nor the network (forwards into it still work). ``arch``: the guest's
-        architecture (the image's, which it must match; the host's for a VM without image)."""
+        architecture (the image's, which it must match; the host's for a VM without image).
+        ``cloud_init``: the VM gets its own NoCloud seed (see :mod:`~minivirt_core.seed`) as a CD-ROM."""
         validate_vm_name(name)
         memory_mb = parse_memory(memory)
         cpus = parse_cpus(cpus)
@@ -211,6 +215,11 @@ class VmManager:
             resources = []
             if image is not None and image_config and (iso := drives.image_iso_path(image.id, image_config)):
                 resources.append({"type": "cdrom", "filename": iso})
+            if cloud_init is not None:
+                from .seed import write_seed
+
+                seed_iso = await asyncio.to_thread(write_seed, staging.path, name, cloud_init)
+                resources.append({"type": "cdrom", "filename": seed_iso})
             config = VmConfig(
                 image=image.id if image else None, memory_mb=memory_mb, cpus=cpus, disk=bool(args),
                 ports=forwards, resources=tuple(resources), owner=Owner.current() if throwaway else None,

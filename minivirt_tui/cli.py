@@ -32,6 +32,7 @@ COMMAND_MODULES = {
     "export": "export",
     "tui": "dashboard",
     "port": "ports", "snapshot": "snapshots",
+    "cache": "cache",
 }
 
 

@@ -17,13 +17,16 @@ from .helpers import ROOT
 BUILD_SCRIPT = ROOT / "recipes" / "tiny" / "build-tiny.sh"
 TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "libc6"]
+DEBIAN_SCRIPT = ROOT / "recipes" / "debian" / "build-debian.sh"
+DEBIAN_RECIPE = ROOT / "recipes" / "debian-12.yaml"
+DEBIAN_PACKAGES = ["linux-image-cloud-amd64", "cloud-init", "systemd", "openssh-server", "libc6", "python3"]
 ARM64_PACKAGES = ["linux-image-cloud-arm64:arm64", "busybox-static:arm64", "dropbear-bin:arm64",
                   "openssh-sftp-server:arm64", "libc6:arm64", "systemd-boot-efi:arm64"]
 
 
 # A test using one of these fixtures (directly or through another) must carry the marker,
 # so `-m "not vm"` or `-m "not s3"` really leaves out what needs QEMU or SeaweedFS.
-FIXTURE_MARKERS = {"tiny_image": "vm", "tiny_aarch64_image": "vm", "s3_server": "s3"}
+FIXTURE_MARKERS = {"tiny_image": "vm", "tiny_aarch64_image": "vm", "debian_image": "vm", "s3_server": "s3"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,10 +69,12 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     kill_qemus_under(tmp_path)
 
 
-def builder_files() -> list[Path]:
-    """What makes the tiny image: its recipe and script, and the code a build runs (every
-    module of minivirt_core that loading the builder imports, all of qemu/, the core's data),
-    found afresh in a clean interpreter, so a new or split module is counted too."""
+def builder_files(recipe: Path = TINY_RECIPE, script: Path = BUILD_SCRIPT) -> list[Path]:
+    """What makes a test image: its recipe and script (with the script's folder and the
+    builders' shared recipes/lib), and the
+    code a build runs (every module of minivirt_core that loading the builder imports, all
+    of qemu/, the core's data), found afresh in a clean interpreter, so a new or split
+    module is counted too."""
     code = ("import sys, minivirt_core.recipes.build, minivirt_core.qemu.monitor\n"
             "print('\\n'.join(m.__file__ for n, m in sys.modules.items()\n"
             "                 if n.split('.')[0] == 'minivirt_core' and getattr(m, '__file__', None)))")
@@ -77,21 +82,36 @@ def builder_files() -> list[Path]:
     core = ROOT / "minivirt_core"
     files = {Path(line) for line in loaded.stdout.split()}
     files |= set((core / "qemu").glob("*.py")) | {p for p in (core / "data").rglob("*") if p.is_file()}
-    files |= {TINY_RECIPE, *(p for p in BUILD_SCRIPT.parent.rglob("*") if p.is_file())}
+    folders = [script.parent] + ([ROOT / "recipes" / "lib"] if "recipes/lib" in script.read_text() or
+                                 "../lib/" in script.read_text() else [])
+    files |= {recipe, *(p for d in folders for p in d.rglob("*") if p.is_file())}
     return sorted(p.resolve() for p in files)
+
+
+def image_cache_key(packages: list[str], recipe: Path = TINY_RECIPE, script: Path = BUILD_SCRIPT,
+                    salt: str = "") -> str:
+    """The key of a test image: the hash of :func:`builder_files` and of the candidate
+    versions of the Debian ``packages`` it is made of (``salt`` first, when given)."""
+    policy = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True).stdout
+    versions = [line.split()[-1] for line in policy.splitlines() if "Candidate:" in line]
+    h = hashlib.sha256()
+    if salt:
+        h.update(salt.encode())
+    for path in builder_files(recipe, script):
+        h.update(f"{path.relative_to(ROOT)}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    h.update(" ".join(versions).encode())
+    return h.hexdigest()[:16]
 
 
 def _tiny_cache_key(arch: str = "x86_64") -> str:
     packages = PACKAGES if arch == "x86_64" else [*PACKAGES, *ARM64_PACKAGES]
-    policy = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True).stdout
-    versions = [line.split()[-1] for line in policy.splitlines() if "Candidate:" in line]
-    h = hashlib.sha256()
-    if arch != "x86_64":  # the x86_64 key stays what it was: its cached images stay valid
-        h.update(f"arch:{arch}\n".encode())
-    for path in builder_files():
-        h.update(f"{path.relative_to(ROOT)}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
-    h.update(" ".join(versions).encode())
-    return h.hexdigest()[:16]
+    # the x86_64 key stays what it was: its cached images stay valid
+    return image_cache_key(packages, salt="" if arch == "x86_64" else f"arch:{arch}\n")
+
+
+def images_cache_dir() -> Path:
+    """Where test images are kept, once per machine."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minivirt" / "test-images"
 
 
 @dataclass(frozen=True)
@@ -101,31 +121,51 @@ class TinyImage:
     build_log: str
 
 
-def _cached_tiny(arch: str) -> TinyImage:
-    """The tiny guest image of ``arch``, built by `miv build recipes/tiny.yaml --arch ARCH
-    --tag tiny-{arch}` (its tests included) in an empty database, once per machine: cached,
-    keyed by the recipe, the builder script, the code of the build (:func:`builder_files`)
-    and the Debian package versions it uses."""
+def built_image(recipe: Path, name: str, key: str, timeout: float, args: tuple[str, ...] = (),
+                tag: str | None = None, made: str | None = None) -> TinyImage:
+    """The image `miv build RECIPE ARGS --tag TAG` makes (its tests included) in an empty
+    database, kept under :func:`images_cache_dir` as ``NAME-KEY``, built only when missing;
+    ``made`` is the tag as the build writes it (``{arch}`` filled in), default ``NAME``."""
     from minivirt_core import imageid
 
     from .helpers import miv
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minivirt" / "test-images"
-    name = "tiny" if arch == "x86_64" else f"tiny-{arch}"
-    out = cache / f"{name}-{_tiny_cache_key(arch)}"
+    cache = images_cache_dir()
+    out = cache / f"{name}-{key}"
     log = out.with_suffix(".log")
     if not (out / "disk.qcow2").exists():
-        work = cache / f".building-{os.getpid()}"
+        work = cache / f".building-{name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         db = work / "db"
-        proc = miv(db, "build", str(TINY_RECIPE), "--arch", arch, "--tag", "tiny-{arch}", timeout=900)
-        image_dir = db / "images" / os.readlink(db / "images" / f"tiny-{arch}")
+        proc = miv(db, "build", str(recipe), *args, "--tag", tag or name, timeout=timeout)
+        image_dir = db / "images" / os.readlink(db / "images" / (made or name))
         assert sorted(os.listdir(db / "vms")) == [] and sorted(os.listdir(db / "staging")) == []
         shutil.rmtree(out, ignore_errors=True)
         image_dir.rename(out)
         log.write_text(proc.stderr.decode() + proc.stdout.decode())
         shutil.rmtree(work)
     return TinyImage(out, imageid.compute_id(out), log.read_text() if log.exists() else "")
+
+
+def _cached_tiny(arch: str) -> TinyImage:
+    """The tiny guest image of ``arch``, built by `miv build recipes/tiny.yaml --arch ARCH
+    --tag tiny-{arch}` (its tests included) in an empty database, once per machine: cached,
+    keyed by the recipe, the builder script, the code of the build (:func:`builder_files`)
+    and the Debian package versions it uses."""
+    name = "tiny" if arch == "x86_64" else f"tiny-{arch}"
+    return built_image(TINY_RECIPE, name, _tiny_cache_key(arch), 900, ("--arch", arch), "tiny-{arch}",
+                       f"tiny-{arch}")
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> TinyImage:
+    """The offline Debian 12 image, built by `miv build recipes/debian-12.yaml` (its tests
+    included) once per machine, cached and keyed like the tiny image. The build runs
+    mmdebstrap as root: skipped when not root or mmdebstrap is missing."""
+    if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
+        pytest.skip("the Debian image is built with mmdebstrap --mode=root: run as root, with mmdebstrap")
+    key = image_cache_key(DEBIAN_PACKAGES, DEBIAN_RECIPE, DEBIAN_SCRIPT)
+    return built_image(DEBIAN_RECIPE, "debian-12", key, 3600)
 
 
 @pytest.fixture(scope="session")

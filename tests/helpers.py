@@ -151,7 +151,7 @@ def qcow2_of(data: bytes = b"", size: int = 1 << 20) -> bytes:
 @functools.cache
 def iso_bytes(text: str = "") -> bytes:
     """A real ISO 9660 image (the cloud-init seed kind minivirt makes); cached."""
-    from minivirt_core.recipes.iso import write_cidata
+    from minivirt_core.cidata import write_cidata
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "x.iso"

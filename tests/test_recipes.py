@@ -173,7 +173,7 @@ def test_cloud_init_iso_is_a_real_cidata_volume(tmp_path: Path) -> None:
 
     import pycdlib
 
-    from minivirt_core.recipes.iso import write_cidata
+    from minivirt_core.cidata import write_cidata
 
     write_cidata(tmp_path / "ci.iso", "users: []\n")
     iso = pycdlib.PyCdlib()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout, ssh
+from ..cidata import write_cidata
 from ..console import SerialConsole, strip_queries
 from ..download import fetch
 from ..ephemeral import ephemeral_vm
@@ -31,7 +32,6 @@ from ..qemu import process
 from ..tools import run_tool
 from ..vms import VmManager
 from . import events, paths
-from .iso import write_cidata
 from .placeholders import fill
 from .schema import Recipe, Step
 from .yamlsource import PathKey
@@ -350,10 +350,15 @@ class Builder:
         await self.vms.kill(self.vm_name)  # cleans runtime files
 
     async def _ssh_poweroff(self, timeout: float) -> None:
+        # The whole step's timeout for the command too: on a slow guest (a Debian first boot
+        # under TCG on a loaded host) opening the session alone took more than 10 s, the
+        # poweroff was never sent, and the build waited for a VM that never powered off.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         conn = await self.vms.ssh_connect(self.vm_name, timeout)
         try:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ssh.run(conn, "poweroff"), 10)
+            with contextlib.suppress(Exception):  # the guest closes the connection as it goes down
+                await asyncio.wait_for(ssh.run(conn, "poweroff"), max(10.0, deadline - loop.time()))
         finally:
             conn.close()
 

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +17,9 @@ from minivirt_core import defaults
 from ..cli import core, run
 from ..completion import image_refs, vm_names
 from ..render import duration, info, table
+
+if TYPE_CHECKING:
+    from minivirt_core.seed import CloudInit
 
 DEFAULT_SSH_WAIT = defaults.SSH_WAIT
 
@@ -37,16 +42,35 @@ def _cold(f: click.decorators.FC) -> click.decorators.FC:
                         help="Boot, even if a warm state of the image could resume it (see `miv images`).")(f)
 
 
+def _cloud_init(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option("--ssh-key", "ssh_keys", multiple=True, metavar="PUBKEY",
+                     help="Let this public key (or .pub file) log in as root, through cloud-init (repeatable).")(f)
+    f = click.option("--cloud-init", "user_data", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="USER-DATA", help="A #cloud-config file for the VM's cloud-init (NoCloud seed).")(f)
+    return f
+
+
+def _seed(user_data: Path | None, ssh_keys: tuple[str, ...]) -> CloudInit | None:
+    """The VM's cloud-init seed settings, when --cloud-init or --ssh-key was given."""
+    if user_data is None and not ssh_keys:
+        return None
+    from minivirt_core.seed import CloudInit
+
+    return CloudInit.from_files(user_data, ssh_keys)
+
+
 @click.command()
 @click.argument("image", shell_complete=image_refs)
 @click.argument("name")
 @_resources
+@_cloud_init
 @click.option("--disk", "disk_size", metavar="SIZE", help="Grow the VM's disk to SIZE (e.g. 10G).")
 def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...], disk_size: str | None,
-           isolated: bool) -> None:
-    """Create VM NAME from IMAGE (a copy-on-write disk over the image)."""
+           isolated: bool, user_data: Path | None, ssh_keys: tuple[str, ...]) -> None:
+    """Create VM NAME from IMAGE (a copy-on-write disk over the image). With --cloud-init or
+    --ssh-key the VM gets its own cloud-init seed: hostname NAME, the user data, the keys."""
     st = run(core().vms.create(image, name, memory=memory, cpus=cpus, disk_size=disk_size, ports=ports,
-                               isolated=isolated))
+                               isolated=isolated, cloud_init=_seed(user_data, ssh_keys)))
     info(f"created VM {st.name} from {st.image_label}; start it with `miv start {st.name}`")
 
 
@@ -267,8 +291,10 @@ def ssh(name: str, command: tuple[str, ...], force_tty: bool, wait: float) -> No
               help="Seconds to wait for the guest's SSH server.")
 @click.option("-t", "--tty", "force_tty", is_flag=True, help="A terminal even with a command (when stdin is one).")
 @_cold
+@_cloud_init
 def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tuple[str, ...],
-         isolated: bool, wait_for_ssh: float, force_tty: bool, cold: bool) -> None:
+         isolated: bool, wait_for_ssh: float, force_tty: bool, cold: bool, user_data: Path | None,
+         ssh_keys: tuple[str, ...]) -> None:
     """Boot a throw-away VM of IMAGE, open a shell (or run COMMAND), then destroy it.
 
     One argument is a shell line, as with ssh: miv run tiny 'uname -a; hostname'. Several are a command
@@ -280,6 +306,8 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
     from minivirt_core.warm import SAVED
 
     from ..render import StatusLine
+
+    seed = _seed(user_data, ssh_keys)
 
     async def go() -> int:
         status = StatusLine()  # on a terminal only: while it boots, until the command's output starts
@@ -293,7 +321,8 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
         try:
             status.set(f"booting a VM of {image}, waiting for SSH")
             async with ephemeral_vm(core().vms, image, memory=memory, cpus=cpus, ports=ports,
-                                    wait_for_ssh=wait_for_ssh, isolated=isolated, cold=cold, note=note) as st:
+                                    wait_for_ssh=wait_for_ssh, isolated=isolated, cold=cold, note=note,
+                                    cloud_init=seed) as st:
                 status.set(f"{st.name} ({image}): logging in")
                 return await _ssh_session(st.name, wait_for_ssh, shell_command(command), force_tty,
                                           on_connected=status.clear)

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Build a Debian cloud-style disk offline: a real Debian (systemd, cloud-init, OpenSSH,
+# Debian's cloud kernel) assembled by mmdebstrap from the Debian mirror this machine's apt
+# is configured with, made bootable like the tiny guest (no loop mount).
+#
+#   build-debian.sh SUITE OUT_DIR        # SUITE: bookworm (Debian 12) or trixie (Debian 13)
+#
+# Writes OUT_DIR/disk.qcow2: a DOS label, a FAT boot partition (syslinux, the kernel, its
+# initramfs) and an ext4 root found by UUID, which cloud-init grows to the disk's size.
+# Like Debian's genericcloud image it has no key and no password: cloud-init lets users in
+# (NoCloud seed). Needs root (mmdebstrap --mode=root) and: mmdebstrap fdisk dosfstools
+# mtools syslinux syslinux-common e2fsprogs qemu-utils util-linux.
+#
+# The mirror is the one apt uses here (the Debian and Debian-Security entries of the apt
+# sources; MINIVIRT_DEBIAN_MIRROR / MINIVIRT_DEBIAN_SECURITY_MIRROR override them).
+# Downloaded packages are kept in ${MINIVIRT_DEBIAN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/minivirt/debian},
+# shared by builds running side by side (copied in under a shared lock, out under an
+# exclusive one). Boot-speed choices (what a TCG guest spends its first ~30 s on) are
+# commented where they are made.
+set -euo pipefail
+# shellcheck source=../lib/syslinux-disk.sh
+. "$(dirname "$0")/../lib/syslinux-disk.sh"
+
+suite=${1:?usage: build-debian.sh SUITE OUT_DIR}
+out=${2:?usage: build-debian.sh SUITE OUT_DIR}
+cache=${MINIVIRT_DEBIAN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/minivirt/debian}
+disk_mb=${DEBIAN_DISK_MB:-3072}
+boot_mb=64
+
+case "$suite" in
+  bookworm|trixie|forky|sid) ;;
+  *) echo "build-debian: unknown suite '$suite' (bookworm, trixie, forky or sid)" >&2; exit 2 ;;
+esac
+for tool in mmdebstrap apt-get sfdisk mkfs.vfat mcopy syslinux mkfs.ext4 qemu-img dd flock; do
+  command -v "$tool" >/dev/null || {
+    echo "build-debian: '$tool' is missing. Install: apt-get install mmdebstrap fdisk dosfstools mtools syslinux syslinux-common e2fsprogs qemu-utils util-linux" >&2
+    exit 3
+  }
+done
+[ -f /usr/lib/syslinux/mbr/mbr.bin ] || { echo "build-debian: syslinux-common's mbr.bin is missing: apt-get install syslinux-common" >&2; exit 3; }
+[ "$(id -u)" = 0 ] || { echo "build-debian: mmdebstrap --mode=root needs root: run the build as root" >&2; exit 3; }
+
+# --- the mirror: what this machine's apt uses ------------------------------------
+repo_of() {  # the first repository URI of apt's sources whose label is $1
+  apt-get indextargets --format '$(REPO_URI)' "Label: $1" 'Identifier: Packages' 2>/dev/null | head -1
+}
+mirror=${MINIVIRT_DEBIAN_MIRROR:-$(repo_of Debian)}
+security=${MINIVIRT_DEBIAN_SECURITY_MIRROR:-$(repo_of Debian-Security)}
+[ -n "$mirror" ] || {
+  echo "build-debian: apt has no Debian mirror configured here; set MINIVIRT_DEBIAN_MIRROR to one (or run 'apt-get update')" >&2
+  exit 3
+}
+sources=("deb $mirror $suite main" "deb $mirror $suite-updates main")
+[ -n "$security" ] && [ "$suite" != sid ] && sources+=("deb $security $suite-security main")
+
+packages=(
+  systemd-sysv udev kmod dbus libpam-systemd systemd-resolved  # init, devices, DNS
+  linux-image-cloud-amd64 initramfs-tools                      # Debian's cloud kernel
+  cloud-init cloud-guest-utils openssh-server sudo             # the cloud-image essentials
+  iproute2 procps zstd locales ca-certificates
+)
+
+mkdir -p "$cache/debs"
+exec 9>"$cache/.lock"
+work=$(mktemp -d "${TMPDIR:-/tmp}/debian-build.XXXXXX")
+# --one-file-system: a build killed outright can leave mmdebstrap's /proc, /sys mounts in the tree.
+trap 'rm -rf --one-file-system "$work"' EXIT
+root="$work/root"
+mkdir "$root"
+
+# What the tree gets besides its packages (the hooks below copy it in).
+conf="$work/conf"
+mkdir -p "$conf/cloud" "$conf/network"
+cat > "$conf/cloud/99-minivirt.cfg" <<'CFG'
+# minivirt: only the NoCloud seed (a CD-ROM labelled cidata) or nothing; no network probing.
+datasource_list: [NoCloud, None]
+# ed25519 and ecdsa host keys only: RSA costs seconds of a TCG guest's first boot.
+ssh_genkeytypes: [ed25519, ecdsa]
+# Debian's module lists without what has nothing to do on this image (snap, byobu, fan,
+# landscape, lxd, rsyslog, grub, EC2/RightScale/RMC agents) and without printing every
+# host key to the serial console: each module is imported by a Python that a TCG guest
+# runs slowly.
+cloud_init_modules: [migrator, seed_random, bootcmd, write-files, growpart, resizefs, disk_setup, mounts,
+                     set_hostname, update_hostname, update_etc_hosts, ca-certs, users-groups, ssh]
+cloud_config_modules: [ssh-import-id, locale, set-passwords, apt-configure, ntp, timezone, runcmd]
+cloud_final_modules: [package-update-upgrade-install, write-files-deferred, puppet, chef, salt-minion,
+                      scripts-vendor, scripts-per-once, scripts-per-boot, scripts-per-instance, scripts-user,
+                      phone-home, final-message, power-state-change]
+CFG
+cat > "$conf/network/90-dhcp.network" <<'NET'
+# Any wired interface by DHCP (cloud-init may write its own, more specific config).
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=yes
+NET
+
+# The hooks' $1 is the tree; they see these through the environment (and fd 9, the lock).
+export DEBS="$cache/debs" CONF="$conf"
+# shellcheck disable=SC2016
+mmdebstrap --mode=root --variant=minbase --format=directory --skip=download/empty,essential/unlink \
+  --include="$(IFS=,; echo "${packages[*]}")" \
+  --aptopt='APT::Install-Recommends "false"' \
+  --setup-hook='mkdir -p "$1/var/cache/apt/archives"; flock -s 9; for f in "$DEBS"/*.deb; do [ -e "$f" ] && cp "$f" "$1/var/cache/apt/archives/"; done; flock -u 9' \
+  --customize-hook='flock -x 9; for f in "$1"/var/cache/apt/archives/*.deb; do n=${f##*/}; [ -e "$DEBS/$n" ] || { cp "$f" "$DEBS/.$n.tmp" && mv "$DEBS/.$n.tmp" "$DEBS/$n"; }; done; flock -u 9; rm -f "$1"/var/cache/apt/archives/*.deb' \
+  --customize-hook='cp "$CONF/cloud/99-minivirt.cfg" "$1/etc/cloud/cloud.cfg.d/"; cp "$CONF/network/90-dhcp.network" "$1/etc/systemd/network/"' \
+  --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-resolved' \
+  --customize-hook='ln -sf ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"' \
+  --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer' \
+  --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+  --customize-hook='echo debian > "$1/etc/hostname"; printf "127.0.0.1 localhost\n127.0.1.1 debian\n::1 localhost ip6-localhost ip6-loopback\n" > "$1/etc/hosts"' \
+  --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
+  --customize-hook='sed -i "s/^# *en_US.UTF-8/en_US.UTF-8/" "$1/etc/locale.gen"; chroot "$1" locale-gen >/dev/null; echo LANG=C.UTF-8 > "$1/etc/default/locale"' \
+  "$suite" "$root" "${sources[@]}"
+
+# Old package versions of the cache, not used by this build nor newer: removed now and
+# then (an exclusive lock: nobody is copying them in).
+flock -x 9
+find "$cache/debs" -name '*.deb' -mtime +30 -delete
+flock -u 9
+
+kver=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -1)")
+[ -f "$root/boot/vmlinuz-$kver" ] && [ -f "$root/boot/initrd.img-$kver" ] || {
+  echo "build-debian: the tree has no kernel or initramfs for $kver" >&2; exit 1; }
+
+uuid=$(cat /proc/sys/kernel/random/uuid)
+printf 'UUID=%s / ext4 rw,discard,errors=remount-ro 0 1\n' "$uuid" > "$root/etc/fstab"
+
+# --- disk: DOS label, FAT boot partition with syslinux, ext4 root (as the tiny guest) --
+# quiet: kernel messages on a serial line cost boot time under TCG; systemd's own status
+# lines stay (the console shows the boot). The kernel and initramfs on the FAT partition
+# are the ones of the build: a kernel upgraded inside the guest is not booted.
+mkdir -p "$out"
+syslinux_disk "$out/disk.qcow2" "$work" "$disk_mb" "$boot_mb" "$root/boot/vmlinuz-$kver" \
+  "$root/boot/initrd.img-$kver" "root=UUID=$uuid ro console=ttyS0,115200 quiet systemd.show_status=1 panic=-1" \
+  "$root" -L debian-root -U "$uuid"
+chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$out/packages.txt"
+echo "build-debian: $suite, kernel $kver, $(du -sh "$root" | cut -f1) tree, $(du -h "$out/disk.qcow2" | cut -f1) in $out"
