@@ -21,7 +21,12 @@ from .conftest import TinyImage, kill_qemus_under
 from .helpers import miv
 
 # The first test also waits for the session's image build (minutes under TCG on a loaded host).
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(5400)]
+# Opt-in for now: building both Debian images and booting them takes ~25-40 min on 2 cores
+# under TCG, more than the whole rest of the suite; the default run (and CI) must stay under
+# 30 min. Run them with: MINIVIRT_TEST_DEBIAN=1 scripts/setup test tests/test_debian.py
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(5400),
+              pytest.mark.skipif(os.environ.get("MINIVIRT_TEST_DEBIAN") != "1",
+                                 reason="real Debian guests are opt-in: set MINIVIRT_TEST_DEBIAN=1")]
 
 BOOT = 900  # seconds: a first boot under TCG on a loaded 2-core machine
 USER_DATA = """#cloud-config
