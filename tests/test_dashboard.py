@@ -841,7 +841,7 @@ def test_the_tiny_builder_names_what_it_made(tmp_path: Path) -> None:
     last = next(line for line in reversed(script.read_text().splitlines()) if line.startswith("echo "))
     (tmp_path / "assembled").mkdir()
     (tmp_path / "assembled" / "disk.qcow2").write_bytes(b"x" * 100_000)
-    out = subprocess.run(["bash", "-c", f"kver=6.1.0-56-cloud-amd64; out=assembled; {last}"], cwd=tmp_path,
+    out = subprocess.run(["bash", "-c", f"arch=x86_64; kver=6.1.0-56-cloud-amd64; out=assembled; {last}"], cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout
-    assert re.fullmatch(r"build-tiny: kernel 6\.1\.0-56-cloud-amd64, disk assembled/disk\.qcow2 "
+    assert re.fullmatch(r"build-tiny: x86_64, kernel 6\.1\.0-56-cloud-amd64, disk assembled/disk\.qcow2 "
                         r"\([0-9.]+K on disk\)\n", out), out

@@ -273,5 +273,5 @@ mkfs.ext4 -q -F -L tiny-root -d "$r" -b 4096 \
 mkdir -p "$out"
 qemu-img convert -q -O qcow2 "$raw" "$out/disk.qcow2.tmp"
 mv "$out/disk.qcow2.tmp" "$out/disk.qcow2"
-printf '{\n  "disk": true\n}\n' > "$out/config.json"
-echo "build-tiny: kernel $kver, disk $out/disk.qcow2 ($(du -h "$out/disk.qcow2" | cut -f1) on disk)"
+printf '{\n  "disk": true,\n  "arch": "%s"\n}\n' "$arch" > "$out/config.json"
+echo "build-tiny: $arch, kernel $kver, disk $out/disk.qcow2 ($(du -h "$out/disk.qcow2" | cut -f1) on disk)"
