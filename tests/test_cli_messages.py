@@ -187,11 +187,15 @@ def test_cli_tables_use_the_columns_the_dashboard_uses(db: Path, tmp_path: Path)
     _load(db, 0, "tiny")
     miv(db, "create", "tiny", "web", "-m", "64")
     miv(db, "remote", "add", "r", f"file://{tmp_path}")
-    assert miv(db, "images").stdout.decode().splitlines()[0].split() == " ".join(IMAGE_COLUMNS).split()
+    # The shared columns, then the CLI's WARM (how many warm states an image has).
+    assert miv(db, "images").stdout.decode().splitlines()[0].split() == [*" ".join(IMAGE_COLUMNS).split(), "WARM"]
     assert miv(db, "ps", "-a").stdout.decode().splitlines()[0].split() == list(VM_COLUMNS)
     assert miv(db, "remote", "list").stdout.decode().splitlines()[0].split() == list(REMOTE_COLUMNS)
-    assert ImagesTable.COLUMNS == IMAGE_COLUMNS and RemotesTable.COLUMNS == REMOTE_COLUMNS
-    assert VmsTable.COLUMNS[:len(VM_COLUMNS)] == VM_COLUMNS  # then the dashboard's live CPU% and RSS
+    def titles(table: type) -> tuple[str, ...]:
+        return tuple(getattr(c, "title", c) for c in table.COLUMNS)
+
+    assert titles(ImagesTable) == IMAGE_COLUMNS and titles(RemotesTable) == REMOTE_COLUMNS
+    assert titles(VmsTable)[:len(VM_COLUMNS)] == VM_COLUMNS  # then the dashboard's live CPU% and RSS
 
 
 def test_a_vm_created_without_settings_gets_the_core_defaults(db: Path) -> None:
