@@ -47,7 +47,8 @@ def main() -> None:
         for i in range(RUNS):
             ours = Registry(work / f"push-ours-{i}").start()
             try:
-                subprocess.run([MIV, "remote", "add", "reg", f"oci://{ours.host}/bench", "--insecure", "--force"], check=True,
+                subprocess.run([MIV, "remote", "add", "reg", f"oci://{ours.host}/bench", "--insecure", "--force"],
+                               check=True,
                                env={**os.environ, **env}, capture_output=True)
                 (db / "cache" / f"oci-layer-{image_id}.json").unlink(missing_ok=True)
                 push_ours.append(run_timed(f"{MIV} push reg big big:v1", env)[0])
