@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from banner import wait_for_guest_banner
 from common import MIV, ROOT, median_time, timed, verdict
 
 sys.path.insert(0, str(ROOT))
@@ -34,7 +35,6 @@ from minivirt_core.hostinfo import qemu_system_name
 from minivirt_core.ports import free_port
 from minivirt_core.qemu import firmware
 from minivirt_core.qemu.command import machine_args
-from minivirt_core.ssh import wait_for_banner
 
 
 def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
@@ -53,7 +53,7 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        asyncio.run(wait_for_banner(port, 120))
+        asyncio.run(wait_for_guest_banner(port, 120))  # when the guest answers, not a probe's back-off
         return time.perf_counter() - start
     finally:
         proc.kill()
