@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from minivirt_core.hostinfo import qemu_system_name
 from minivirt_core.ports import free_port
 from minivirt_core.qemu import firmware
-from minivirt_core.qemu.command import machine_args
+from minivirt_core.qemu.command import Drive, drive_args, machine_args
 
 
 def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
@@ -47,7 +47,7 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
     boot = [*fw.qemu_args, "-boot", "menu=on,splash-time=0"] if fw else []
     proc = subprocess.Popen(
         [qemu_system_name(arch), *machine_args(arch, "tcg"), *boot, "-m", "256", "-smp", "1", "-nodefaults",
-         "-display", "none", "-drive", f"if=virtio,file={copy},format=qcow2",
+         "-display", "none", *drive_args(Drive(str(copy)), 0, uefi=fw is not None),
          "-netdev", f"user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n,romfile=",
          "-device", "virtio-rng-pci", "-serial", "null"],
         stderr=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ import pytest
 from minivirt_core import accel
 from minivirt_core.hostinfo import host_arch
 from minivirt_core.qemu import firmware
-from minivirt_core.qemu.command import LaunchSpec, qemu_argv
+from minivirt_core.qemu.command import Drive, LaunchSpec, qemu_argv
 
 from .conftest import TinyImage, add_image
 from .helpers import MIV, miv, wait_until
@@ -43,6 +43,25 @@ def test_aarch64_command_line_under_tcg() -> None:
     assert _after(argv, "-bios") == ["/fw/QEMU_EFI.fd"]
     assert _after(argv, "-boot") == ["menu=on,splash-time=0"]  # edk2 otherwise waits 5 s
     assert _after(argv, "-serial") == ["chardev:serial0"]  # the virt machine's PL011
+
+
+def test_uefi_boot_order_lists_only_the_disks_so_edk2_skips_the_nic() -> None:
+    """edk2 connects only the devices of QEMU's boot order when it has one: the disks get a
+    bootindex (in order), the NIC none, so the firmware does not bind its network stack to it
+    (1-2 s of every emulated boot, measured in issue 14's follow-up)."""
+    spec = LaunchSpec("a", 128, 1, ["-accel", "tcg"], 2222, arch="aarch64",
+                      drives=[Drive("disk.qcow2"), Drive("seed.iso", "cdrom"), Drive("data,x.qcow2")],
+                      firmware=firmware.Firmware("/fw/QEMU_EFI.fd").qemu_args)
+    argv = qemu_argv(spec, "qemu")
+    assert _after(argv, "-drive") == ["if=none,id=disk0,file=disk.qcow2,format=qcow2",
+                                      "file=seed.iso,format=raw,media=cdrom,readonly=on",
+                                      "if=none,id=disk2,file=data,,x.qcow2,format=qcow2"]
+    devices = _after(argv, "-device")
+    assert [d for d in devices if "bootindex" in d] == ["virtio-blk-pci,drive=disk0,bootindex=0",
+                                                         "virtio-blk-pci,drive=disk2,bootindex=2"]
+    # x86_64 (SeaBIOS) keeps the plain form
+    x86 = qemu_argv(LaunchSpec("a", 128, 1, ["-accel", "tcg"], 2222, arch="x86_64", drives=[Drive("disk.qcow2")]))
+    assert _after(x86, "-drive") == ["if=virtio,file=disk.qcow2,format=qcow2"] and "bootindex" not in " ".join(x86)
 
 
 @pytest.mark.parametrize("hw", ["kvm", "hvf"])

@@ -75,6 +75,22 @@ def opt_value(value: object) -> str:
     return str(value).replace(",", ",,")
 
 
+def drive_args(drive: Drive, index: int, uefi: bool) -> list[str]:
+    """The QEMU arguments attaching ``drive``, the ``index``-th of its VM.
+
+    Under UEFI a disk is a ``virtio-blk-pci`` device with a ``bootindex``: when QEMU gives it
+    a boot order, edk2 connects only the devices listed there instead of every device, so it
+    no longer binds its network stack to the NIC (1-2 s of every emulated aarch64 boot here).
+    SeaBIOS gains nothing from it: x86_64 disks keep the short ``if=virtio`` form."""
+    name = opt_value(drive.filename)
+    if drive.kind == "cdrom":
+        return ["-drive", f"file={name},format={drive.fmt},media=cdrom,readonly=on"]
+    if uefi:
+        return ["-drive", f"if=none,id=disk{index},file={name},format={drive.fmt}",
+                "-device", f"virtio-blk-pci,drive=disk{index},bootindex={index}"]
+    return ["-drive", f"if=virtio,file={name},format={drive.fmt}"]
+
+
 def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
     """The argv that runs ``spec``: serial on a socket with a log, QMP, user networking."""
     forwards = [(spec.ssh_port, 22)] + [(f.host_port, f.guest_port) for f in spec.forwards]
@@ -101,12 +117,8 @@ def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
     if spec.firmware:
         # UEFI waits 5 s on its boot screen unless told the menu is wanted with no splash.
         argv += [*spec.firmware, "-boot", "menu=on,splash-time=0"]
-    for drive in spec.drives:
-        name = opt_value(drive.filename)
-        if drive.kind == "cdrom":
-            argv += ["-drive", f"file={name},format={drive.fmt},media=cdrom,readonly=on"]
-        else:
-            argv += ["-drive", f"if=virtio,file={name},format={drive.fmt}"]
+    for index, drive in enumerate(spec.drives):
+        argv += drive_args(drive, index, uefi=bool(spec.firmware))
     if spec.snapshot:
         argv.append("-snapshot")
     return argv + list(spec.extra_args)
