@@ -616,6 +616,52 @@ async def test_enter_submits_from_a_dropdown_and_errors_stay_in_the_form(tmp_pat
         await until(pilot, lambda: (db / "vms" / "tiny-1").is_dir(), 10, "the VM")
 
 
+async def test_image_dialogs_name_the_image_as_selected_not_by_its_first_tag(tmp_path: Path) -> None:
+    """Regression (issue 10, glitch 11): with tags `mytiny` and `tiny` on one image, the
+    dialogs said `Push image mytiny` when the user had typed `tiny`, and a VM created in
+    the dashboard remembered the image's id instead of the reference it was made from."""
+    app = demo_app(tmp_path)
+    db = app.miv.db.root
+    (db / "images" / "mytiny").symlink_to(os.readlink(db / "images" / "tiny"))
+    async with app.run_test(size=SIZE) as pilot:
+        images = app.query_one("#images")
+        await until(pilot, lambda: images.row_count == 3, 10, "the images")
+        await pilot.press("slash", *"tiny", "enter")
+        await until(pilot, lambda: images.row_count == 1, 5, "the filter")
+        for key, title in (("p", "Push image tiny"), ("s", "Save image tiny as a tar file"),
+                           ("u", "Untag image tiny"), ("t", "Tag image tiny"), ("c", "Create a VM from tiny")):
+            await pilot.press(key)
+            await until(pilot, lambda: isinstance(app.screen, FormModal), 5, f"the form of {key}")
+            assert app.screen.title_text == title
+            assert "mytiny" not in app.screen.title_text
+            if key == "p":
+                assert app.screen.query_one("#field-tag").value == "tiny"
+            if key == "s":
+                assert app.screen.query_one("#field-path").value == "tiny.tar"
+            if key == "u":
+                assert app.screen.query_one("#field-tag").value == "tiny"
+            if key != "c":
+                await pilot.press("escape")
+        await pilot.press("enter")  # create tiny-1
+        await until(pilot, lambda: (db / "vms" / "tiny-1").is_dir(), 10, "the VM")
+        assert Minivirt(db).vms.status("tiny-1").config.image_ref == "tiny"
+        await until(pilot, lambda: "created VM tiny-1 from tiny" in "\n".join(app.query_one("#events").lines), 5,
+                    "the event")
+        # No filter: the row shows both tags, so the title does too, and Create asks which one.
+        await pilot.press("escape")
+        await until(pilot, lambda: images.row_count == 3, 5, "the filter cleared")
+        images.move_cursor(row=[str(images.get_row_at(r)[1]) for r in range(3)].index("mytiny tiny"))
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the create form")
+        form = app.screen
+        assert form.title_text.startswith("Create a VM from ") and form.title_text.endswith("(mytiny tiny)")
+        form.query_one("#field-reference").value = "mytiny"
+        form.query_one("#field-name").value = "web2"
+        await pilot.press("enter")
+        await until(pilot, lambda: (db / "vms" / "web2").is_dir(), 10, "the second VM")
+        assert Minivirt(db).vms.status("web2").config.image_ref == "mytiny"
+
+
 async def test_output_tabs_switch_from_anywhere_and_the_console_footer_shows_its_keys(tmp_path: Path) -> None:
     """Regression: no documented key switched output tabs (`4` focused a console that took
     every key), and in a console the footer listed `b f D w q`, which went to the VM."""

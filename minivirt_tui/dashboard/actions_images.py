@@ -32,7 +32,7 @@ class ImageActions(DashboardBase):
 
         from minivirt_core.names import validate_tag
 
-        self.ask(FormModal(f"Tag image {self._image_label(image_id)}", [Field("tag", "New tag", check=validate_tag)],
+        self.ask(FormModal(f"Tag image {self.image_name(image_id)}", [Field("tag", "New tag", check=validate_tag)],
                            "Tag"), go)
 
     def action_untag_image(self) -> None:
@@ -50,8 +50,8 @@ class ImageActions(DashboardBase):
 
             self.operation("untag", run())
 
-        self.ask(FormModal(f"Untag image {image_id[:12]}", [Field("tag", "Tag to remove", options=tags)],
-                           "Untag"), go)
+        self.ask(FormModal(f"Untag image {self.image_name(image_id)}", [
+            Field("tag", "Tag to remove", self.image_reference(image_id) or "", options=tags)], "Untag"), go)
 
     def action_prune(self) -> None:
         self._ask_prune()
@@ -90,8 +90,10 @@ class ImageActions(DashboardBase):
         def go(values: dict[str, str]) -> None:
             ports = [p.strip() for p in values["ports"].split(",") if p.strip()]
 
+            reference = self.chosen_reference(image_id, values)  # the VM remembers it, as `miv create` does
+
             async def run() -> str:
-                st = await self.miv.vms.create(image_id, values["name"], memory=values["memory"],
+                st = await self.miv.vms.create(reference, values["name"], memory=values["memory"],
                                                cpus=int(values["cpus"] or defaults.CPUS), ports=ports)
                 return f"created VM {st.name} from {st.image_label}"
 
@@ -116,8 +118,11 @@ class ImageActions(DashboardBase):
             if self.miv.vms.path(name).exists():
                 raise ValueError(f"a VM named {name!r} exists already")
 
-        self.ask(FormModal(f"Create a VM from {self._image_label(image_id)}", [
-            Field("name", "Name", self._free_vm_name(self._image_label(image_id)), check=name_free),
+        tags = self._image_tags(image_id)
+        base = self.image_reference(image_id) or (tags[0] if tags else image_id[:12])
+        self.ask(FormModal(f"Create a VM from {self.image_name(image_id)}", [
+            *self.reference_field(image_id),
+            Field("name", "Name", self._free_vm_name(base), check=name_free),
             Field("memory", "Memory (MiB, or 512M, 2G)", str(defaults.MEMORY_MB), check=parse_memory),
             Field("cpus", "CPUs", str(defaults.CPUS), check=cpus_ok),
             Field("ports", "Port forwards (HOST:GUEST, comma separated)", required=False, check=ports_ok),
@@ -142,18 +147,20 @@ class ImageActions(DashboardBase):
         async def run() -> None:
             from minivirt_core.inspect import inspect_image
 
-            self.show_inspect(f"image {self._image_label(image_id)}", await inspect_image(self.miv.db, image_id))
+            self.show_inspect(f"image {self.image_name(image_id)}", await inspect_image(self.miv.db, image_id))
 
         self.operation("inspect", run())
 
     def action_run_image(self) -> None:
         if not (image_id := self.selected("images", "image")):
             return
+        reference = self.image_reference(image_id) or image_id  # what the VMs pane shows for it
+        shown = self.image_name(image_id)
 
         async def run() -> str:
             vms = self.miv.vms
             name = vms.ephemeral_name("run")
-            await vms.create(image_id, name, memory=defaults.MEMORY_MB, cpus=defaults.CPUS, throwaway=True)
+            await vms.create(reference, name, memory=defaults.MEMORY_MB, cpus=defaults.CPUS, throwaway=True)
             self._ephemeral.add(name)
             try:
                 await vms.start(name)
@@ -162,7 +169,7 @@ class ImageActions(DashboardBase):
                 await vms.destroy(name)
                 raise
             await self.open_console(name, show_log=False)
-            return f"running {name} ({self._image_label(image_id)}); closing its tab destroys it"
+            return f"running {name} ({shown}); closing its tab destroys it"
 
         self.operation("run", run())
 
@@ -174,25 +181,28 @@ class ImageActions(DashboardBase):
             self.notify("Add a remote first (Remotes pane, a)", severity="warning")
             return
         tags = self._image_tags(image_id)
+        shown = self.image_name(image_id)
 
         def go(values: dict[str, str]) -> None:
             async def run(view: JobView) -> str:
                 progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
                 view.set_status("compressing and uploading")
                 result = await self.miv.remotes.push(values["remote"], image_id, values["tag"], progress)
-                return (f"pushed {image_id[:12]} to {values['remote']} as {values['tag']}" if result.uploaded else
-                        f"{values['remote']} had {image_id[:12]} already; wrote tag {values['tag']}")
+                return (f"pushed {shown} to {values['remote']} as {values['tag']}" if result.uploaded else
+                        f"{values['remote']} had {shown} already; wrote tag {values['tag']}")
 
             self.job(f"push {values['tag']}", run)
 
-        self.ask(FormModal(f"Push image {self._image_label(image_id)}", [
+        self.ask(FormModal(f"Push image {shown}", [
             Field("remote", "Remote", options=tuple(remotes)),
-            Field("tag", "Tag on the remote ({arch} allowed)", tags[0] if tags else ""),
+            Field("tag", "Tag on the remote ({arch} allowed)", self.image_reference(image_id) or "",
+                  placeholder=f"e.g. {' or '.join(tags)}" if tags else ""),
         ], "Push"), go)
 
     def action_save_image(self) -> None:
         if not (image_id := self.selected("images", "image")):
             return
+        shown = self.image_name(image_id)
 
         def go(values: dict[str, str]) -> None:
             path = Path(values["path"]).expanduser()
@@ -200,10 +210,10 @@ class ImageActions(DashboardBase):
             async def run(view: JobView) -> str:
                 progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
                 await self.miv.images.save_to_file(image_id, path, progress)
-                return f"saved {self._image_label(image_id)} to {path}"
+                return f"saved {shown} to {path}"
 
             self.job(f"save {path.name}", run)
 
-        self.ask(FormModal(f"Save image {self._image_label(image_id)} as a tar file",
+        self.ask(FormModal(f"Save image {shown} as a tar file",
                            [Field("path", "File (relative to the current folder, or absolute)",
-                                  f"{self._image_label(image_id)}.tar")], "Save"), go)
+                                  f"{self.image_reference(image_id) or image_id[:12]}.tar")], "Save"), go)

@@ -16,7 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from minivirt_core import Minivirt, MinivirtError
 
-from .modals import FormModal, ReportModal, describe
+from .modals import Field, FormModal, ReportModal, describe
 from .output import EventsLog, JobView
 from .state import Snapshot
 from .tables import ResourceTable
@@ -173,11 +173,35 @@ class DashboardBase(App[None]):
             self.notify(f"No {what} selected", severity="warning")
         return key
 
-    def _image_label(self, image_id: str) -> str:
-        for image in self.snapshot.images if self.snapshot else ():
-            if image.id == image_id:
-                return image.label
-        return image_id[:12]
+    def image_reference(self, image_id: str) -> str | None:
+        """How the user named the selected image: the tag typed in the pane's filter, else
+        its only tag; None when it has several and nothing says which (the dialogs then ask)."""
+        tags = self._image_tags(image_id)
+        typed = self.query_one("#images", ResourceTable).filter_text.split()
+        for word in typed:
+            if word in tags:
+                return word
+        return tags[0] if len(tags) == 1 else None
+
+    def image_name(self, image_id: str) -> str:
+        """The image as the row shows it, for titles and messages: ``tiny`` (the reference
+        the user selected or typed), else ``67da1ea8d470 (mytiny tiny)``, else the short id."""
+        if ref := self.image_reference(image_id):
+            return ref
+        tags = self._image_tags(image_id)
+        return f"{image_id[:12]} ({' '.join(tags)})" if tags else image_id[:12]
+
+    def reference_field(self, image_id: str) -> list[Field]:
+        """A choice of the image's tags when it has several and nothing says which one the
+        user means (what a new VM remembers, the default remote tag), else nothing."""
+        tags = self._image_tags(image_id)
+        if self.image_reference(image_id) is not None or len(tags) < 2:
+            return []
+        return [Field("reference", "Image (which of its tags)", options=tags)]
+
+    def chosen_reference(self, image_id: str, values: dict[str, str]) -> str:
+        """The reference a dialog's answer names: the chosen tag, the one the user named, else the id."""
+        return values.get("reference") or self.image_reference(image_id) or image_id
 
     def _image_tags(self, image_id: str) -> tuple[str, ...]:
         for image in self.snapshot.images if self.snapshot else ():
