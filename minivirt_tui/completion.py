@@ -67,6 +67,17 @@ def vm_names_and_image_refs(ctx: click.Context, param: click.Parameter, incomple
     return vm_names(ctx, param, incomplete) + image_refs(ctx, param, incomplete)
 
 
+def copy_paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Complete an argument of ``miv cp``: ``VM:`` for each VM, and the host's files (the
+    shell completes those). A path inside a VM is not completed (that would need the VM)."""
+    from click.shell_completion import CompletionItem
+
+    if ":" in incomplete:
+        return []
+    vms = [CompletionItem(f"{n}:", help="VM") for n in sorted(vm_name_list()) if n.startswith(incomplete)]
+    return [*vms, CompletionItem(incomplete, type="file")]
+
+
 def tags(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Complete an existing tag (``miv untag``)."""
     return _items([e.name for e in _listing(_db().images_dir) if e.is_symlink()], incomplete, "tag")

@@ -91,6 +91,16 @@ def test_completion_offers_image_references_remotes_and_recipes(db: Path, vm: Pa
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_cp_completion_offers_vm_names_with_a_colon_and_host_files(db: Path, shell: str) -> None:
+    (db / "vms" / "web-cp").mkdir(parents=True)  # a VM folder is all completion reads
+    offered = "web-cp\\:" if shell == "zsh" else "web-cp:"  # zsh's format escapes the colon
+    out = _complete(db, shell, "miv cp we")
+    assert offered in out
+    assert "file" in out  # and the shell completes the host's files
+    assert offered not in _complete(db, shell, "miv cp x")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_prints_the_script_the_readme_enables(db: Path, shell: str) -> None:
     script = miv(db, "completion", shell).stdout.decode()
     assert "_MIV_COMPLETE" in script and f"{shell}_complete" in script

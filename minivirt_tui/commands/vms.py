@@ -15,7 +15,7 @@ import click
 from minivirt_core import defaults
 
 from ..cli import core, run
-from ..completion import image_refs, vm_names
+from ..completion import copy_paths, image_refs, vm_names
 from ..render import duration, info, table
 
 if TYPE_CHECKING:
@@ -335,8 +335,8 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
 
 
 @click.command()
-@click.argument("src")
-@click.argument("dest")
+@click.argument("src", shell_complete=copy_paths)
+@click.argument("dest", shell_complete=copy_paths)
 def cp(src: str, dest: str) -> None:
     """Copy files between the host and a VM: `miv cp file vm:/path` or `miv cp vm:/path file`.
 
