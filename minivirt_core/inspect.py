@@ -157,8 +157,23 @@ async def inspect_vm(db: Database, name: str) -> dict[str, Any]:
     """Everything about VM ``name`` as JSON-ready data: its config, its image (the
     reference it was created from, the id, and whether that tag has moved since), ports,
     disk (virtual size, overlay size), SSH command, log paths, and while it runs the
-    QEMU pid and command line. :class:`~.errors.NotFound` when there is no such VM."""
-    return await asyncio.to_thread(_inspect_vm, db, name)
+    QEMU pid and command line, and its named snapshots (None when they cannot be read).
+    :class:`~.errors.NotFound` when there is no such VM."""
+    result = await asyncio.to_thread(_inspect_vm, db, name)
+    result["snapshots"] = await _snapshots(db, name) if result["disk"] else []
+    return result
+
+
+async def _snapshots(db: Database, name: str) -> list[dict[str, Any]] | None:
+    """The VM's snapshots, oldest first, with their time as ISO 8601 too."""
+    from .snapshots import list_snapshots
+    from .vms import VmManager
+
+    try:
+        found = await list_snapshots(VmManager(db, ImageStore(db)), name)
+    except MinivirtError:
+        return None
+    return [{**s.as_json(), "created_iso": _iso(s.created)} for s in found]
 
 
 async def inspect_image(db: Database, ref: str) -> dict[str, Any]:

@@ -96,3 +96,13 @@ def test_miv_inspect_of_a_name_that_is_a_vm_and_an_image_needs_type(db: Path) ->
 def test_miv_inspect_of_nothing_is_a_clear_error(db: Path) -> None:
     lines = miv(db, "inspect", "nothing", rc=1).stderr.decode().splitlines()
     assert lines[0] == "error: no VM or image named 'nothing'" and len(lines) == 2
+
+
+def test_inspect_vm_lists_its_snapshots(db: Path) -> None:
+    _load(db, 0, "base")
+    miv(db, "create", "base", "web", "-m", "64")
+    assert asyncio.run(inspect_vm(Database(db), "web"))["snapshots"] == []
+    miv(db, "snapshot", "save", "web", "clean")  # stopped: a disk-only snapshot, no VM boots
+    (snap,) = asyncio.run(inspect_vm(Database(db), "web"))["snapshots"]
+    assert snap["name"] == "clean" and snap["memory"] is False and snap["created_iso"].endswith("Z")
+    assert b"clean" in miv(db, "inspect", "web").stdout

@@ -1,4 +1,5 @@
-"""The VMs pane's actions: start, stop, kill, destroy, console, SSH, inspect, commit, copy."""
+"""The VMs pane's actions: start, stop, kill, destroy, console, SSH, inspect, commit, copy,
+snapshots (save, restore, remove) and port forwards (add, remove)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textual import on
+from textual import on, work
 from textual.widgets import TabbedContent, TabPane
 
+from minivirt_core import MinivirtError
 from minivirt_core.rows import kill_message, stop_message
 
 from .base import DashboardBase
@@ -196,3 +198,105 @@ class VmActions(DashboardBase):
             Field("direction", "Direction", options=("host -> VM", "VM -> host")),
             Field("src", "From (path)"), Field("dest", "To (path)"),
         ], "Copy"), go)
+
+    # Snapshots ------------------------------------------------------------------
+
+    def action_save_snapshot(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+        from minivirt_core import snapshots
+
+        def go(values: dict[str, str]) -> None:
+            async def run() -> str:
+                s = await snapshots.save(self.miv.vms, name, values["snapshot"] or None)
+                return f"saved snapshot {s.name} of {name} ({'disk and memory' if s.memory else 'disk only'})"
+
+            self.operation(f"snapshot {name}", run())
+
+        running = self.miv.vms.status(name).running
+        self.ask(FormModal(f"Snapshot VM {name} ({'live, with its memory' if running else 'its disk'})", [
+            Field("snapshot", "Snapshot name (empty: the time)", required=False, placeholder="before-upgrade",
+                  check=snapshots.validate_name)], "Save"), go)
+
+    def action_restore_snapshot(self) -> None:
+        if name := self.selected("vms", "VM"):
+            self._snapshot_dialog(name, restore=True)
+
+    def action_remove_snapshot(self) -> None:
+        if name := self.selected("vms", "VM"):
+            self._snapshot_dialog(name, restore=False)
+
+    @work(group="ops", exit_on_error=False, name="list snapshots")
+    async def _snapshot_dialog(self, name: str, restore: bool) -> None:
+        """Choose one of the VM's snapshots (listed first), then restore or remove it."""
+        from minivirt_core import snapshots
+        from minivirt_core.rows import ago
+
+        found = await snapshots.list_snapshots(self.miv.vms, name)
+        if not found:
+            self.notify(f"{name} has no snapshots (n saves one)", severity="warning")
+            return
+        labels = {f"{s.name}  ({'disk and memory' if s.memory else 'disk'}, {ago(s.created)})": s.name
+                  for s in reversed(found)}  # the newest first
+
+        def go(values: dict[str, str]) -> None:
+            snapshot = labels[values["snapshot"]]
+
+            async def run() -> str:
+                if restore:
+                    s = await snapshots.restore(self.miv.vms, name, snapshot)
+                    return f"restored {name} to snapshot {s.name}" + (", running" if s.memory else "")
+                s = await snapshots.remove(self.miv.vms, name, snapshot)
+                return f"removed snapshot {s.name} of {name}"
+
+            self.operation(f"{'restore' if restore else 'remove'} snapshot of {name}", run())
+
+        title = (f"Restore VM {name} to a snapshot? What it did since is lost." if restore else
+                 f"Delete a snapshot of VM {name}?")
+        self.ask(FormModal(title, [Field("snapshot", "Snapshot", options=tuple(labels))],
+                           "Restore" if restore else "Delete"), go)
+
+    # Port forwards ----------------------------------------------------------------
+
+    def action_add_port(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+        from minivirt_core import portfwd
+        from minivirt_core.ports import parse_forward
+
+        def go(values: dict[str, str]) -> None:
+            async def run() -> str:
+                f = await portfwd.add(self.miv.vms, name, values["forward"])
+                when = "now and at every start" if self.miv.vms.status(name).running else "from its next start"
+                return f"{name}: 127.0.0.1:{f.host_port} -> guest port {f.guest_port}, {when}"
+
+            self.operation(f"add a port to {name}", run())
+
+        self.ask(FormModal(f"Forward a port into VM {name}", [
+            Field("forward", "HOST:GUEST (127.0.0.1:HOST reaches the guest's GUEST port)", placeholder="8080:80",
+                  check=parse_forward)], "Add"), go)
+
+    def action_remove_port(self) -> None:
+        if not (name := self.selected("vms", "VM")):
+            return
+        try:
+            config = self.miv.vms.status(name).config
+        except MinivirtError as e:
+            self.report_error(f"ports of {name}", e)
+            return
+        forwards = {str(f): f for f in (config.ports if config else ())}
+        if not forwards:
+            self.notify(f"{name} forwards no ports (p adds one)", severity="warning")
+            return
+
+        def go(values: dict[str, str]) -> None:
+            async def run() -> str:
+                from minivirt_core import portfwd
+
+                f = await portfwd.remove(self.miv.vms, name, forwards[values["forward"]].host_port)
+                return f"{name}: no longer forwards 127.0.0.1:{f.host_port} (guest port {f.guest_port})"
+
+            self.operation(f"remove a port of {name}", run())
+
+        self.ask(FormModal(f"Remove a port forward of VM {name}", [
+            Field("forward", "Forward (HOST:GUEST)", options=tuple(forwards))], "Remove"), go)
