@@ -962,3 +962,84 @@ async def test_snapshots_and_port_forwards_of_a_running_vm_from_the_dashboard(ru
                     "the error in the form")
         await pilot.press("escape")
     assert running(db, "v")
+
+
+# Issue 12 in the dashboard: an OCI registry as a remote ---------------------------------
+
+
+def _running_in_some_thread(function: str) -> bool:
+    """Whether any thread is inside a function of that name now."""
+    import sys
+
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+    return False
+
+
+@pytest.mark.skipif(not __import__("shutil").which("docker-registry"), reason="scripts/setup installs docker-registry")
+async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
+        db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a real local registry: add it (plain HTTP), push as a job, list its tags,
+    pull back as a job with progress; a cancelled push stops uploading (the tag never
+    appears), rather than finishing unseen after its tab said cancelled."""
+    from .helpers import image_files, image_id_of, qcow2_of, simple_tar
+    from .registry import Registry
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # never the user's
+    files = image_files(0)
+    image_id = image_id_of(files)
+    miv(db, "load", "t", input=simple_tar(files))
+    big = image_files(0, disk=qcow2_of(os.urandom(96 << 20)))  # several pieces: time to cancel it
+    miv(db, "load", "big", input=simple_tar(big))
+    registry = Registry(tmp_path / "registry").start()
+    app = make_app(db, probe_accel=False)
+
+    def events() -> str:
+        return "\n".join(app.query_one("#events").lines)
+
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            images = app.query_one("#images")
+            await until(pilot, lambda: images.row_count == 2, 10, "the images")
+            await pilot.press("3", "a")
+            await fill_form(pilot, name="reg", url=f"oci://{registry.host}/minivirt", insecure="yes: plain HTTP")
+            await until(pilot, lambda: app.query_one("#remotes").row_count == 1, 10, "the remote")
+            assert "oci" in str(app.query_one("#remotes").get_row_at(0))
+
+            images.focus()
+            images.move_cursor(row=[str(images.get_row_at(r)[1]) for r in range(2)].index("t"))
+            await pilot.press("p")
+            await fill_form(pilot, remote="reg", tag="disk:v1")
+            await until(pilot, lambda: "pushed t to reg as disk:v1" in events(), 60, "the push")
+            await pilot.press("3", "i")
+            await until(pilot, lambda: isinstance(app.screen, ReportModal), 20, "the tags")
+            assert str(app.screen.body).split() == ["disk:v1"]
+            await pilot.press("escape")
+
+            miv(db, "untag", "t")
+            miv(db, "prune", "-y")  # so that the pull downloads it again
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, FormModal), 20, "the pull form")
+            assert app.screen.query_one("#field-tag").value == "disk:v1"  # chosen from the registry's tags
+            await fill_form(pilot, local="back")
+            await until(pilot, lambda: f"pulled {image_id[:12]} from reg as back" in events(), 60, "the pull")
+            (pull_view,) = [v for v in app.query(JobView) if v.title == "pull disk:v1"]
+            assert pull_view.outcome == "done" and pull_view._progress and pull_view._progress[1]
+
+            images.focus()
+            await until(pilot, lambda: images.row_count == 2, 10, "the pulled image")
+            images.move_cursor(row=[str(images.get_row_at(r)[1]) for r in range(2)].index("big"))
+            await pilot.press("p")
+            await fill_form(pilot, remote="reg", tag="cancelled")
+            await until(pilot, lambda: any(v.title == "push cancelled" for v in app.query(JobView)), 10, "the job")
+            (view,) = [v for v in app.query(JobView) if v.title == "push cancelled"]
+            await until(pilot, lambda: bool(view._progress and view._progress[0]), 60, "the upload to start")
+            await pilot.press("ctrl+x")
+            await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
+            await until(pilot, lambda: not _running_in_some_thread("_push"), 60, "the upload thread to end")
+        assert miv(db, "remote", "ls", "reg").stdout.decode().split() == ["disk:v1"]  # no "cancelled:latest"
+    finally:
+        registry.stop()

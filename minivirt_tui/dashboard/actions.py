@@ -119,6 +119,8 @@ ACTIONS: list[Action] = [
     Action("add_remote", "a", "remotes", "Add", "Add a remote"),
     Action("remove_remote", "d", "remotes", "Remove", "Forget the selected remote", confirm=True),
     Action("pull_image", "l", "remotes", "Pull", "Pull an image from the selected remote"),
+    Action("remote_tags", "i", "remotes", "Tags",
+           "List the selected remote's tags (a registry's repositories and tags, where it allows listing)"),
     # Anywhere but a console
     Action("filter", "slash", "global", "Filter", "Filter the focused pane as you type (Esc clears)"),
     Action("sort", "o", "global", "Sort", "Sort the focused pane by its next column (again: reverse)"),

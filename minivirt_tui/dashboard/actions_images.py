@@ -185,7 +185,7 @@ class ImageActions(DashboardBase):
 
         def go(values: dict[str, str]) -> None:
             async def run(view: JobView) -> str:
-                progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+                progress = self.transfer_progress(view)
                 view.set_status("compressing and uploading")
                 result = await self.miv.remotes.push(values["remote"], image_id, values["tag"], progress)
                 return (f"pushed {shown} to {values['remote']} as {values['tag']}" if result.uploaded else
@@ -208,7 +208,7 @@ class ImageActions(DashboardBase):
             path = Path(values["path"]).expanduser()
 
             async def run(view: JobView) -> str:
-                progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+                progress = self.transfer_progress(view)
                 await self.miv.images.save_to_file(image_id, path, progress)
                 return f"saved {shown} to {path}"
 

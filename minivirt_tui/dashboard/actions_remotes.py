@@ -1,4 +1,4 @@
-"""The Remotes pane's actions: add, remove, pull."""
+"""The Remotes pane's actions: add, remove, pull, list tags."""
 
 from __future__ import annotations
 
@@ -18,15 +18,33 @@ class RemoteActions(DashboardBase):
 
     def action_add_remote(self) -> None:
         def go(values: dict[str, str]) -> None:
+            insecure = values["insecure"].startswith("yes")
+
             async def run() -> str:
-                r = await asyncio.to_thread(self.miv.remotes.add, values["name"], values["url"])
+                r = await asyncio.to_thread(self.miv.remotes.add, values["name"], values["url"], insecure)
                 return f"added remote {r.name} ({r.url})"
 
             self.operation("add remote", run())
 
         self.ask(FormModal("Add a remote", [
-            Field("name", "Name"), Field("url", "URL", placeholder="https://host/bucket or file:///path"),
+            Field("name", "Name"),
+            Field("url", "URL", placeholder="https://host/bucket, file:///path or oci://registry/namespace"),
+            Field("insecure", "Plain HTTP (oci:// only: a registry of your own, e.g. on 127.0.0.1)",
+                  options=("no", "yes: plain HTTP")),
         ], "Add"), go)
+
+    def action_remote_tags(self) -> None:
+        if remote := self.selected("remotes", "remote"):
+            self._show_tags(remote)
+
+    @work(group="ops", exit_on_error=False, name="list remote tags")
+    async def _show_tags(self, remote: str) -> None:
+        """What ``miv remote ls REMOTE`` prints: its tags (a registry's ``NAME:TAG``s)."""
+        from .modals import ReportModal
+
+        tags = await self.miv.remotes.tags(remote)
+        body = "\n".join(tags) if tags else "no tags (or the remote does not allow listing them)"
+        self.push_screen(ReportModal(f"Tags on {remote} ({len(tags)})", body))
 
     def action_remove_remote(self) -> None:
         if not (name := self.selected("remotes", "remote")):
@@ -59,7 +77,7 @@ class RemoteActions(DashboardBase):
         def go(values: dict[str, str]) -> None:
             async def run(view: JobView) -> str:
                 view.set_status("downloading and verifying")
-                progress = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+                progress = self.transfer_progress(view)
                 result = await self.miv.remotes.pull(remote, values["tag"], values["local"] or None, progress)
                 what = "pulled" if result.downloaded else "already had"
                 return f"{what} {result.image.short_id} from {remote} as {', '.join(result.image.tags)}"

@@ -112,6 +112,22 @@ class DashboardBase(App[None]):
         view.worker = self.run_worker(run(), name=title, group="jobs", exit_on_error=False)
         return view
 
+    def transfer_progress(self, view: JobView) -> Callable[[Any], None]:
+        """A progress callback for a core transfer (called from its thread): it shows the
+        figures in ``view``; once the job is cancelled it raises ``Cancelled`` in that
+        thread, so work the core does in a thread (an upload, a save) stops there too,
+        instead of finishing unseen after the tab said cancelled."""
+        from minivirt_core.download import Cancelled
+
+        show = self.threadsafe(lambda p: view.set_progress(p.done, p.total))
+
+        def progress(p: Any) -> None:
+            if view.worker is not None and view.worker.is_cancelled:
+                raise Cancelled()
+            show(p)
+
+        return progress
+
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
