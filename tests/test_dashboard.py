@@ -1043,3 +1043,41 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
         assert miv(db, "remote", "ls", "reg").stdout.decode().split() == ["disk:v1"]  # no "cancelled:latest"
     finally:
         registry.stop()
+
+
+# Issue 11 in the dashboard: the twin of `miv cache add` ---------------------------------
+
+
+async def test_cache_file_puts_a_file_where_a_download_of_its_url_finds_it(db: Path, tmp_path: Path) -> None:
+    """K: a file into the download cache under a URL (verified against a sha256); a wrong
+    sha256 fails the job and caches nothing."""
+    import asyncio
+    import hashlib
+
+    from minivirt_core.download import cache_key, fetch
+
+    url = "https://cloud.example.invalid/images/disk.qcow2"  # its host does not even resolve
+    src = tmp_path / "disk.qcow2"
+    src.write_bytes(b"offline image\n" * 1000)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("K")
+        await fill_form(pilot, url=url, file=str(src), sha256="0" * 64)
+        await until(pilot, lambda: any(v.outcome == "failed" for v in app.query(JobView)), 20, "the failure")
+        assert "sha256 is" in "\n".join(app.query_one("#events").lines)
+        assert [p.name for p in (db / "cache").iterdir()] == []
+        await pilot.press("K")
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the form")
+        app.screen.query_one("#field-url").value = url
+        app.screen.query_one("#field-file").value = str(tmp_path / "missing")
+        await pilot.press("enter")
+        await until(pilot, lambda: "is not a file" in str(app.screen.query_one("#form-error").render()), 5,
+                    "the error in the form")
+        await pilot.press("escape")
+        await pilot.press("K")
+        await fill_form(pilot, url=url, file=str(src), sha256=digest)
+        await until(pilot, lambda: "cached " in "\n".join(app.query_one("#events").lines), 20, "the cached file")
+    cached = db / "cache" / cache_key(url)
+    assert cached.read_bytes() == src.read_bytes()
+    assert await asyncio.wait_for(fetch(url, db / "cache", sha256=digest), 30) == cached

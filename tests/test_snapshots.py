@@ -42,7 +42,7 @@ def test_main_screen(snap_compare) -> None:
 
 
 @pytest.mark.parametrize("keys", [
-    ["t"], ["c"], ["p"], ["s"], ["u"], ["b"], ["f"], ["question_mark"],
+    ["t"], ["c"], ["p"], ["s"], ["u"], ["b"], ["f"], ["K"], ["question_mark"],
     ["2", "d"], ["2", "C"], ["2", "y"], ["2", "a"], ["2", "n"], ["2", "p"], ["3", "a"], ["3", "down", "l"], ["3", "d"],
 ], ids=lambda k: "-".join(k))
 def test_modal(snap_compare, keys: list[str]) -> None:

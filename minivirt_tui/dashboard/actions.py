@@ -125,6 +125,8 @@ ACTIONS: list[Action] = [
     Action("filter", "slash", "global", "Filter", "Filter the focused pane as you type (Esc clears)"),
     Action("sort", "o", "global", "Sort", "Sort the focused pane by its next column (again: reverse)"),
     Action("build", "b", "global", "Build", "Build an image from a recipe"),
+    Action("cache_file", "K", "global", "Cache file",
+           "Put a file into the download cache as the download of a URL (air-gapped machines)", footer=False),
     Action("fsck", "f", "global", "fsck", "Check the database (fsck)", footer=False),
     Action("doctor", "D", "global", "Doctor", "Doctor: what this host has", footer=False),
     Action("focus('images')", "1", "global", "Images", "Focus the Images pane", footer=False),

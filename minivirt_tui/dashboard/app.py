@@ -208,6 +208,41 @@ class MivApp(ImageActions, VmActions, RemoteActions):
             Field("tags", "Tags (space separated; {arch} allowed)", required=False),
         ], "Build"), go)
 
+    def action_cache_file(self) -> None:
+        """The twin of ``miv cache add URL FILE [--sha256]``."""
+        from minivirt_core.download import add_to_cache, shown_url
+        from minivirt_core.fsutil import human_size
+
+        def go(values: dict[str, str]) -> None:
+            url, file = values["url"], Path(values["file"]).expanduser()
+
+            async def run(view: JobView) -> str:
+                view.set_status("copying" + (" and verifying its sha256" if values["sha256"] else ""))
+                cached = await add_to_cache(url, file, self.miv.db.cache_dir, values["sha256"] or None)
+                return f"cached {file} ({human_size(cached.stat().st_size)}) as {shown_url(url)}"
+
+            self.job(f"cache {file.name}", run)
+
+        def is_file(text: str) -> None:
+            if not Path(text).expanduser().is_file():
+                raise ValueError(f"{text!r} is not a file")
+
+        def is_sha256(text: str) -> None:
+            if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+                raise ValueError("64 hex digits")
+
+        def is_url(text: str) -> None:
+            if not text.startswith(("http://", "https://", "file://")):
+                raise ValueError("an http, https or file URL (the one a recipe downloads)")
+
+        self.ask(FormModal("Put a file into the download cache", [
+            Field("url", "URL (a recipe's download of it then uses the file)",
+                  placeholder="https://example.org/images/disk.qcow2",
+                  check=is_url),
+            Field("file", "File", check=is_file),
+            Field("sha256", "SHA256 the file must have (optional)", required=False, check=is_sha256),
+        ], "Cache"), go)
+
     def action_fsck(self) -> None:
         async def run() -> None:
             from minivirt_core.fsck import fsck
