@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .vmconfig import VmStatus
 
 IMAGE_COLUMNS = ("IMAGE ID", "TAGS", "ARCH", "SIZE", "CREATED")
+WARM_COLUMN = "WARM"  # after IMAGE_COLUMNS: how many warm states an image has (`miv run` resumes those)
 VM_COLUMNS = ("NAME", "STATE", "IMAGE", "SSH", "PORTS", "MEM", "CPUS", "UPTIME")
 REMOTE_COLUMNS = ("NAME", "KIND", "URL")
 NO_TAGS = "<none>"
@@ -65,6 +66,11 @@ def image_row(image: Image, now: float | None = None) -> tuple[str, ...]:
     """The cells of :data:`IMAGE_COLUMNS` for one image."""
     return (image.short_id, " ".join(image.tags) or NO_TAGS, image.arch, human_size(image.size),
             ago(image.created, now))
+
+
+def warm_cell(count: int | None) -> str:
+    """The :data:`WARM_COLUMN` cell: how many warm states an image has, ``-`` for none."""
+    return str(count) if count else "-"
 
 
 def vm_row(vm: VmStatus) -> tuple[str, ...]:

@@ -194,7 +194,7 @@ def test_cli_tables_use_the_columns_the_dashboard_uses(db: Path, tmp_path: Path)
     def titles(table: type) -> tuple[str, ...]:
         return tuple(getattr(c, "title", c) for c in table.COLUMNS)
 
-    assert titles(ImagesTable) == IMAGE_COLUMNS and titles(RemotesTable) == REMOTE_COLUMNS
+    assert titles(ImagesTable) == (*IMAGE_COLUMNS, "WARM") and titles(RemotesTable) == REMOTE_COLUMNS
     assert titles(VmsTable)[:len(VM_COLUMNS)] == VM_COLUMNS  # then the dashboard's live CPU% and RSS
 
 

@@ -1081,3 +1081,32 @@ async def test_cache_file_puts_a_file_where_a_download_of_its_url_finds_it(db: P
     cached = db / "cache" / cache_key(url)
     assert cached.read_bytes() == src.read_bytes()
     assert await asyncio.wait_for(fetch(url, db / "cache", sha256=digest), 30) == cached
+
+
+async def test_images_pane_shows_warm_states_like_miv_images(tmp_path: Path) -> None:
+    """The Images pane's WARM column counts an image's warm states as `miv images` does,
+    and follows a change of the warm folder at the next refresh."""
+    from minivirt_core.warm import warm_dir
+
+    app = demo_app(tmp_path)
+    db = app.miv.db
+    tiny = os.readlink(db.images_dir / "tiny")
+    async with app.run_test(size=(160, 40)) as pilot:
+        images = app.query_one("#images")
+        await until(pilot, lambda: images.row_count == 3, 10, "the images")
+        titles = [str(c.label) for c in images.ordered_columns]
+        assert titles[-1] == "WARM"
+
+        def warm_of(tag: str) -> str:
+            rows = [images.get_row_at(r) for r in range(images.row_count)]
+            return next(str(r[-1]) for r in rows if tag in str(r[1]))
+
+        assert warm_of("tiny") == "-"
+        for key in ("0123456789abcdef", "fedcba9876543210"):  # what a warm state's folder is called
+            (warm_dir(db) / f"{tiny}-{key}").mkdir(parents=True)
+        await until(pilot, lambda: warm_of("tiny") == "2", 10, "the warm count")
+        assert warm_of("ubuntu") == "-"
+    listed = miv(db.root, "images", "--json").stdout
+    import json
+
+    assert {i["tags"][0]: i["warm_states"] for i in json.loads(listed)}["tiny"] == 2

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @click.option("-q", "--quiet", is_flag=True, help="Print only short ids.")
 def images(as_json: bool, quiet: bool) -> None:
     """List the images of the database."""
-    from minivirt_core.rows import IMAGE_COLUMNS, image_row
+    from minivirt_core.rows import IMAGE_COLUMNS, WARM_COLUMN, image_row, warm_cell
     from minivirt_core.warm import states_by_image
 
     c = core()
@@ -38,7 +38,7 @@ def images(as_json: bool, quiet: bool) -> None:
         click.echo("".join(f"{i.short_id}\n" for i in found), nl=False)
     else:
         # The shared columns, then how many warm states each image has (`miv run` resumes those).
-        table((*IMAGE_COLUMNS, "WARM"), [(*image_row(i), str(warm.get(i.id, "-"))) for i in found])
+        table((*IMAGE_COLUMNS, WARM_COLUMN), [(*image_row(i), warm_cell(warm.get(i.id))) for i in found])
 
 
 @click.command()

@@ -11,6 +11,7 @@ from typing import Any
 from minivirt_core.images import Image
 from minivirt_core.remotes import Remote
 from minivirt_core.vms import VmStatus
+from minivirt_core.warm import states_by_image, warm_dir
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -29,6 +30,7 @@ class Snapshot:
     remotes: tuple[Remote, ...]
     stats: dict[str, ProcStats] = field(default_factory=dict)
     taken: float = 0.0
+    warm: dict[str, int] = field(default_factory=dict)  # {image id: its warm states}
 
 
 class StatsSampler:
@@ -66,7 +68,8 @@ class StateReader:
 
     Images are immutable and their tags live in the images folder, so the image list
     is read again only when that folder changes (and every 30 s, for the ages shown);
-    remotes only when ``remotes.json`` changes. VM states are derived on every read.
+    remotes only when ``remotes.json`` changes, warm states only when their folder does.
+    VM states are derived on every read.
     """
 
     IMAGES_MAX_AGE = 30.0
@@ -78,6 +81,8 @@ class StateReader:
         self._images_key: tuple[int, float] | None = None
         self._remotes: tuple[Remote, ...] = ()
         self._remotes_key: int | None = None
+        self._warm: dict[str, int] = {}
+        self._warm_key: int | None = None
 
     def read(self) -> Snapshot:
         """Everything the panes show (blocking: call from a thread)."""
@@ -92,5 +97,9 @@ class StateReader:
         if remotes_key != self._remotes_key:
             self._remotes = tuple(self.miv.remotes.list())
             self._remotes_key = remotes_key
+        warm_key = _mtime(warm_dir(db))  # one stat; its listing only when it changed
+        if warm_key != self._warm_key:
+            self._warm = states_by_image(db)
+            self._warm_key = warm_key
         stats = {v.name: self.sampler.sample(v.pid) for v in vms if v.pid}
-        return Snapshot(self._images, vms, self._remotes, stats, time.time())
+        return Snapshot(self._images, vms, self._remotes, stats, time.time(), self._warm)

@@ -19,7 +19,16 @@ from textual.binding import BindingsMap
 from textual.widgets import DataTable
 
 from minivirt_core.fsutil import human_size
-from minivirt_core.rows import IMAGE_COLUMNS, REMOTE_COLUMNS, VM_COLUMNS, image_row, remote_row, vm_row
+from minivirt_core.rows import (
+    IMAGE_COLUMNS,
+    REMOTE_COLUMNS,
+    VM_COLUMNS,
+    WARM_COLUMN,
+    image_row,
+    remote_row,
+    vm_row,
+    warm_cell,
+)
 
 from . import actions
 from .state import Snapshot
@@ -267,12 +276,13 @@ class ImagesTable(ResourceTable):
     PANE = "images"
     TITLE = "Images [1]"
     # The CLI's columns (minivirt_core.rows), and how each fits a narrow pane.
-    COLUMNS = tuple(Column(t, **fit) for t, fit in zip(IMAGE_COLUMNS, (  # type: ignore[arg-type]
-        {}, {"flex": True}, {"drop": 3}, {"drop": 1}, {"drop": 2}), strict=True))
+    COLUMNS = tuple(Column(t, **fit) for t, fit in zip((*IMAGE_COLUMNS, WARM_COLUMN), (  # type: ignore[arg-type]
+        {}, {"flex": True}, {"drop": 3}, {"drop": 1}, {"drop": 2}, {"drop": 4}), strict=True))
 
     def update_from(self, snap: Snapshot) -> None:
         now = self.clock()
-        self.set_rows([Row(i.id, image_row(i, now), (i.id, " ".join(i.tags), i.arch, i.size, -i.created))
+        self.set_rows([Row(i.id, (*image_row(i, now), warm_cell(snap.warm.get(i.id))),
+                           (i.id, " ".join(i.tags), i.arch, i.size, -i.created, snap.warm.get(i.id, 0)))
                        for i in snap.images])
 
 
