@@ -858,7 +858,7 @@ async def test_tables_fast_fill_equals_add_rows(tmp_path: Path) -> None:
     `/`): the result must be the same table, cursor and rendering included."""
     from textual.widgets import DataTable
 
-    rows = [(f"{i:012x}", f"tag-{i}", "x86_64", f"{i}K", f"{i} hours ago") for i in range(300)]
+    rows = [(f"{i:012x}", f"tag-{i}", "x86_64", f"{i}K", f"{i} hours ago", "-") for i in range(300)]
     app = demo_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         ours = app.query_one("#images")
