@@ -53,6 +53,22 @@ async def fill_form(pilot, **values: str) -> None:
     await until(pilot, lambda: app.screen is not form, 10, "the form to be submitted")
 
 
+async def refused_in_form(pilot, key: str, message: str, **values: str) -> None:
+    """Press ``key``, type ``values`` into its form and submit: the error shows in the form,
+    which stays open with what was typed; then Escape."""
+    app = pilot.app
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, FormModal), 10, "the form")
+    for name, value in values.items():
+        app.screen.query_one(f"#field-{name}").value = value
+    await pilot.press("enter")
+    await until(pilot, lambda: message in str(app.screen.query_one("#form-error").render()), 10,
+                "the error in the form")
+    assert isinstance(app.screen, FormModal)
+    assert all(app.screen.query_one(f"#field-{n}").value == v for n, v in values.items())
+    await pilot.press("escape")
+
+
 def make_app(db: Path, **kw) -> MivApp:
     return MivApp(Minivirt(db), refresh_interval=0.5, **kw)
 
@@ -70,14 +86,7 @@ async def test_image_actions(db: Path, tmp_path: Path) -> None:
         await fill_form(pilot, tag="second")
         await until(pilot, lambda: (db / "images" / "second").is_symlink(), 10, "the tag")
         # Invalid input: the error shows in the form, which stays open with what was typed.
-        await pilot.press("t")
-        await until(pilot, lambda: isinstance(app.screen, FormModal), 10, "the form")
-        app.screen.query_one("#field-tag").value = "bad/tag"
-        await pilot.press("enter")
-        await until(pilot, lambda: "may not contain '/'" in str(app.screen.query_one("#form-error").render()), 10,
-                    "the error in the form")
-        assert isinstance(app.screen, FormModal) and app.screen.query_one("#field-tag").value == "bad/tag"
-        await pilot.press("escape")
+        await refused_in_form(pilot, "t", "may not contain '/'", tag="bad/tag")
         assert app.is_running
         await pilot.press("u")
         await fill_form(pilot, tag="second")
@@ -901,27 +910,20 @@ def test_the_tiny_builder_names_what_it_made(tmp_path: Path) -> None:
 async def test_snapshots_and_port_forwards_of_a_running_vm_from_the_dashboard(running_vm: Path) -> None:
     """n saves a live snapshot that the inspect view lists; p forwards a port that reaches a
     guest listener at once; x removes it; R restores the snapshot; X deletes it."""
-    import socket
-
     from minivirt_core.ports import free_port
 
+    from .test_ports_vm import LISTEN
+    from .test_ports_vm import _greeting as greeting
+
     db = running_vm
+    app = make_app(db, probe_accel=False)
 
     def events() -> str:
         return "\n".join(app.query_one("#events").lines)
 
-    def greeting(port: int) -> bytes:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                return s.recv(100)
-        except OSError:
-            return b""
-
-    app = make_app(db, probe_accel=False)
     async with app.run_test(size=SIZE) as pilot:
-        vms = app.query_one("#vms")
-        await until(pilot, lambda: vms.row_count == 1, 10, "the VM")
-        vms.focus()
+        await until(pilot, lambda: app.query_one("#vms").row_count == 1, 10, "the VM")
+        app.query_one("#vms").focus()
         await pilot.press("n")
         await fill_form(pilot, snapshot="before")
         await until(pilot, lambda: "saved snapshot before of v (disk and memory)" in events(), 120, "the snapshot")
@@ -932,7 +934,7 @@ async def test_snapshots_and_port_forwards_of_a_running_vm_from_the_dashboard(ru
         await pilot.press("escape")
 
         host = free_port()
-        miv(db, "ssh", "v", "busybox nc -ll -p 80 -e echo hello-from-guest </dev/null >/dev/null 2>&1 &")
+        miv(db, "ssh", "v", LISTEN.format(port=80))
         await pilot.press("p")
         await fill_form(pilot, forward=f"{host}:80")
         await until(pilot, lambda: f"v: 127.0.0.1:{host} -> guest port 80, now and at every start" in events(),
@@ -954,13 +956,7 @@ async def test_snapshots_and_port_forwards_of_a_running_vm_from_the_dashboard(ru
         await pilot.press("enter")
         await until(pilot, lambda: "removed snapshot before of v" in events(), 60, "the deletion")
         # A snapshot name QEMU's monitor would misread is refused in the form.
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the form")
-        app.screen.query_one("#field-snapshot").value = "x;quit"
-        await pilot.press("enter")
-        await until(pilot, lambda: "invalid snapshot name" in str(app.screen.query_one("#form-error").render()), 5,
-                    "the error in the form")
-        await pilot.press("escape")
+        await refused_in_form(pilot, "n", "invalid snapshot name", snapshot="x;quit")
     assert running(db, "v")
 
 
@@ -1067,14 +1063,7 @@ async def test_cache_file_puts_a_file_where_a_download_of_its_url_finds_it(db: P
         await until(pilot, lambda: any(v.outcome == "failed" for v in app.query(JobView)), 20, "the failure")
         assert "sha256 is" in "\n".join(app.query_one("#events").lines)
         assert [p.name for p in (db / "cache").iterdir()] == []
-        await pilot.press("K")
-        await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the form")
-        app.screen.query_one("#field-url").value = url
-        app.screen.query_one("#field-file").value = str(tmp_path / "missing")
-        await pilot.press("enter")
-        await until(pilot, lambda: "is not a file" in str(app.screen.query_one("#form-error").render()), 5,
-                    "the error in the form")
-        await pilot.press("escape")
+        await refused_in_form(pilot, "K", "is not a file", url=url, file=str(tmp_path / "missing"))
         await pilot.press("K")
         await fill_form(pilot, url=url, file=str(src), sha256=digest)
         await until(pilot, lambda: "cached " in "\n".join(app.query_one("#events").lines), 20, "the cached file")
