@@ -981,7 +981,7 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
     """Against a real local registry: add it (plain HTTP), push as a job, list its tags,
     pull back as a job with progress; a cancelled push stops uploading (the tag never
     appears), rather than finishing unseen after its tab said cancelled."""
-    from .helpers import image_files, image_id_of, qcow2_of, simple_tar
+    from .helpers import db_entries, image_files, image_id_of, qcow2_of, simple_tar
     from .registry import Registry
 
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # never the user's
@@ -1037,6 +1037,24 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
             await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
             await until(pilot, lambda: not _running_in_some_thread("_push"), 60, "the upload thread to end")
         assert miv(db, "remote", "ls", "reg").stdout.decode().split() == ["disk:v1"]  # no "cancelled:latest"
+
+        # A pull cancelled mid-way imports nothing and leaves no staging folder.
+        miv(db, "push", "reg", "big", "big:v1")
+        miv(db, "untag", "big")
+        miv(db, "prune", "-y")
+        app = make_app(db, probe_accel=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.query_one("#remotes").row_count == 1, 10, "the remote")
+            await pilot.press("3", "l")
+            await fill_form(pilot, tag="big:v1", local="big-back")
+            await until(pilot, lambda: any(v.title == "pull big:v1" for v in app.query(JobView)), 10, "the job")
+            (view,) = [v for v in app.query(JobView) if v.title == "pull big:v1"]
+            await until(pilot, lambda: bool(view._progress and view._progress[0]), 60, "the download to start")
+            await pilot.press("ctrl+x")
+            await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
+            await until(pilot, lambda: not _running_in_some_thread("_download_and_import"), 60, "the download to end")
+        assert not (db / "images" / "big-back").exists() and not (db / "images" / image_id_of(big)).exists()
+        assert db_entries(db)["staging"] == []
     finally:
         registry.stop()
 
