@@ -975,20 +975,40 @@ def _running_in_some_thread(function: str) -> bool:
     return False
 
 
+async def cancelled_with_the_registry_paused(pilot, registry, title: str, **values: str) -> JobView:
+    """Submit the open form with the (real) registry paused by SIGSTOP, so that the transfer's
+    thread waits on its socket; cancel the job with ctrl+x; then let the registry go on."""
+    import signal
+
+    app = pilot.app
+    await until(pilot, lambda: isinstance(app.screen, FormModal), 20, "the form")
+    registry._proc.send_signal(signal.SIGSTOP)
+    try:
+        await fill_form(pilot, **values)
+        await until(pilot, lambda: any(v.title == title for v in app.query(JobView)), 10, "the job")
+        (view,) = [v for v in app.query(JobView) if v.title == title]
+        await until(pilot, lambda: app.shown_job() is view, 10, "its tab")
+        await pilot.press("ctrl+x")
+        await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
+    finally:
+        registry._proc.send_signal(signal.SIGCONT)
+    return view
+
+
 @pytest.mark.skipif(not __import__("shutil").which("docker-registry"), reason="scripts/setup installs docker-registry")
 async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
         db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Against a real local registry: add it (plain HTTP), push as a job, list its tags,
     pull back as a job with progress; a cancelled push stops uploading (the tag never
     appears), rather than finishing unseen after its tab said cancelled."""
-    from .helpers import db_entries, image_files, image_id_of, qcow2_of, simple_tar
+    from .helpers import db_entries, image_files, image_id_of, simple_tar
     from .registry import Registry
 
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # never the user's
     files = image_files(0)
     image_id = image_id_of(files)
     miv(db, "load", "t", input=simple_tar(files))
-    big = image_files(0, disk=qcow2_of(os.urandom(96 << 20)))  # several pieces: time to cancel it
+    big = image_files(1)
     miv(db, "load", "big", input=simple_tar(big))
     registry = Registry(tmp_path / "registry").start()
     app = make_app(db, probe_accel=False)
@@ -1029,16 +1049,12 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
             await until(pilot, lambda: images.row_count == 2, 10, "the pulled image")
             images.move_cursor(row=[str(images.get_row_at(r)[1]) for r in range(2)].index("big"))
             await pilot.press("p")
-            await fill_form(pilot, remote="reg", tag="cancelled")
-            await until(pilot, lambda: any(v.title == "push cancelled" for v in app.query(JobView)), 10, "the job")
-            (view,) = [v for v in app.query(JobView) if v.title == "push cancelled"]
-            await until(pilot, lambda: bool(view._progress and view._progress[0]), 60, "the upload to start")
-            await pilot.press("ctrl+x")
-            await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
+            await cancelled_with_the_registry_paused(pilot, registry, "push cancelled", remote="reg",
+                                                     tag="cancelled")
             await until(pilot, lambda: not _running_in_some_thread("_push"), 60, "the upload thread to end")
         assert miv(db, "remote", "ls", "reg").stdout.decode().split() == ["disk:v1"]  # no "cancelled:latest"
 
-        # A pull cancelled mid-way imports nothing and leaves no staging folder.
+        # A cancelled pull imports nothing and leaves no staging folder.
         miv(db, "push", "reg", "big", "big:v1")
         miv(db, "untag", "big")
         miv(db, "prune", "-y")
@@ -1046,13 +1062,8 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.query_one("#remotes").row_count == 1, 10, "the remote")
             await pilot.press("3", "l")
-            await fill_form(pilot, tag="big:v1", local="big-back")
-            await until(pilot, lambda: any(v.title == "pull big:v1" for v in app.query(JobView)), 10, "the job")
-            (view,) = [v for v in app.query(JobView) if v.title == "pull big:v1"]
-            await until(pilot, lambda: bool(view._progress and view._progress[0]), 60, "the download to start")
-            await pilot.press("ctrl+x")
-            await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
-            await until(pilot, lambda: not _running_in_some_thread("_download_and_import"), 60, "the download to end")
+            await cancelled_with_the_registry_paused(pilot, registry, "pull big:v1", tag="big:v1", local="big-back")
+            await until(pilot, lambda: not _running_in_some_thread("_resolve"), 60, "the pull's thread to end")
         assert not (db / "images" / "big-back").exists() and not (db / "images" / image_id_of(big)).exists()
         assert db_entries(db)["staging"] == []
     finally:
