@@ -608,6 +608,7 @@ async def test_enter_submits_from_a_dropdown_and_errors_stay_in_the_form(tmp_pat
         assert type(app.focused).__name__ == "Select"
         await pilot.press("enter")
         await until(pilot, lambda: not (db / "images" / "extra").exists(), 10, "the untag")
+        await until(pilot, lambda: str(images.get_row_at(images.cursor_row)[1]) == "tiny", 10, "the row without it")
         # Create proposes a free name; a bad port shows in the form, which keeps the values.
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, FormModal), 5, "the create form")
