@@ -1129,3 +1129,31 @@ async def test_images_pane_shows_warm_states_like_miv_images(tmp_path: Path) -> 
     import json
 
     assert {i["tags"][0]: i["warm_states"] for i in json.loads(listed)}["tiny"] == 2
+
+
+async def test_a_cancelled_save_stops_writing(db: Path, tmp_path: Path) -> None:
+    """Regression: cancelling a save only stopped waiting for it; its thread wrote the whole
+    archive anyway. Saved into a FIFO nobody reads yet, the save waits; once cancelled, the
+    reader gets a cut archive, not the whole of it."""
+    import asyncio
+
+    from .helpers import image_files, qcow2_of, simple_tar
+
+    files = image_files(0, disk=qcow2_of(os.urandom(16 << 20)))
+    miv(db, "load", "big", input=simple_tar(files))
+    full = tmp_path / "full.tar"
+    miv(db, "save", "big", "-o", str(full))
+    fifo = tmp_path / "out.tar"
+    os.mkfifo(fifo)
+    app = make_app(db, probe_accel=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.query_one("#images").row_count == 1, 10, "the image")
+        await pilot.press("s")
+        await fill_form(pilot, path=str(fifo))
+        await until(pilot, lambda: any(v.title == "save out.tar" for v in app.query(JobView)), 10, "the job")
+        (view,) = [v for v in app.query(JobView) if v.title == "save out.tar"]
+        await until(pilot, lambda: app.shown_job() is view, 10, "its tab")
+        await pilot.press("ctrl+x")
+        await until(pilot, lambda: view.outcome == "cancelled", 20, "the cancellation")
+        got = await asyncio.wait_for(asyncio.to_thread(fifo.read_bytes), 60)
+    assert 0 < len(got) < full.stat().st_size, (len(got), full.stat().st_size)
