@@ -138,8 +138,8 @@ def test_cli_console_and_interactive_ssh_in_a_real_terminal(tiny_db: Path) -> No
                       30, "the SSH session's prompt")
         term.keys("tty; stty size", literal=True)
         term.keys("Enter")
-        screen = term.wait("/dev/pts/", 30)
-        assert "40 120" in screen
+        screen = term.wait("40 120", 30)  # stty's line comes after tty's: wait for the last one
+        assert "/dev/pts/" in screen
         term.keys("exit 5", literal=True)
         term.keys("Enter")
         # Keys typed before `miv ssh` has returned would go to the closed session.
