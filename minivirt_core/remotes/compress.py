@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import struct
+import threading
 import zlib
-from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -132,21 +133,46 @@ def compressed_stream(image_path: Path, progress: ProgressCallback | None = None
 def compress_pieces(pieces: Iterable[bytes], total: int | None,
                     progress: ProgressCallback | None = None) -> Iterator[bytes]:
     """``pieces`` (up to :data:`PIECE` bytes each) as gzip members, compressed in parallel
-    on :data:`COMPRESSORS` threads, in order; progress counts the input bytes."""
+    on :data:`COMPRESSORS` threads, in order; progress counts the input bytes.
+
+    ``pieces`` is iterated on a thread of its own, a few pieces ahead: reading the image
+    (and whatever the iterator does on the way, such as hashing a layer's tar) overlaps
+    the compressing and the caller's sending, which would otherwise wait for it."""
     done = 0
+    ahead: queue.Queue[tuple[Future[bytes], int] | BaseException | None] = queue.Queue(COMPRESSORS + 1)
+    stop = threading.Event()
+
+    def put(item: tuple[Future[bytes], int] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                if not put((pool.submit(gzip_member, piece), len(piece))):
+                    return
+            put(None)
+        except BaseException as e:  # handed to the consumer, raised there
+            put(e)
+
     with ThreadPoolExecutor(COMPRESSORS, thread_name_prefix="miv-gzip") as pool:
-        pending: deque[tuple[Future[bytes], int]] = deque()
-        for piece in pieces:
-            pending.append((pool.submit(gzip_member, piece), len(piece)))
-            if len(pending) > COMPRESSORS:
-                future, n = pending.popleft()
+        reader = threading.Thread(target=produce, name="miv-read", daemon=True)
+        reader.start()
+        try:
+            while (item := ahead.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                future, n = item
                 yield future.result()
                 done += n
                 if progress:
                     progress(Progress(done, total))
-        while pending:
-            future, n = pending.popleft()
-            yield future.result()
-            done += n
-            if progress:
-                progress(Progress(done, total))
+        finally:
+            stop.set()
+            reader.join()
+            pool.shutdown(cancel_futures=True)
