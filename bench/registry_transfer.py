@@ -26,6 +26,7 @@ from common import MIV, ROOT, half_random_image, run_timed, verdict
 
 sys.path.insert(0, str(ROOT))
 
+from minivirt_core.layout import oci_layer_record
 from tests.registry import Registry
 
 RUNS = 3
@@ -50,7 +51,7 @@ def main() -> None:
                 subprocess.run([MIV, "remote", "add", "reg", f"oci://{ours.host}/bench", "--insecure", "--force"],
                                check=True,
                                env={**os.environ, **env}, capture_output=True)
-                (db / "cache" / f"oci-layer-{image_id}.json").unlink(missing_ok=True)
+                (db / "cache" / oci_layer_record(image_id)).unlink(missing_ok=True)
                 push_ours.append(run_timed(f"{MIV} push reg big big:v1", env)[0])
                 if not layer_dir.exists():
                     subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false",

@@ -151,7 +151,7 @@ class OciTransport(Transport):
         disk = image.path / db_layout.IMAGE_DISK
         registry = self.registry
         registry.ensure_auth(ref.repository, "pull,push")
-        record_path = self.cache_dir / f"oci-layer-{image.id}.json"
+        record_path = self.cache_dir / db_layout.oci_layer_record(image.id)
         record = _read_record(record_path)
         uploaded = False
         written = 0
