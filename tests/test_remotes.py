@@ -259,4 +259,4 @@ def test_push_compression_of_disk_clusters_stores_no_zeros_and_deflates_no_rando
         assert (data[start:end] == bytes(end - start)) == (kind == compress._ZERO)
     packed = compress.gzip_member(data)
     assert gzip.decompress(packed) == data
-    assert len(packed) < random_bytes * 1.002
+    assert len(packed) < random_bytes * 1.01  # the code before: 1.17
