@@ -36,6 +36,7 @@ _FINAL_EMPTY_BLOCK = b"\x03\x00"  # a final, empty fixed-Huffman block
 _ZERO_UNIT = bytes(UNIT)
 _ZERO, _DEFLATE, _STORE = range(3)
 _zero_crcs = [0]  # CRC-32 of n units of zeros, at [n]
+_zero_crcs_lock = threading.Lock()
 
 
 @functools.cache
@@ -51,8 +52,9 @@ def _zero_segment() -> bytes:
 def _zero_member(units: int, out: list[bytes | memoryview]) -> None:
     """Append ``units`` units of zeros as one gzip member made of the precomputed segment:
     no deflating, and the CRC known from the count."""
-    while len(_zero_crcs) <= units:  # (threads racing here append the same values)
-        _zero_crcs.append(zlib.crc32(_ZERO_UNIT, _zero_crcs[-1]))
+    with _zero_crcs_lock:  # compressors share the table (crc32 drops the GIL midway)
+        while len(_zero_crcs) <= units:
+            _zero_crcs.append(zlib.crc32(_ZERO_UNIT, _zero_crcs[-1]))
     out += (_GZIP_HEADER, _zero_segment() * units, _FINAL_EMPTY_BLOCK,
             struct.pack("<II", _zero_crcs[units], units * UNIT & 0xFFFFFFFF))
 
