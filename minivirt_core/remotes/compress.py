@@ -15,7 +15,7 @@ import queue
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,13 +128,13 @@ def gzip_member(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def compressed_stream(image_path: Path, progress: ProgressCallback | None = None) -> Iterator[bytes]:
+def compressed_stream(image_path: Path, progress: ProgressCallback | None = None) -> Generator[bytes]:
     """The image's tar as gzip members, compressed in parallel, in order."""
     return compress_pieces(iter_archive(image_path, PIECE), archive_size(image_path), progress)
 
 
 def compress_pieces(pieces: Iterable[bytes], total: int | None,
-                    progress: ProgressCallback | None = None) -> Iterator[bytes]:
+                    progress: ProgressCallback | None = None) -> Generator[bytes]:
     """``pieces`` (up to :data:`PIECE` bytes each) as gzip members, compressed in parallel
     on :data:`COMPRESSORS` threads, in order; progress counts the input bytes.
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -158,8 +159,8 @@ class OciTransport(Transport):
         if record is None or not registry.has_blob(ref.repository, record["digest"]):
             diff = _Hashing()
             total = layer_size(disk)
-            members = compress_pieces(diff.wrap(layer_tar(disk, PIECE)), total, progress)
-            digest, size = registry.upload(ref.repository, members)
+            with closing(compress_pieces(diff.wrap(layer_tar(disk, PIECE)), total, progress)) as members:
+                digest, size = registry.upload(ref.repository, members)
             record = {"digest": digest, "size": size, "diff_id": diff.digest()}
             self.cache_dir.mkdir(exist_ok=True)
             atomic_write_json(record_path, record)
