@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -24,12 +25,20 @@ def timed(cmd: list[str] | str, env: dict[str, str] | None = None, shell: bool =
     return time.perf_counter() - start
 
 
-def run_timed(cmd: str, env: dict[str, str]) -> tuple[float, int]:
-    """(seconds, peak RSS in KiB of the command) via GNU time."""
-    out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "bash", "-c", cmd], env={**os.environ, **env},
+class Run(NamedTuple):
+    """One timed run of a command: wall seconds, peak RSS (KiB), CPU seconds (user + system)."""
+
+    seconds: float
+    rss: int
+    cpu: float
+
+
+def run_timed(cmd: str, env: dict[str, str]) -> Run:
+    """Wall time, peak RSS and CPU time of the command, via GNU time."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "bash", "-c", cmd], env={**os.environ, **env},
                          capture_output=True, text=True, check=True)
-    seconds, rss = out.stderr.strip().splitlines()[-1].split()
-    return float(seconds), int(rss)
+    seconds, rss, user, system = out.stderr.strip().splitlines()[-1].split()
+    return Run(float(seconds), int(rss), float(user) + float(system))
 
 
 def half_random_image(work: Path, size_mib: int) -> Path:

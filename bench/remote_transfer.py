@@ -46,6 +46,7 @@ def main() -> None:
             image_id = os.readlink(db / "images" / "big")
             tgz = work / "big.tgz"
             subprocess.run(f"{MIV} save big | gzip -1 > {tgz}", shell=True, check=True, env={**os.environ, **env})
+            tgz_bytes = tgz.stat().st_size
             s3 = server.client()
 
             push_ours, push_base, push_inproc = [], [], []
@@ -53,31 +54,33 @@ def main() -> None:
                       f"'baseline/$RANDOM.tgz')\"")
             for i in range(RUNS):
                 s3.delete_object(Bucket="minivirt", Key=f"images/{image_id}.tgz")
-                push_ours.append(run_timed(f"{MIV} push sw big big", env)[0])
-                push_base.append(run_timed(upload, env)[0])
+                push_ours.append(run_timed(f"{MIV} push sw big big", env))
+                push_base.append(run_timed(upload, env))
                 start = time.perf_counter()
                 s3.upload_file(str(tgz), "minivirt", f"inproc/{i}.tgz")
                 push_inproc.append(time.perf_counter() - start)
 
+            sent = s3.head_object(Bucket="minivirt", Key=f"images/{image_id}.tgz")["ContentLength"]
             pull_ours, pull_base, rss = [], [], []
             url = f"{server.url()}/images/{image_id}.tgz"
             for i in range(RUNS):
                 fresh = work / f"pull{i}"
                 subprocess.run([MIV, "remote", "add", "sw", server.url()], check=True, capture_output=True,
                                env={**os.environ, "MINIVIRT_DB_PATH": str(fresh)})
-                t, r = run_timed(f"{MIV} pull sw big", {"MINIVIRT_DB_PATH": str(fresh)})
-                pull_ours.append(t)
-                rss.append(r)
+                run = run_timed(f"{MIV} pull sw big", {"MINIVIRT_DB_PATH": str(fresh)})
+                pull_ours.append(run.seconds)
+                rss.append(run.rss)
                 shutil.rmtree(fresh)
                 out = work / f"curl{i}"
                 out.mkdir()
-                pull_base.append(run_timed(f"curl -s {url} | tar xz -C {out}", {})[0])
+                pull_base.append(run_timed(f"curl -s {url} | tar xz -C {out}", {}).seconds)
                 shutil.rmtree(out)
         finally:
             server.stop()
     mb = size_mib * 1.048576
     po, pb = statistics.median(pull_ours), statistics.median(pull_base)
-    so, sb = statistics.median(push_ours), statistics.median(push_base)
+    so, sb = (statistics.median(r.seconds for r in runs) for runs in (push_ours, push_base))
+    co, cb = (statistics.median(r.cpu for r in runs) for runs in (push_ours, push_base))
     print(f"image {size_mib} MiB (tgz {tgz_size_note(size_mib)})")
     print(f"pull: miv {po:.2f} s ({mb / po:.0f} MB/s), curl | tar xz {pb:.2f} s; ratio {pb / po:.2f} "
           f"(target >= 0.9: {verdict(pb / po, 0.9, lower_is_better=False)})")
@@ -86,6 +89,8 @@ def main() -> None:
     print(f"push: miv {so:.2f} s, a boto3 upload_file command of a ready .tgz {sb:.2f} s; ratio {sb / so:.2f} "
           f"(target >= 0.8: {verdict(sb / so, 0.8, lower_is_better=False)}); "
           f"upload_file in-process, client already made: {statistics.median(push_inproc):.2f} s")
+    print(f"push: CPU (user + system) of miv {co:.2f} s vs the upload_file command {cb:.2f} s; miv sent "
+          f"{sent / 1e6:.1f} MB, the ready .tgz (gzip -1) is {tgz_bytes / 1e6:.1f} MB")
 
 
 def tgz_size_note(size_mib: int) -> str:

@@ -11,9 +11,8 @@ Bounds: a transfer that moves less than :data:`STALL_FLOOR` bytes in
 :func:`stall_limit` seconds is given up (the connection is shut down, so even a read
 blocked on a silent server returns); redirects are followed to http(s) only, and their
 bodies are never read; small answers (tags, listings) have a size cap; a ``.part`` file
-is locked (``flock``) by the one transfer writing it, so parallel downloads of one URL
-wait for each other and share the result, and ``miv prune`` can tell an abandoned
-``.part`` from one in progress.
+is locked by the one transfer writing it (:mod:`~minivirt_core.parts`), so parallel
+downloads of one URL wait for each other and share the result.
 """
 
 from __future__ import annotations
@@ -24,26 +23,24 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .archive import Progress, ProgressCallback
 from .errors import ExternalError, InvalidInput, NotFound, Timeout
-from .fsutil import disk_full_is_an_error, is_disk_full, open_regular, remove_abandoned
+from .fsutil import disk_full_is_an_error, is_disk_full, open_regular
+from .parts import PART_SUFFIX, locked_part
 
 CHUNK = 1 << 20
 RETRIES = 4
 USER_AGENT = "minivirt"
-PART_SUFFIX = ".part"
 
 STALL_ENV = "MINIVIRT_STALL_TIMEOUT"
 STALL_DEFAULT = 60.0  # seconds
 STALL_FLOOR = 1024  # bytes: moving less than this in the stall limit counts as no progress
 TRAILING_SLACK = 1 << 20  # bytes a server may send after the archive ended (tar record padding)
-LOCK_POLL = 0.2  # seconds between looks at a .part another transfer holds
 
 
 class HttpStatusError(ExternalError):
@@ -451,71 +448,6 @@ async def in_thread(fn: Callable[[threading.Event], Any]) -> Any:
         except (Cancelled, Exception):
             pass
         raise
-
-
-# The .part files of the cache ---------------------------------------------------
-
-
-@asynccontextmanager
-async def locked_part(part: Path, finished: Callable[[], bool]) -> AsyncIterator[Path | None]:
-    """Hold the lock (an ``flock``, dropped by the kernel if the process dies) on the
-    ``.part`` file of one transfer, waiting while another transfer holds it. Yields the
-    path, or None (and no ``.part`` is left) when ``finished()`` says the result is there
-    already, e.g. made by the transfer we waited for."""
-    import fcntl
-
-    while True:
-        if finished():
-            yield None
-            return
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            await asyncio.sleep(LOCK_POLL)
-            continue
-        if not _same_file(part, fd):  # the holder renamed or removed it while we waited: look again
-            os.close(fd)
-            continue
-        try:
-            if finished():
-                part.unlink(missing_ok=True)
-                yield None
-            else:
-                yield part
-        finally:
-            os.close(fd)
-        return
-
-
-def _same_file(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        st, ours = os.stat(path), os.fstat(fd)
-    except FileNotFoundError:
-        return False
-    return (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-def remove_abandoned_parts(cache_dir: Path, dry_run: bool = False,
-                           only: Collection[Path] | None = None) -> list[tuple[Path, int]]:
-    """The partial downloads of the cache no live transfer holds (of those in ``only``,
-    when given), with their sizes; removed unless ``dry_run`` (for ``miv prune``)."""
-    found: list[tuple[Path, int]] = []
-    try:
-        entries = list(os.scandir(cache_dir))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        if entry.name.endswith(PART_SUFFIX) and entry.is_file(follow_symlinks=False):
-            path = Path(entry.path)
-            if only is not None and path not in only:
-                continue
-            size = remove_abandoned(path, dry_run)
-            if size is not None:
-                found.append((path, size))
-    return sorted(found)
 
 
 def keeps_part(exc: BaseException, part: Path) -> bool:

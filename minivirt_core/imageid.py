@@ -57,3 +57,41 @@ def folder_digests(folder: Path) -> dict[str, str]:
 def compute_id(folder: Path) -> str:
     """Recompute the image id of ``folder`` by reading all of its files."""
     return combine(folder_digests(folder))
+
+
+class BackgroundSha256:
+    """SHA256 of pieces handed over in order, computed on a helper thread (hashlib drops
+    the GIL), so the caller goes on (sending the same pieces, say) meanwhile. At most
+    :data:`BEHIND` pieces wait to be hashed; :meth:`hexdigest` waits for the rest."""
+
+    BEHIND = 4
+
+    def __init__(self) -> None:
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self._hash = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="miv-sha256")
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Hash ``data`` next (it must not change until hashed)."""
+        if len(self._pending) >= self.BEHIND:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._hash.update, data))
+
+    def hexdigest(self) -> str:
+        """The digest of everything handed over."""
+        while self._pending:
+            self._pending.popleft().result()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Stop the helper thread (also after an error)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BackgroundSha256:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

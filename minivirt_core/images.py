@@ -312,8 +312,14 @@ class ImageStore:
             # lock while these exist, so any seen now is stale.
             from .warm import remove_states_of  # states of removed (or vanished) images go too
 
-            for path, size in remove_states_of(self.db, set(ids) - set(report.images), dry_run):
+            kept = set(ids) - set(report.images)
+            for path, size in remove_states_of(self.db, kept, dry_run):
                 report._add(report.warm_states, path, size)
+            for path in self._stale_layer_records(kept):
+                if agreed(listed.leftovers if listed else [], path):
+                    report._add(report.leftovers, path, _tree_size(path))
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
             leftovers = list(other) + self.db.stale_staging()
             for path in leftovers:
                 if not agreed(listed.leftovers if listed else [], path):
@@ -324,11 +330,20 @@ class ImageStore:
                         remove_tree(path)
                     else:
                         path.unlink(missing_ok=True)
-        from .download import remove_abandoned_parts  # partial downloads no live transfer holds
+        from .parts import remove_abandoned_parts  # partial downloads no live transfer holds
 
         for path, size in remove_abandoned_parts(self.db.cache_dir, dry_run, listed.leftovers if listed else None):
             report._add(report.leftovers, path, size)
         return report
+
+    def _stale_layer_records(self, kept: set[str]) -> builtins.list[Path]:
+        """The OCI layer records (``cache/oci-layer-<id>.json``) of images not in ``kept``."""
+        try:
+            entries = list(os.scandir(self.db.cache_dir))
+        except FileNotFoundError:
+            return []
+        return sorted(Path(e.path) for e in entries
+                      if (m := layout.OCI_LAYER_RECORD.fullmatch(e.name)) and m[1] not in kept)
 
     def remove_if_unused(self, image_id: str) -> bool:
         """Remove one image if no tag, VM or hold uses it (a failed build's image)."""

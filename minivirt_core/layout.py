@@ -8,11 +8,14 @@ The layout is compatible with databases written by the original minivirt::
     <root>/remotes.json                          {name: url}
     <root>/registry-auth.json                    registry credentials (0600)
     <root>/cache/<sha256 of url>                 downloads of builds
+    <root>/cache/oci-layer-<id>.json             the layer an OCI push made of image <id>
     <root>/staging/<random>/                     images and VMs being written (ours)
     <root>/lock                                  the database lock (ours)
 """
 
 from __future__ import annotations
+
+import re
 
 # Top level.
 IMAGES = "images"
@@ -22,6 +25,16 @@ STAGING = "staging"
 REMOTES = "remotes.json"
 REGISTRY_AUTH = "registry-auth.json"  # `miv registry login` credentials (0600)
 LOCK = "lock"
+
+# Inside cache/: what an OCI push learnt of an image's layer (digest, size, diff_id), so a
+# second push of the image asks the registry about the blob instead of compressing again.
+OCI_LAYER_RECORD = re.compile(r"oci-layer-([0-9a-f]{64})\.json")
+
+
+def oci_layer_record(image_id: str) -> str:
+    """The name (in ``cache/``) of image ``image_id``'s OCI layer record."""
+    return f"oci-layer-{image_id}.json"
+
 
 # Inside a staging folder: the id of an image it keeps from being pruned.
 HOLD = "holds-image"

@@ -79,6 +79,25 @@ def test_push_then_pull_gives_the_same_image_id_and_a_second_push_uploads_no_blo
     assert b"already here" in miv(empty, "pull", "reg", "disk:v1", "again").stderr
 
 
+def test_prune_removes_the_layer_records_of_images_that_are_gone(registry: Registry, tmp_path: Path) -> None:
+    """A push notes its layer in cache/oci-layer-<id>.json (so the next push of the image
+    only asks the registry); those were never removed. prune removes the records of images
+    that are gone, and keeps (and a second push still uses) those of images still here."""
+    db = tmp_path / "db"
+    kept, gone = load(db, 0, "keep"), load(db, 1, "gone")
+    add_remote(db, registry)
+    miv(db, "push", "reg", "keep", "keep:v1")
+    miv(db, "push", "reg", "gone", "gone:v1")
+    records = {i: db / "cache" / f"oci-layer-{i}.json" for i in (kept, gone)}
+    assert all(r.is_file() for r in records.values())
+    miv(db, "untag", "gone")
+    err = miv(db, "prune").stderr.decode()
+    assert f"removed image {gone[:12]}" in err and f"leftover cache/oci-layer-{gone}.json" in err, err
+    assert not records[gone].exists() and records[kept].is_file()
+    assert b"already" in miv(db, "push", "reg", "keep", "keep:v2").stderr
+    assert "oci-layer" not in miv(db, "prune").stderr.decode()  # nothing stale is left
+
+
 def test_what_minivirt_pushes_is_a_containerdisk_skopeo_and_umoci_read(registry: Registry, tmp_path: Path) -> None:
     db = tmp_path / "db"
     image_id = load(db)

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 from ..download import Watchdog, open_url, stall_limit, transient_sync
 from ..errors import ExternalError, InvalidInput, NotFound
+from ..imageid import BackgroundSha256
 from .auth import Credentials, parse_challenge
 
 MANIFEST_LIMIT = 4 << 20
@@ -61,6 +62,7 @@ class Registry:
         self._tokens: dict[str, str] = {}  # scope -> Authorization header value
         self._basic = False
         self._lock = threading.Lock()
+        self._ensured: set[tuple[str, str]] = set()  # (repository, action) ensure_auth has done
 
     # Authentication -----------------------------------------------------------
 
@@ -180,7 +182,10 @@ class Registry:
         raise AssertionError("unreachable")
 
     def ensure_auth(self, repository: str, action: str) -> None:
-        """Authenticate for ``repository`` before a request whose body cannot be sent twice."""
+        """Authenticate for ``repository`` before a request whose body cannot be sent twice
+        (once per repository and action: what it learns is kept)."""
+        if (repository, action) in self._ensured:
+            return
         self.request("GET", "/v2/", self.scope(repository, action), missing="no registry API at /v2/")
         with self._lock:
             has = self._basic or self.scope(repository, action) in self._tokens
@@ -189,6 +194,7 @@ class Registry:
                 self.request("HEAD", f"/v2/{repository}/blobs/sha256:{'0' * 64}", self.scope(repository, action))
             except ExternalError:
                 pass
+        self._ensured.add((repository, action))
 
     @staticmethod
     def scope(repository: str, action: str) -> str:
@@ -236,30 +242,36 @@ class Registry:
             return False
 
     def upload(self, repository: str, data: bytes | Iterable[bytes], digest: str | None = None) -> tuple[str, int]:
-        """Upload a blob (``data``: bytes, or pieces streamed in one chunked PATCH, their
-        digest computed as they go); returns its digest and size."""
+        """Upload a blob; returns its digest and size. ``data`` as bytes (a config): a POST,
+        then one PUT with the body and its digest. As pieces (a layer): streamed in one
+        chunked PATCH while a helper thread hashes them, then the PUT names the digest."""
         scope = self.scope(repository, "pull,push")
         self.ensure_auth(repository, "pull,push")
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, {"Content-Length": "0"}, b"")
         location = _location(self, start)
-        hasher = hashlib.sha256()
+        if isinstance(data, (bytes, bytearray)):
+            got = "sha256:" + hashlib.sha256(data).hexdigest()
+            if digest and got != digest:
+                raise InvalidInput(f"the blob to upload does not match its digest ({got[:19]}...)")
+            self.request("PUT", _with_digest(location, got), scope, {"Content-Type": "application/octet-stream"},
+                         bytes(data))
+            return got, len(data)
         size = 0
+        with BackgroundSha256() as hasher:
 
-        def pieces() -> Iterator[bytes]:
-            nonlocal size
-            for piece in [data] if isinstance(data, (bytes, bytearray)) else data:
-                hasher.update(piece)
-                size += len(piece)
-                yield piece
+            def pieces() -> Iterator[bytes]:
+                nonlocal size
+                for piece in data:
+                    hasher.update(piece)
+                    size += len(piece)
+                    yield piece
 
-        patched = self.request("PATCH", location, scope, {"Content-Type": "application/octet-stream"},
-                               pieces(), replayable=False)
-        location = _location(self, patched)
-        got = "sha256:" + hasher.hexdigest()
+            patched = self.request("PATCH", location, scope, {"Content-Type": "application/octet-stream"},
+                                   pieces(), replayable=False)
+            got = "sha256:" + hasher.hexdigest()
         if digest and got != digest:
             raise InvalidInput(f"the blob to upload changed while it was read ({got[:19]}...)")
-        sep = "&" if "?" in location else "?"
-        self.request("PUT", f"{location}{sep}{urlencode({'digest': got})}", scope, {"Content-Length": "0"}, b"")
+        self.request("PUT", _with_digest(_location(self, patched), got), scope, {"Content-Length": "0"}, b"")
         return got, size
 
     def put_manifest(self, repository: str, ref: str, body: bytes, media_type: str) -> None:
@@ -292,6 +304,10 @@ def _location(registry: Registry, answer: Response) -> str:
     if urlparse(url).scheme not in ("http", "https"):
         raise InvalidInput(f"registry {registry.host} gave an upload location that is not http(s)")
     return url
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}{urlencode({'digest': digest})}"
 
 
 def _strings(body: bytes, key: str) -> list[str]:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO
 
@@ -86,8 +87,8 @@ class FileTransport(Transport):
         if not target.exists():
             tmp, fd = create_temp(target, 0o644)
             try:
-                with open(fd, "wb") as f:
-                    for member in compressed_stream(image.path, progress):
+                with open(fd, "wb") as f, closing(compressed_stream(image.path, progress)) as members:
+                    for member in members:
                         f.write(member)
                         written += len(member)
                     f.flush()

@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -151,15 +152,15 @@ class OciTransport(Transport):
         disk = image.path / db_layout.IMAGE_DISK
         registry = self.registry
         registry.ensure_auth(ref.repository, "pull,push")
-        record_path = self.cache_dir / f"oci-layer-{image.id}.json"
+        record_path = self.cache_dir / db_layout.oci_layer_record(image.id)
         record = _read_record(record_path)
         uploaded = False
         written = 0
         if record is None or not registry.has_blob(ref.repository, record["digest"]):
             diff = _Hashing()
             total = layer_size(disk)
-            members = compress_pieces(diff.wrap(layer_tar(disk, PIECE)), total, progress)
-            digest, size = registry.upload(ref.repository, members)
+            with closing(compress_pieces(diff.wrap(layer_tar(disk, PIECE)), total, progress)) as members:
+                digest, size = registry.upload(ref.repository, members)
             record = {"digest": digest, "size": size, "diff_id": diff.digest()}
             self.cache_dir.mkdir(exist_ok=True)
             atomic_write_json(record_path, record)

@@ -26,10 +26,11 @@ from pathlib import Path
 
 from ..archive import CHUNK, ProgressCallback
 from ..database import Database
-from ..download import Cancelled, Restart, in_thread, keeps_part, locked_part
+from ..download import Cancelled, Restart, in_thread, keeps_part
 from ..errors import ExternalError, InvalidInput
 from ..fsutil import disk_full_is_an_error
 from ..images import ImageStore
+from ..parts import locked_part
 from .remote import PullResult
 from .transport import Importer, RemoteImage, Transport
 

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -173,7 +174,8 @@ def _push_s3(remote: Remote, image: Image, tag: str, notes: Path, progress: Prog
         uploaded = False
         written = 0
         if not _exists(s3, bucket, key):
-            written = _multipart(s3, bucket, key, compressed_stream(image.path, progress), notes)
+            with closing(compressed_stream(image.path, progress)) as members:  # stops its threads on errors
+                written = _multipart(s3, bucket, key, members, notes)
             uploaded = True
         s3.put_object(Bucket=bucket, Key=layout.tag_key(tag), Body=image.id.encode(), ContentType="text/plain")
     except (ClientError, BotoCoreError) as e:
