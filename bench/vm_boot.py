@@ -10,13 +10,20 @@ The same cold comparison for the aarch64 tiny guest (`miv run tiny-aarch64 true`
 on an x86 host: minivirt adds <= 0.5 s, and the raw emulated boot reaches SSH in <= 4 s.
 Medians of 5 each (3 for aarch64), interleaved, in the same run.
 Also: `miv ps -a` with 50 stopped VMs, target <= 0.2 s.
-Run: .venv/bin/python bench/vm_boot.py   (needs a database with the `tiny` image, or
-builds one in a temporary database)
+miv's Python code is byte-compiled first, as an installed miv is (with PYTHONDONTWRITEBYTECODE
+set, every run would compile ~40 modules again: ~0.15 s on a quiet machine).
+
+Run: .venv/bin/python bench/vm_boot.py [--baseline DIR] [--runs N] [--no-aarch64] [--tiny DIR]
+(builds the tiny images in a temporary database). ``--baseline DIR``: a checkout of other
+code (e.g. `git worktree add /tmp/old main`) whose `miv` runs interleaved with this one's,
+each in its own database, for an A/B in the same conditions.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import compileall
 import os
 import shutil
 import statistics
@@ -27,7 +34,7 @@ import time
 from pathlib import Path
 
 from banner import wait_for_guest_banner
-from common import MIV, ROOT, median_time, timed, verdict
+from common import MIV, ROOT, timed, verdict
 
 sys.path.insert(0, str(ROOT))
 
@@ -61,48 +68,91 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
         copy.unlink()
 
 
+def compile_bytecode(src: Path) -> None:
+    """Byte-compile the checkout's packages (quietly), as pip does for an installed package."""
+    for package in ("minivirt_core", "minivirt_tui"):
+        compileall.compile_dir(str(src / package), quiet=1)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", type=Path, help="a checkout of other code to compare, interleaved")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each x86_64 row (aarch64: 3 unless fewer)")
+    parser.add_argument("--no-aarch64", action="store_true", help="leave out the aarch64 rows")
+    parser.add_argument("--tiny", type=Path, help="a tiny x86_64 image folder made already (config.json, "
+                        "disk.qcow2; e.g. the tests' cached one) instead of building one")
+    args = parser.parse_args()
+    compile_bytecode(ROOT)
+    codes = {"this": ROOT}
+    if args.baseline is not None:
+        compile_bytecode(args.baseline.resolve())
+        codes["base"] = args.baseline.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db = work / "db"
-        env = {"MINIVIRT_DB_PATH": str(db), "MINIVIRT_ACCEL": "tcg"}
+        envs = {label: {"MINIVIRT_DB_PATH": str(work / f"db-{label}"), "MINIVIRT_ACCEL": "tcg",
+                        **({"PYTHONPATH": str(src)} if label != "this" else {})}
+                for label, src in codes.items()}
+
         def runs(xs: list[float]) -> str:
             return ", ".join(f"{x:.2f}" for x in xs)
 
-        for arch, tag in (("x86_64", "tiny"), ("aarch64", "tiny-aarch64")):
+        arches = (("x86_64", "tiny"),) if args.no_aarch64 else (("x86_64", "tiny"), ("aarch64", "tiny-aarch64"))
+        for arch, tag in arches:
             tiny = work / tag
-            subprocess.run(["bash", str(ROOT / "recipes/tiny/build-tiny.sh"), str(tiny)], check=True,
-                           stdout=subprocess.DEVNULL, env={**os.environ, "MINIVIRT_ARCH": arch})
-            subprocess.run(f"tar c -C {tiny} config.json disk.qcow2 | {MIV} load {tag}", shell=True, check=True,
-                           env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+            if arch == "x86_64" and args.tiny is not None:
+                tiny.mkdir()
+                for name in ("config.json", "disk.qcow2"):
+                    shutil.copyfile(args.tiny / name, tiny / name)
+            else:
+                subprocess.run(["bash", str(ROOT / "recipes/tiny/build-tiny.sh"), str(tiny)], check=True,
+                               stdout=subprocess.DEVNULL, env={**os.environ, "MINIVIRT_ARCH": arch})
             cmd = [MIV, "run", tag, "-m", "256", "true"]
             warm_too = arch == "x86_64"  # warm starts are for x86_64 guests
-            if warm_too:
-                subprocess.run(cmd, check=True, env={**os.environ, **env}, stderr=subprocess.DEVNULL)  # saves one
-            raw, ours, warm = [], [], []
-            for _ in range(5 if warm_too else 3):
-                raw.append(raw_boot(tiny / "disk.qcow2", work, arch))
-                ours.append(timed([*cmd[:2], "--cold", *cmd[2:]], env))
+            for env in envs.values():
+                subprocess.run(f"tar c -C {tiny} config.json disk.qcow2 | {MIV} load {tag}", shell=True,
+                               check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
                 if warm_too:
-                    warm.append(timed(cmd, env))
-            r, o = statistics.median(raw), statistics.median(ours)
+                    subprocess.run(cmd, check=True, env={**os.environ, **env}, stderr=subprocess.DEVNULL)  # saves one
+            raw: list[float] = []
+            ours: dict[str, list[float]] = {label: [] for label in envs}
+            warm: dict[str, list[float]] = {label: [] for label in envs}
+            for _ in range(args.runs if warm_too else min(args.runs, 3)):
+                raw.append(raw_boot(tiny / "disk.qcow2", work, arch))
+                for label, env in envs.items():
+                    ours[label].append(timed([*cmd[:2], "--cold", *cmd[2:]], env))
+                    if warm_too:
+                        warm[label].append(timed(cmd, env))
+            r = statistics.median(raw)
             print(f"{arch}: raw QEMU boot to SSH banner : {r:.2f} s  (runs: {runs(raw)})"
                   + (f"  (target <= 4 s: {verdict(r, 4.0)})" if arch == "aarch64" else ""))
-            print(f"{arch}: miv run --cold {tag} true{' ' * (13 - len(tag))}: {o:.2f} s  (runs: {runs(ours)})")
-            print(f"{arch}: minivirt adds               : {o - r:+.2f} s  (target <= 0.5 s: {verdict(o - r, 0.5)})")
-            if warm_too:
-                w = statistics.median(warm)
-                print(f"{arch}: miv run {tag} true (warm)    : {w:.2f} s  (runs: {runs(warm)}; "
-                      f"target <= 1.0 s: {verdict(w, 1.0)})")
-                print(f"{arch}: warm / cold                 : {w / o:.2f}x  (target <= 0.35x: {verdict(w / o, 0.35)}); "
-                      f"warm / raw QEMU cold: {w / r:.2f}x")
+            for label in envs:
+                o = statistics.median(ours[label])
+                code = "" if len(envs) == 1 else f"[{label}] "
+                print(f"{arch}: {code}miv run --cold {tag} true{' ' * (13 - len(tag))}: {o:.2f} s  "
+                      f"(runs: {runs(ours[label])})")
+                print(f"{arch}: {code}minivirt adds               : {o - r:+.2f} s  "
+                      f"(target <= 0.5 s: {verdict(o - r, 0.5)})")
+                if warm_too:
+                    w = statistics.median(warm[label])
+                    print(f"{arch}: {code}miv run {tag} true (warm)    : {w:.2f} s  (runs: {runs(warm[label])}; "
+                          f"target <= 1.0 s: {verdict(w, 1.0)})")
+                    print(f"{arch}: {code}warm / cold                 : {w / o:.2f}x  "
+                          f"(target <= 0.35x: {verdict(w / o, 0.35)}); warm / raw QEMU cold: {w / r:.2f}x")
 
-        for i in range(50):
-            subprocess.run([MIV, "create", "tiny", f"vm{i:02d}", "-m", "256"], check=True, env={**os.environ, **env},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ps = median_time([MIV, "ps", "-a"], runs=9, env=env)
-        print(f"miv ps -a, 50 stopped VMs   : {ps:.3f} s  (target <= 0.2 s: {verdict(ps, 0.2)})")
-        shutil.rmtree(db, ignore_errors=True)
+        for env in envs.values():
+            for i in range(50):
+                subprocess.run([MIV, "create", "tiny", f"vm{i:02d}", "-m", "256"], check=True,
+                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times: dict[str, list[float]] = {label: [] for label in envs}
+        for _ in range(9):  # interleaved too
+            for label, env in envs.items():
+                times[label].append(timed([MIV, "ps", "-a"], env))
+        for label in envs:
+            ps = statistics.median(times[label])
+            code = "" if len(envs) == 1 else f"[{label}] "
+            print(f"{code}miv ps -a, 50 stopped VMs   : {ps:.3f} s  (target <= 0.2 s: {verdict(ps, 0.2)})")
+        for env in envs.values():
+            shutil.rmtree(env["MINIVIRT_DB_PATH"], ignore_errors=True)
 
 
 if __name__ == "__main__":

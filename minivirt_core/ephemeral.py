@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -11,6 +11,7 @@ from .vms import DEFAULT_CPUS, DEFAULT_MEMORY_MB, VmManager, VmStatus
 
 if TYPE_CHECKING:
     from .seed import CloudInit
+    from .warm import Note
 
 
 @asynccontextmanager
@@ -24,7 +25,7 @@ async def ephemeral_vm(
     prefix: str = "run",
     isolated: bool = False,
     cold: bool = False,
-    note: Callable[[str], None] | None = None,
+    note: Note | None = None,
     cloud_init: CloudInit | None = None,
 ) -> AsyncIterator[VmStatus]:
     """A running VM of ``image`` for the block; destroyed after it, also on errors,

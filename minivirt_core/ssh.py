@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,26 +41,59 @@ def public_key_text() -> str:
     return PUBLIC_KEY.read_text().strip()
 
 
+def preload_ssh() -> None:
+    """Import the SSH client and minivirt's login key in a thread, ahead of a login (while a
+    VM boots or restores): the import costs ~0.2 s of CPU. Errors surface at the login."""
+    if "asyncssh" in sys.modules:
+        return  # imported, or being imported
+    task = asyncio.ensure_future(asyncio.to_thread(client_key, private_key_bytes()))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
 BANNER_PROBES = 3  # connections waiting for the banner at once
 BANNER_PROBE_EVERY = 0.5  # seconds between new connections while fewer are open
 BANNER_PATIENCE = 30.0  # seconds one connection waits for the banner
 
 
-async def _banner_probe(port: int) -> bool:
-    """One connection: True if the server sends ``SSH-`` within :data:`BANNER_PATIENCE`."""
+async def _banner_probe(port: int) -> socket.socket | None:
+    """One connection: returned once the server has sent ``SSH-`` (within
+    :data:`BANNER_PATIENCE`), the banner left unread for whoever logs in over it; else None."""
+    loop = asyncio.get_running_loop()
+    sock: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    assert sock is not None
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 2)
+        await asyncio.wait_for(loop.sock_connect(sock, (LOOPBACK, port)), 2)
+        deadline = loop.time() + BANNER_PATIENCE
+        while True:
+            await asyncio.wait_for(_readable(sock), deadline - loop.time())
+            head = sock.recv(4, socket.MSG_PEEK)  # peeked: the banner stays for the SSH client
+            if head == b"SSH-":
+                found, sock = sock, None
+                return found
+            if not head or not b"SSH-".startswith(head):
+                return None
+            await asyncio.sleep(0.01)  # part of the banner: the rest is on its way
     except (TimeoutError, OSError):
-        return False
-    try:
-        return await asyncio.wait_for(reader.readexactly(4), BANNER_PATIENCE) == b"SSH-"
-    except (TimeoutError, OSError, asyncio.IncompleteReadError):
-        return False
+        return None
     finally:
-        writer.close()
+        if sock is not None:
+            sock.close()
 
 
-async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] | None = None) -> None:
+async def _readable(sock: socket.socket) -> None:
+    """Wait until ``sock`` has data (or its end) to read."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(sock.fileno(), _set_once, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] | None = None,
+                          keep: bool = False) -> socket.socket | None:
     """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
 
     QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
@@ -68,10 +104,14 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     impatient probes early instead kept a slow sshd busy with connections given up, past
     its MaxStartups, and no banner ever came). ``alive`` stops the wait early (e.g. when
     QEMU has exited).
+
+    ``keep``: return the connection that got the banner (unread) instead of closing it,
+    for a login right after (:func:`connect`'s ``sock``): the guest's server has forked
+    for it already, and a fresh connection would cost it another process.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    probes: set[asyncio.Task[bool]] = set()
+    probes: set[asyncio.Task[socket.socket | None]] = set()
     next_probe = loop.time()
     try:
         while True:
@@ -81,8 +121,14 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
                 next_probe = now + BANNER_PROBE_EVERY
             if probes:
                 done, probes = await asyncio.wait(probes, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
-                if any(task.result() for task in done):
-                    return
+                answered = [sock for task in done if (sock := task.result()) is not None]
+                if answered:
+                    for extra in answered[1:]:
+                        extra.close()
+                    if keep:
+                        return answered[0]
+                    answered[0].close()
+                    return None
                 if done:  # refused or cut off at once: try again soon
                     next_probe = min(next_probe, loop.time() + 0.05)
             else:
@@ -99,6 +145,9 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
             task.cancel()
         if probes:
             await asyncio.wait(probes)
+            for task in probes:
+                if not task.cancelled() and (sock := task.result()) is not None:
+                    sock.close()  # answered while we were leaving
 
 
 class KeyRefused(ExternalError):
@@ -109,29 +158,60 @@ class SessionRefused(ExternalError):
     """The guest's SSH server refused to open a session (to run a command)."""
 
 
-async def connect(port: int, timeout: float = 30.0,
-                  keys: Sequence[bytes] | None = None) -> asyncssh.SSHClientConnection:
-    """An authenticated root SSH connection to the guest forwarded at ``port``, offering
-    ``keys`` (private keys, in order), by default the well-known key. A VM's own key is
-    :func:`minivirt_core.vmkey.connect`'s business: use ``VmManager.ssh_connect``."""
+@lru_cache(maxsize=16)
+def client_key(private_key: bytes) -> asyncssh.SSHKey:
+    """``private_key`` (OpenSSH or PEM bytes) imported for a login, once per process.
+
+    The well-known key is our own file, so OpenSSL's RSA consistency check, ~50 ms a time
+    here, is skipped for it; any other key is checked."""
     import asyncssh
 
-    client_keys = [asyncssh.import_private_key(k) for k in keys or [private_key_bytes()]]
+    return asyncssh.import_private_key(private_key,
+                                       unsafe_skip_rsa_key_validation=private_key == private_key_bytes())
+
+
+async def connect(port: int, timeout: float = 30.0, keys: Sequence[bytes] | None = None,
+                  sock: socket.socket | None = None) -> asyncssh.SSHClientConnection:
+    """An authenticated root SSH connection to the guest forwarded at ``port``, offering
+    ``keys`` (private keys, in order), by default the well-known key. A VM's own key is
+    :func:`minivirt_core.vmkey.connect`'s business: use ``VmManager.ssh_connect``.
+
+    ``sock``: a connection to the port made already (:func:`wait_for_banner` with ``keep``),
+    used for the first attempt; this function owns it from then on."""
+    import asyncssh
+
+    client_keys = [client_key(k) for k in keys or [private_key_bytes()]]
 
     async def attempts() -> asyncssh.SSHClientConnection:
         # dropbear closes a new connection at once while 5 others from the same address are
         # unauthenticated: on a slow (emulated, loaded) guest the banner probes' children can
         # linger that long. Such a close before any answer is retried, until the timeout.
+        nonlocal sock
         pause = 0.2
         while True:
+            given, sock = sock, None
             try:
                 return await asyncssh.connect(
                     LOOPBACK, port, username=USER, client_keys=client_keys, known_hosts=None,
                     agent_path=None, config=None, preferred_auth="publickey", keepalive_interval=15,
+                    sock=given,
                 )
-            except (asyncssh.ConnectionLost, ConnectionResetError):
+            except asyncssh.PermissionDenied:
+                if given is not None:
+                    given.close()
+                raise
+            except (OSError, asyncssh.Error) as e:
+                if given is not None:
+                    given.close()
+                    continue  # a connection made earlier, gone stale meanwhile: a fresh one at once
+                if not isinstance(e, asyncssh.ConnectionLost | ConnectionResetError):
+                    raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
+            except BaseException:
+                if given is not None:
+                    given.close()
+                raise
 
     try:
         return await asyncio.wait_for(attempts(), timeout)
@@ -143,6 +223,9 @@ async def connect(port: int, timeout: float = 30.0,
         ) from e
     except (TimeoutError, OSError, asyncssh.Error) as e:
         raise ExternalError(f"SSH connection to port {port} failed: {e or type(e).__name__}") from e
+    finally:
+        if sock is not None:
+            sock.close()  # never used (the wait ended first)
 
 
 def shell_command(argv: Sequence[str]) -> str | None:

@@ -35,6 +35,8 @@ from .fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, fl
 from .ports import LOOPBACK
 
 if TYPE_CHECKING:
+    import socket
+
     import asyncssh
 
 VM_KEY_COMMENT = "minivirt-vm-key"
@@ -94,13 +96,14 @@ def own_key(vm_dir: Path) -> bytes:
 
 
 async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False,
-                  timeout: float = 30.0) -> asyncssh.SSHClientConnection:
+                  timeout: float = 30.0, sock: socket.socket | None = None) -> asyncssh.SSHClientConnection:
     """A root SSH connection to the VM at ``port``, with the VM's own key, replacing the
     well-known key in the guest first when needed; writes the VM's ``ssh-config``.
 
     ``snapshot``: this run's disk writes are discarded, so the replacement is made in the
-    running guest but not recorded for the disk."""
-    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout)
+    running guest but not recorded for the disk. ``sock``: a connection to the port made
+    already (its banner unread), used for the first login attempt."""
+    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout, sock)
     if replacement is not None:
         try:
             await replacement
@@ -112,7 +115,8 @@ async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False,
 
 @asynccontextmanager
 async def session(vm_dir: Path, name: str, port: int, snapshot: bool = False, timeout: float = 30.0,
-                  throwaway: bool = False) -> AsyncIterator[asyncssh.SSHClientConnection]:
+                  throwaway: bool = False, sock: socket.socket | None = None,
+                  ) -> AsyncIterator[asyncssh.SSHClientConnection]:
     """A :func:`connect` connection for a block of work, closed after it.
 
     ``throwaway``: the VM is destroyed right after the block (``miv run``). Then a first
@@ -122,13 +126,13 @@ async def session(vm_dir: Path, name: str, port: int, snapshot: bool = False, ti
     block ends first, the replacement is abandoned (its key would protect nothing any
     more); when it failed on a connection still up, its error is raised then."""
     if not throwaway:
-        conn = await connect(vm_dir, name, port, snapshot, timeout)
+        conn = await connect(vm_dir, name, port, snapshot, timeout, sock)
         try:
             yield conn
         finally:
             conn.close()
         return
-    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout)
+    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout, sock)
     try:
         yield conn
         if replacement is not None and replacement.done() and not conn.is_closed():
@@ -141,29 +145,35 @@ async def session(vm_dir: Path, name: str, port: int, snapshot: bool = False, ti
         conn.close()
 
 
-async def _open(vm_dir: Path, name: str, port: int, snapshot: bool,
-                timeout: float) -> tuple[asyncssh.SSHClientConnection, asyncio.Task[None] | None]:
+async def _open(vm_dir: Path, name: str, port: int, snapshot: bool, timeout: float,
+                sock: socket.socket | None) -> tuple[asyncssh.SSHClientConnection, asyncio.Task[None] | None]:
     """A connection, and the task replacing the well-known key (None when not needed)."""
     state = KeyState.read(vm_dir)
     if state.keep_well_known:
-        conn = await ssh.connect(port, timeout)
+        conn = await ssh.connect(port, timeout, sock=sock)
         _write_ssh_config(vm_dir, name, port, _well_known_copy(vm_dir))
         return conn, None
     key = own_key(vm_dir)
     if state.own and not snapshot:
-        try:
-            conn = await ssh.connect(port, timeout, keys=[key])
-        except ssh.KeyRefused:
-            pass  # the guest lost our key (its authorized_keys edited by hand): replace again
-        else:
-            _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
-            return conn, None
+        if (ours := await _own_key_login(vm_dir, name, port, key, timeout, sock)) is not None:
+            return ours, None
+        sock = None  # (used up)
     # One replacement at a time: a second process (or task) connecting meanwhile could
     # offer the well-known key just after the first one took it out, and be refused.
     lock = await _lock_replacing(vm_dir)
     try:
-        # Our key first: a replacement made meanwhile, or whose record was lost (a crash), gets in.
-        conn = await ssh.connect(port, timeout, keys=[key, ssh.private_key_bytes()])
+        if not state.own and not snapshot and KeyState.read(vm_dir).own:
+            # Replaced by another process while we waited for the lock.
+            if (ours := await _own_key_login(vm_dir, name, port, key, timeout, sock)) is not None:
+                os.close(lock)
+                return ours, None
+            sock = None
+        # The key the guest most likely holds first: each key it refuses costs a pause of
+        # its SSH server (dropbear: ~0.3 s). Before the first replacement that is the
+        # well-known key; our own key follows for a replacement whose record was lost (a
+        # crash). A --snapshot run's guest holds ours after its first contact.
+        keys = [key, ssh.private_key_bytes()] if snapshot else [ssh.private_key_bytes(), key]
+        conn = await ssh.connect(port, timeout, keys=keys, sock=sock)
     except BaseException:
         os.close(lock)
         raise
@@ -178,6 +188,18 @@ async def _open(vm_dir: Path, name: str, port: int, snapshot: bool,
             os.close(lock)
 
     return conn, asyncio.create_task(replace_key())
+
+
+async def _own_key_login(vm_dir: Path, name: str, port: int, key: bytes, timeout: float,
+                         sock: socket.socket | None) -> asyncssh.SSHClientConnection | None:
+    """A login with the VM's own key only; None when the guest refuses it (its
+    ``authorized_keys`` edited by hand: then the key is replaced again)."""
+    try:
+        conn = await ssh.connect(port, timeout, keys=[key], sock=sock)
+    except ssh.KeyRefused:
+        return None
+    _write_ssh_config(vm_dir, name, port, vm_dir / layout.VM_SSH_KEY)
+    return conn
 
 
 async def _lock_replacing(vm_dir: Path) -> int:
@@ -225,10 +247,7 @@ def write_ssh_config_at_start(vm_dir: Path, name: str, port: int) -> None:
 
 def public_line(private_key: bytes) -> str:
     """The OpenSSH public key line of ``private_key`` (with its comment)."""
-    import asyncssh
-
-    key = asyncssh.import_private_key(private_key)
-    return key.export_public_key("openssh").decode().split("\n")[0].strip()
+    return ssh.client_key(private_key).export_public_key("openssh").decode().split("\n")[0].strip()
 
 
 def _well_known_copy(vm_dir: Path) -> Path:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import secrets
 import signal
-import sys
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import accel, drives, layout, serial_log, vmkey, warm
+from . import accel, drives, layout, serial_log, vmkey, warm, warmstart
 from .database import Database, Staging, read_json
 from .errors import Conflict, ExternalError, InvalidInput, MinivirtError, NotFound
 from .fsutil import atomic_write_json, flock_async, remove_tree
@@ -33,6 +32,7 @@ from .owners import Owner
 from .ports import LOOPBACK, PortForward, check_port_free, free_port, parse_forward
 from .qemu import firmware, process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
+from .ssh import preload_ssh
 from .tools import run_tool
 
 # The settings and status types live in vmconfig; re-exported here for callers.
@@ -75,7 +75,9 @@ class VmManager:
         # (QEMU pid, SSH port) of the VMs whose SSH server this process saw answer.
         self._ssh_answered: dict[str, tuple[int, int]] = {}
         # A warm-started throw-away VM's first connection, made safe, kept for its command.
-        self._handoff: dict[str, tuple[contextlib.AsyncExitStack, asyncssh.SSHClientConnection]] = {}
+        self._handoff: dict[str, warmstart.Handoff] = {}
+        # (QEMU pid, SSH port, connection) that saw a VM's SSH server answer, kept for a login.
+        self._kept_sockets: dict[str, tuple[int, int, socket.socket]] = {}
 
     # Looking ---------------------------------------------------------------
 
@@ -212,7 +214,7 @@ class VmManager:
             raise InvalidInput("a VM without an image needs --disk SIZE")
         with self.db.staging("vm") as staging:
             has_image_disk = image is not None and image.disk_path is not None
-            args = _overlay_command(image.id if image and has_image_disk else None, disk_bytes)
+            args = overlay_command(image.id if image and has_image_disk else None, disk_bytes)
             if args:  # else no disk to make (an installer ISO image, or an empty build VM)
                 await run_tool(args, cwd=staging.path)
             resources = []
@@ -275,20 +277,19 @@ class VmManager:
             return host_arch()
 
     async def start(self, name: str, snapshot: bool = False, wait_for_ssh: float | None = None,
-                    cold: bool = False, note: Callable[[str], None] | None = None,
+                    cold: bool = False, note: warm.Note | None = None,
                     loadvm: str | None = None) -> VmStatus:
         """Boot the VM in a detached QEMU; optionally wait for its SSH server.
 
         A never-started VM resumes its image's warm state when there is one (see warm.py)
         unless ``cold``; the first such start boots and, once SSH answers (``wait_for_ssh``),
         saves the state. ``note`` hears what happened (a state made, a fallback and why).
-        ``loadvm``: resume this snapshot of the VM (one with memory) instead of booting."""
+        ``loadvm``: resume this snapshot of the VM (one with memory) instead of booting.
+
+        A throw-away VM is logged into right after (``miv run``, a recipe's VMs): its start
+        keeps what it opened to the guest for that login (see :meth:`ssh_session`)."""
         plan: warm.Machine | None = None
         restored = False
-        if wait_for_ssh and "asyncssh" not in sys.modules:
-            # The SSH client's import (~0.2 s) overlaps the boot: the guest is reached right after.
-            preload = asyncio.create_task(asyncio.to_thread(importlib.import_module, "asyncssh"))
-            preload.add_done_callback(lambda t: t.cancelled() or t.exception())  # (errors surface at use)
         async with self._vm_lock(name) as vm_dir:
             st = self.status(name)
             if st.running:
@@ -300,32 +301,37 @@ class VmManager:
             config = st.config
             for forward in config.ports:
                 check_port_free(forward.host_port)
-            attached = self._drives(name, vm_dir, config)
+            attached = self.checked_drives(name, vm_dir, config)
             arch = self.arch_of(config)
             choice = await self.accelerator(arch)
             serial_log.record(vm_dir, serial_log.START)  # where this boot's output begins (`miv logs --since`)
             if not cold and loadvm is None:
-                plan = await self._warm_plan(vm_dir, config, attached, snapshot, choice)
+                plan = await warmstart.plan(self, vm_dir, config, attached, snapshot, choice)
             if plan is not None:
-                restored = await self._try_warm(name, vm_dir, config, plan, choice, note)
+                restored = await warmstart.restore(self, name, vm_dir, config, plan, choice, note)
             if not restored:
-                used = await self._launch(name, vm_dir, config, attached, snapshot, choice, plan,
-                                          ("-loadvm", loadvm) if loadvm else ())
+                used = await self.launch(name, vm_dir, config, attached, snapshot, choice, plan,
+                                         ("-loadvm", loadvm) if loadvm else ())
                 if plan is not None and tuple(used.qemu_args) != plan.accel_args:
                     plan = None  # the accelerator failed and TCG runs it: not the machine planned
+                if wait_for_ssh:
+                    preload_ssh()  # (not sooner: the thread would slow the launch down)
         if restored:
-            await self._make_clone_safe(name, wait_for_ssh or 120.0, note)
+            if (handed := await warmstart.make_safe(self, name, wait_for_ssh or 120.0, note)) is not None:
+                self._handoff[name] = handed
         elif wait_for_ssh:  # a state is saved only when SSH answers: a guest that has none gets none
-            await self.wait_for_ssh(name, wait_for_ssh)
+            # A state saved with a connection open would carry it into every clone: keep none then.
+            await self.wait_for_ssh(name, wait_for_ssh, keep=config.owner is not None and plan is None)
             if plan is not None and await warm.save(self.db, vm_dir, plan, note) and note:
                 note(warm.SAVED)
         return self.status(name)
 
-    async def _launch(self, name: str, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
-                      choice: accel.AccelChoice, plan: warm.Machine | None = None,
-                      extra_args: tuple[str, ...] = ()) -> accel.AccelChoice:
-        """Launch QEMU for the VM (under its lock) and write its run.json; returns the
-        accelerator it runs with (TCG when the chosen one failed)."""
+    async def launch(self, name: str, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
+                     choice: accel.AccelChoice, plan: warm.Machine | None = None,
+                     extra_args: tuple[str, ...] = ()) -> accel.AccelChoice:
+        """Launch QEMU for the VM (the caller holds its lock: :meth:`locked`) and write its
+        run.json; returns the accelerator it runs with (TCG when the chosen one failed).
+        ``plan``: the warm machine it must match; ``extra_args`` (a restore) go to QEMU."""
         if plan is not None and not extra_args:
             extra_args = ("-machine", plan.machine_type)  # pinned, as the warm state will record it
         restoring = "-incoming" in extra_args or "-loadvm" in extra_args  # a state for this accelerator
@@ -360,113 +366,7 @@ class VmManager:
         })
         return choice
 
-    # Warm starts (see warm.py) ------------------------------------------------
-
-    async def _warm_plan(self, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
-                         choice: accel.AccelChoice) -> warm.Machine | None:
-        """The machine a warm state of this start must match, or None when it may not use one."""
-        image = self.images.get(config.image) if config.image else None
-        if image is None or not warm.eligible(vm_dir, image.id, image.arch, attached, snapshot):
-            return None
-        facts = await warm.qemu_facts(qemu_system_name(image.arch))
-        if facts is None:
-            return None
-        return warm.Machine(image.id, config.memory_mb, config.cpus, tuple(choice.qemu_args), facts[1], facts[0],
-                            config.isolated, tuple(d.kind for d in attached))
-
-    async def _try_warm(self, name: str, vm_dir: Path, config: VmConfig, plan: warm.Machine,
-                        choice: accel.AccelChoice, note: Callable[[str], None] | None) -> bool:
-        """Restore the warm state of ``plan`` into the VM (under its lock); False (after
-        ``note`` says why, and with the VM's disk as it was) when there is none or it failed."""
-        try:
-            folder = warm.check_state(self.db, plan)
-        except ExternalError as e:
-            folder = warm.state_dir(self.db, plan)
-            await asyncio.to_thread(warm.discard, self.db, folder)
-            if note:
-                note(f"the warm state is unusable ({e.message}): removed it, booting cold")
-            return False
-        if folder is None:
-            return False
-        # The SSH client's import (~0.3 s) overlaps the restore: the guest is reached right after.
-        preload = asyncio.create_task(asyncio.to_thread(importlib.import_module, "asyncssh"))
-        cold_disk = vm_dir / f".cold-{layout.VM_DISK}"
-        os.rename(vm_dir / layout.VM_DISK, cold_disk)
-        try:
-            await asyncio.to_thread(warm.install_disk, folder, vm_dir)
-            attached = self._drives(name, vm_dir, config)  # the copied disk is checked like any
-            await self._launch(name, vm_dir, config, attached, False, choice, plan,
-                               tuple(warm.incoming_args(folder, plan)))
-            pid = process.running_pid(vm_dir)
-            if pid is None:
-                raise ExternalError("QEMU exited while restoring")
-            await warm.wait_restored(vm_dir, pid)
-        except MinivirtError as e:
-            pid = process.running_pid(vm_dir)
-            if pid is not None:
-                process.terminate(pid, vm_dir, signal.SIGKILL)
-                await process.wait_exit(pid, vm_dir, 5)
-            process.clean_runtime(vm_dir)
-            os.replace(cold_disk, vm_dir / layout.VM_DISK)
-            await asyncio.to_thread(warm.discard, self.db, folder)
-            if note:
-                note(f"the warm state could not be restored ({e.message}): removed it, booting cold")
-            return False
-        os.unlink(cold_disk)
-        await preload
-        run = read_json(vm_dir / layout.VM_RUN) or {}
-        atomic_write_json(vm_dir / layout.VM_RUN, {**run, "warm": folder.name})
-        return True
-
-    async def _recreate_disk(self, name: str, vm_dir: Path) -> None:
-        """Give a never-used VM a fresh overlay over its image (a failed warm start's disk is
-        discarded), and forget any key replacement done on the discarded disk."""
-        config = read_config(vm_dir)
-        tmp = vm_dir / f".new-{layout.VM_DISK}"
-        args = _overlay_command(config.image, None)
-        await run_tool([*args[:-1], tmp.name], cwd=vm_dir)
-        os.replace(tmp, vm_dir / layout.VM_DISK)
-        (vm_dir / layout.VM_SSH_KEY_STATE).unlink(missing_ok=True)
-
-    async def _make_clone_safe(self, name: str, wait: float, note: Callable[[str], None] | None) -> None:
-        """Right after a restore: clock, RNG, the VM's own key (the first contact). A guest
-        that cannot be made safe is stopped and booted cold instead."""
-        try:
-            # No banner polling: the server was listening when the state was saved, and each
-            # poll would cost the guest a fork of its SSH server.
-            vm_dir = self.path(name)
-            port = (read_json(vm_dir / layout.VM_RUN) or {}).get("ssh_port")
-            if not isinstance(port, int):
-                raise ExternalError("the VM has no SSH port")
-            throwaway = read_config(vm_dir).owner is not None
-            stack = contextlib.AsyncExitStack()
-            login = vmkey.session(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT))
-            conn = await stack.enter_async_context(login)
-            try:
-                await warm.make_safe(conn)
-            except BaseException:
-                await stack.aclose()
-                raise
-            if throwaway:  # its command reuses this connection: one login less
-                self._handoff[name] = (stack, conn)
-            else:
-                await stack.aclose()
-        except MinivirtError as e:
-            if note:
-                note(f"the warm-started guest could not be made safe ({e.message}): booting it cold")
-            async with self._vm_lock(name) as vm_dir:
-                pid = process.running_pid(vm_dir)
-                if pid is not None:
-                    process.terminate(pid, vm_dir, signal.SIGKILL)
-                    await process.wait_exit(pid, vm_dir, 5)
-                process.clean_runtime(vm_dir)
-                await self._recreate_disk(name, vm_dir)
-                config = read_config(vm_dir)
-                await self._launch(name, vm_dir, config, self._drives(name, vm_dir, config), False,
-                                   await self.accelerator())
-            await self.wait_for_ssh(name, wait)
-
-    def _drives(self, name: str, vm_dir: Path, config: VmConfig) -> tuple[Drive, ...]:
+    def checked_drives(self, name: str, vm_dir: Path, config: VmConfig) -> tuple[Drive, ...]:
         """The VM's checked drives; a VM whose image or attached files are unsafe does not start."""
         image = self.images.get(config.image) if config.image else None
         try:
@@ -475,8 +375,12 @@ class VmManager:
             raise InvalidInput(f"VM {name!r} cannot start: {e.message}",
                                hint=e.hint or "`miv fsck` lists the problems.") from e
 
-    async def wait_for_ssh(self, name: str, timeout: float) -> int:
-        """Wait until the running VM's SSH server answers; returns its port."""
+    async def wait_for_ssh(self, name: str, timeout: float, keep: bool = False) -> int:
+        """Wait until the running VM's SSH server answers; returns its port.
+
+        ``keep``: keep the connection that saw the answer for this process's next login
+        (:meth:`ssh_connect`, :meth:`ssh_session`; closed by stop, kill and destroy):
+        the guest's server has forked for it already."""
         from . import ssh
 
         st = self.status(name)
@@ -487,13 +391,33 @@ class VmManager:
         assert pid is not None
         if self._ssh_answered.get(name) == (pid, st.ssh_port):
             return st.ssh_port  # this process saw it answer: another probe would only cost the guest a fork
-        await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir))
+        sock = await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
+                                         keep=keep)
         self._ssh_answered[name] = (pid, st.ssh_port)
+        if sock is not None:
+            self._drop_kept_socket(name)
+            self._kept_sockets[name] = (pid, st.ssh_port, sock)
         return st.ssh_port
+
+    def _kept_socket(self, name: str, port: int) -> socket.socket | None:
+        """The connection :meth:`wait_for_ssh` kept for VM ``name``'s next login, if it is
+        one to this run of the VM (its port ``port``); handed over once."""
+        kept = self._kept_sockets.pop(name, None)
+        if kept is None:
+            return None
+        if kept[:2] != self._ssh_answered.get(name) or kept[1] != port:
+            kept[2].close()
+            return None
+        return kept[2]
+
+    def _drop_kept_socket(self, name: str) -> None:
+        if (kept := self._kept_sockets.pop(name, None)) is not None:
+            kept[2].close()
 
     async def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> str:
         """Power off gracefully (ACPI), then QMP quit, then SIGKILL. Returns what it took:
         :data:`STOP_GRACEFUL`, :data:`STOP_FORCED`, or :data:`STOP_NOT_RUNNING` (nothing to do)."""
+        self._drop_kept_socket(name)
         async with self._vm_lock(name) as vm_dir:
             pid = process.running_pid(vm_dir)
             if pid is None:
@@ -518,6 +442,7 @@ class VmManager:
     async def kill(self, name: str) -> bool:
         """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer.
         False when it was not running (nothing to do)."""
+        self._drop_kept_socket(name)
         async with self._vm_lock(name) as vm_dir:
             pid = process.running_pid(vm_dir)
             if pid is not None:
@@ -556,14 +481,15 @@ class VmManager:
         server), with the VM's own key: the first one replaces the well-known key in the guest."""
         port = await self.wait_for_ssh(name, wait)
         run = read_json(self.path(name) / layout.VM_RUN) or {}
-        return await vmkey.connect(self.path(name), name, port, snapshot=run.get("snapshot") is True)
+        return await vmkey.connect(self.path(name), name, port, snapshot=run.get("snapshot") is True,
+                                   sock=self._kept_socket(name, port))
 
     @asynccontextmanager
     async def ssh_session(self, name: str, wait: float = 120.0) -> AsyncIterator[asyncssh.SSHClientConnection]:
         """A root SSH connection to running VM ``name`` for a block of work, closed after
         it. In a throw-away VM (``miv run``), a first contact's key replacement runs
         alongside the block, so the command starts sooner (see
-        :func:`minivirt_core.vmkey.session`)."""
+        :func:`minivirt_core.vmkey.session`), and a warm start's first connection is reused."""
         handed = self._handoff.pop(name, None)
         if handed is not None and not handed[1].is_closed():
             async with handed[0]:
@@ -574,7 +500,7 @@ class VmManager:
         run = read_json(vm_dir / layout.VM_RUN) or {}
         throwaway = read_config(vm_dir).owner is not None
         async with vmkey.session(vm_dir, name, port, snapshot=run.get("snapshot") is True,
-                                 throwaway=throwaway) as conn:
+                                 throwaway=throwaway, sock=self._kept_socket(name, port)) as conn:
             yield conn
 
     def ssh_key_replaced(self, name: str) -> bool:
@@ -689,7 +615,7 @@ def _emulator(arch: str) -> str:
     return path
 
 
-def _overlay_command(image_id: str | None, size: int | None) -> list[str]:
+def overlay_command(image_id: str | None, size: int | None) -> list[str]:
     """``qemu-img`` arguments that make a VM's ``disk.qcow2`` (run in its folder): an overlay
     over the image's disk by relative path, or an empty disk of ``size``; [] for neither."""
     args = ["qemu-img", "create", "-q", "-f", "qcow2"]

@@ -69,9 +69,25 @@ RESTORE_TIMEOUT = 30.0
 LOGIN_TIMEOUT = 20.0
 SAVE_TIMEOUT = 60.0
 
-Note = Callable[[str], None]
-SAVED = "saved a warm state: the next VM of this image with these settings starts warm"
-"""The note of a start that saved a state: news, not a problem (scripts may leave it out)."""
+NEWS = "news"  # something done as planned (a state saved): scripts may leave it out
+WARNING = "warning"  # a fallback a person should hear about (a state unusable, a cold boot instead)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a start tells about warm states: its ``text``, and its ``level``
+    (:data:`NEWS` or :data:`WARNING`)."""
+
+    text: str
+    level: str = NEWS
+
+    def __str__(self) -> str:
+        return self.text
+
+
+Note = Callable[[Notice], None]
+SAVED = Notice("saved a warm state: the next VM of this image with these settings starts warm", NEWS)
+"""The notice of a start that saved a state."""
 _DIR_RE = re.compile(r"([0-9a-f]{64})-([0-9a-f]{16})")
 
 
@@ -243,7 +259,7 @@ async def save(db: Database, vm_dir: Path, machine: Machine, note: Note | None =
         return target if placed else None
     except MinivirtError as e:
         if note:
-            note(f"could not save a warm state: {e.message}")
+            note(Notice(f"could not save a warm state: {e.message}", WARNING))
         return None
     finally:
         os.close(fd)

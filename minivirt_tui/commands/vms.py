@@ -85,7 +85,8 @@ def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None, c
 
     async def go() -> None:
         vms = core().vms
-        st = await vms.start(name, snapshot=snapshot, wait_for_ssh=wait_for_ssh, cold=cold, note=info)
+        st = await vms.start(name, snapshot=snapshot, wait_for_ssh=wait_for_ssh, cold=cold,
+                             note=lambda notice: info(notice.text))
         if wait_for_ssh:  # first contact now: the guest stops accepting the well-known key
             (await vms.ssh_connect(name, wait_for_ssh)).close()
         info(f"started {name} (ssh port {st.ssh_port}, {st.accel})")
@@ -303,7 +304,7 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
 
     from minivirt_core.ephemeral import ephemeral_vm
     from minivirt_core.ssh import shell_command
-    from minivirt_core.warm import SAVED
+    from minivirt_core.warm import NEWS, Notice
 
     from ..render import StatusLine
 
@@ -313,10 +314,10 @@ def run_(image: str, command: tuple[str, ...], memory: str, cpus: int, ports: tu
         status = StatusLine()  # on a terminal only: while it boots, until the command's output starts
         ticker = asyncio.ensure_future(status.ticking()) if status.enabled else None
 
-        def note(text: str) -> None:  # what a warm start says: saved one (news), or fell back to a cold boot
-            if status.enabled or text != SAVED:  # piped, the news would be noise in a script's stderr
+        def note(notice: Notice) -> None:  # what a warm start says: saved one (news), or fell back to a cold boot
+            if status.enabled or notice.level != NEWS:  # piped, the news would be noise in a script's stderr
                 status.clear()
-                info(text)
+                info(notice.text)
 
         try:
             status.set(f"booting a VM of {image}, waiting for SSH")

@@ -1,0 +1,151 @@
+"""Starting a VM from a warm state (see :mod:`.warm` for the states themselves).
+
+The steps :meth:`VmManager.start <minivirt_core.vms.VmManager.start>` takes for a warm
+start, its one caller: :func:`plan` the machine a state must match, :func:`restore` the
+state into the VM (under the VM's lock), then :func:`make_safe` the restored guest before
+anybody uses it (clock, RNG, the VM's own key, hostname). Each step that fails falls back
+to what a cold boot would do and tells ``note`` why; a VM never ends half-restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import layout, vmkey, warm
+from .database import read_json
+from .errors import ExternalError, MinivirtError
+from .fsutil import atomic_write_json
+from .hostinfo import qemu_system_name
+from .qemu import process
+from .ssh import preload_ssh
+from .tools import run_tool
+from .vmconfig import VmConfig, read_config
+
+if TYPE_CHECKING:
+    import asyncssh
+
+    from .accel import AccelChoice
+    from .qemu.command import Drive
+    from .vms import VmManager
+
+Handoff = tuple[contextlib.AsyncExitStack, "asyncssh.SSHClientConnection"]
+"""A throw-away VM's first connection, made safe, kept open for its command (one login
+less), and what closes it."""
+
+
+async def plan(vms: VmManager, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
+               choice: AccelChoice) -> warm.Machine | None:
+    """The machine a warm state of this start must match, or None when it may not use one."""
+    image = vms.images.get(config.image) if config.image else None
+    if image is None or not warm.eligible(vm_dir, image.id, image.arch, attached, snapshot):
+        return None
+    facts = await warm.qemu_facts(qemu_system_name(image.arch))
+    if facts is None:
+        return None
+    return warm.Machine(image.id, config.memory_mb, config.cpus, tuple(choice.qemu_args), facts[1], facts[0],
+                        config.isolated, tuple(d.kind for d in attached))
+
+
+async def restore(vms: VmManager, name: str, vm_dir: Path, config: VmConfig, machine: warm.Machine,
+                  choice: AccelChoice, note: warm.Note | None) -> bool:
+    """Restore the warm state of ``machine`` into the VM (the caller holds its lock); False
+    (after ``note`` says why, and with the VM's disk as it was) when there is none or it failed."""
+    try:
+        folder = warm.check_state(vms.db, machine)
+    except ExternalError as e:
+        folder = warm.state_dir(vms.db, machine)
+        await asyncio.to_thread(warm.discard, vms.db, folder)
+        if note:
+            note(warm.Notice(f"the warm state is unusable ({e.message}): removed it, booting cold", warm.WARNING))
+        return False
+    if folder is None:
+        return False
+    cold_disk = vm_dir / f".cold-{layout.VM_DISK}"
+    os.rename(vm_dir / layout.VM_DISK, cold_disk)
+    try:
+        await asyncio.to_thread(warm.install_disk, folder, vm_dir)
+        attached = vms.checked_drives(name, vm_dir, config)  # the copied disk is checked like any
+        await vms.launch(name, vm_dir, config, attached, False, choice, machine,
+                         tuple(warm.incoming_args(folder, machine)))
+        pid = process.running_pid(vm_dir)
+        if pid is None:
+            raise ExternalError("QEMU exited while restoring")
+        preload_ssh()  # the SSH client's import overlaps the restore: a login follows
+        await warm.wait_restored(vm_dir, pid)
+    except MinivirtError as e:
+        await _kill(vm_dir)
+        os.replace(cold_disk, vm_dir / layout.VM_DISK)
+        await asyncio.to_thread(warm.discard, vms.db, folder)
+        if note:
+            note(warm.Notice(f"the warm state could not be restored ({e.message}): removed it, booting cold",
+                             warm.WARNING))
+        return False
+    os.unlink(cold_disk)
+    run = read_json(vm_dir / layout.VM_RUN) or {}
+    atomic_write_json(vm_dir / layout.VM_RUN, {**run, "warm": folder.name})
+    return True
+
+
+async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | None) -> Handoff | None:
+    """Right after a restore: clock, RNG, the VM's own key (the first contact). A guest
+    that cannot be made safe is stopped and booted cold instead (waiting ``wait`` s for
+    its SSH server). A throw-away VM's connection is returned, open, for its command."""
+    vm_dir = vms.path(name)
+    try:
+        # No banner polling: the server was listening when the state was saved, and each
+        # poll would cost the guest a fork of its SSH server.
+        port = (read_json(vm_dir / layout.VM_RUN) or {}).get("ssh_port")
+        if not isinstance(port, int):
+            raise ExternalError("the VM has no SSH port")
+        throwaway = read_config(vm_dir).owner is not None
+        stack = contextlib.AsyncExitStack()
+        login = vmkey.session(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT))
+        conn = await stack.enter_async_context(login)
+        try:
+            await warm.make_safe(conn)
+        except BaseException:
+            await stack.aclose()
+            raise
+        if throwaway:  # its command reuses this connection: one login less
+            return stack, conn
+        await stack.aclose()
+        return None
+    except MinivirtError as e:
+        if note:
+            note(warm.Notice(f"the warm-started guest could not be made safe ({e.message}): booting it cold",
+                             warm.WARNING))
+        async with vms.locked(name):
+            await _kill(vm_dir)
+            await _recreate_disk(vm_dir)
+            config = read_config(vm_dir)
+            await vms.launch(name, vm_dir, config, vms.checked_drives(name, vm_dir, config), False,
+                             await vms.accelerator())
+        await vms.wait_for_ssh(name, wait)
+        return None
+
+
+async def _kill(vm_dir: Path) -> None:
+    """End the VM's QEMU at once (its guest is of no use) and remove its runtime files."""
+    pid = process.running_pid(vm_dir)
+    if pid is not None:
+        process.terminate(pid, vm_dir, signal.SIGKILL)
+        await process.wait_exit(pid, vm_dir, 5)
+    process.clean_runtime(vm_dir)
+
+
+async def _recreate_disk(vm_dir: Path) -> None:
+    """Give a never-used VM a fresh overlay over its image (a failed warm start's disk is
+    discarded), and forget any key replacement done on the discarded disk."""
+    from .vms import overlay_command
+
+    config = read_config(vm_dir)
+    tmp = vm_dir / f".new-{layout.VM_DISK}"
+    args = overlay_command(config.image, None)
+    await run_tool([*args[:-1], tmp.name], cwd=vm_dir)
+    os.replace(tmp, vm_dir / layout.VM_DISK)
+    (vm_dir / layout.VM_SSH_KEY_STATE).unlink(missing_ok=True)
