@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -39,15 +38,6 @@ def private_key_bytes() -> bytes:
 def public_key_text() -> str:
     """The public half, as one ``authorized_keys`` line (``{vagrant_pubkey}`` in recipes)."""
     return PUBLIC_KEY.read_text().strip()
-
-
-def preload_ssh() -> None:
-    """Import the SSH client and minivirt's login key in a thread, ahead of a login (while a
-    VM boots or restores): the import costs ~0.2 s of CPU. Errors surface at the login."""
-    if "asyncssh" in sys.modules:
-        return  # imported, or being imported
-    task = asyncio.ensure_future(asyncio.to_thread(client_key, private_key_bytes()))
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 BANNER_PROBES = 3  # connections waiting for the banner at once

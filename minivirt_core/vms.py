@@ -32,7 +32,6 @@ from .owners import Owner
 from .ports import LOOPBACK, PortForward, check_port_free, free_port, parse_forward
 from .qemu import firmware, process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
-from .ssh import preload_ssh
 from .tools import run_tool
 
 # The settings and status types live in vmconfig; re-exported here for callers.
@@ -315,7 +314,7 @@ class VmManager:
                 if plan is not None and tuple(used.qemu_args) != plan.accel_args:
                     plan = None  # the accelerator failed and TCG runs it: not the machine planned
                 if wait_for_ssh:
-                    preload_ssh()  # (not sooner: the thread would slow the launch down)
+                    vmkey.prepare_login(vm_dir)  # while it boots (not sooner: it would slow the launch)
         if restored:
             if (handed := await warmstart.make_safe(self, name, wait_for_ssh or 120.0, note)) is not None:
                 self._handoff[name] = handed
@@ -439,8 +438,9 @@ class VmManager:
             serial_log.record(vm_dir, serial_log.STOP)
             return STOP_GRACEFUL if graceful else STOP_FORCED
 
-    async def kill(self, name: str) -> bool:
-        """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer.
+    async def kill(self, name: str, flush: bool = True) -> bool:
+        """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer;
+        SIGKILL straight away unless ``flush`` (a disk about to be removed).
         False when it was not running (nothing to do)."""
         self._drop_kept_socket(name)
         async with self._vm_lock(name) as vm_dir:
@@ -448,7 +448,7 @@ class VmManager:
             if pid is not None:
                 from .qemu import monitor
 
-                if not await monitor.try_execute(vm_dir / layout.VM_QMP, "quit", timeout=2):
+                if not flush or not await monitor.try_execute(vm_dir / layout.VM_QMP, "quit", timeout=2):
                     process.terminate(pid, vm_dir, signal.SIGKILL)
                 if not await process.wait_exit(pid, vm_dir, 5):
                     process.terminate(pid, vm_dir, signal.SIGKILL)
@@ -463,7 +463,7 @@ class VmManager:
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
         if (handed := self._handoff.pop(name, None)) is not None:
             await handed[0].aclose()
-        await self.kill(name)
+        await self.kill(name, flush=False)  # its disk goes: nothing to flush
 
         def remove() -> None:  # in a thread: the lock may wait, and a big folder takes a while
             with self.db.lock():

@@ -384,6 +384,8 @@ def safety_script(entropy: bytes, now: float) -> str:
 async def make_safe(conn: Any) -> None:
     """Run :func:`safety_script` over ``conn`` (an SSH connection to the restored guest);
     :class:`ExternalError` if the guest does not do it."""
-    result = await conn.run(safety_script(secrets.token_bytes(64), time.time()), check=False)
-    if result.exit_status != 0:
-        raise ExternalError(f"the clone-safety steps failed in the guest: {str(result.stderr).strip()[:200]}")
+    from .ssh import capture
+
+    status, output = await capture(conn, safety_script(secrets.token_bytes(64), time.time()))
+    if status != 0:
+        raise ExternalError(f"the clone-safety steps failed in the guest: {output.strip()[-200:]}")

@@ -22,7 +22,6 @@ from .errors import ExternalError, MinivirtError
 from .fsutil import atomic_write_json
 from .hostinfo import qemu_system_name
 from .qemu import process
-from .ssh import preload_ssh
 from .tools import run_tool
 from .vmconfig import VmConfig, read_config
 
@@ -65,6 +64,8 @@ async def restore(vms: VmManager, name: str, vm_dir: Path, config: VmConfig, mac
         return False
     if folder is None:
         return False
+    # A login follows the restore, which is shorter than the SSH client's import: start that now.
+    vmkey.prepare_login(vm_dir)
     cold_disk = vm_dir / f".cold-{layout.VM_DISK}"
     os.rename(vm_dir / layout.VM_DISK, cold_disk)
     try:
@@ -75,7 +76,6 @@ async def restore(vms: VmManager, name: str, vm_dir: Path, config: VmConfig, mac
         pid = process.running_pid(vm_dir)
         if pid is None:
             raise ExternalError("QEMU exited while restoring")
-        preload_ssh()  # the SSH client's import overlaps the restore: a login follows
         await warm.wait_restored(vm_dir, pid)
     except MinivirtError as e:
         await _kill(vm_dir)
@@ -103,17 +103,15 @@ async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | No
         if not isinstance(port, int):
             raise ExternalError("the VM has no SSH port")
         throwaway = read_config(vm_dir).owner is not None
-        stack = contextlib.AsyncExitStack()
-        login = vmkey.session(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT))
-        conn = await stack.enter_async_context(login)
-        try:
-            await warm.make_safe(conn)
-        except BaseException:
-            await stack.aclose()
-            raise
+        # The clone-safety steps and the key replacement run side by side (two channels of
+        # one connection); both are done before anybody else gets the guest.
+        conn = await vmkey.connect(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT),
+                                   alongside=warm.make_safe)
         if throwaway:  # its command reuses this connection: one login less
+            stack = contextlib.AsyncExitStack()
+            stack.callback(conn.close)
             return stack, conn
-        await stack.aclose()
+        conn.close()
         return None
     except MinivirtError as e:
         if note:

@@ -9,6 +9,7 @@ recycled pid is never mistaken for the VM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -156,11 +157,34 @@ def terminate(pid: int, vm_dir: Path, sig: int = signal.SIGKILL) -> None:
 
 
 async def wait_exit(pid: int, vm_dir: Path, timeout: float) -> bool:
-    """Wait until the VM's QEMU is gone; True if it went within ``timeout``."""
+    """Wait until the VM's QEMU is gone; True if it went within ``timeout``. On Linux a
+    pidfd tells the moment it exits; elsewhere (or without one) the process is polled."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while pid_alive(pid, vm_dir):
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+    exited: asyncio.Future[None] | None = None
+    pidfd: int | None = None
+    with contextlib.suppress(AttributeError, OSError):
+        pidfd = os.pidfd_open(pid)
+    if pidfd is not None:
+        exited = loop.create_future()
+        loop.add_reader(pidfd, _set_once, exited)
+    try:
+        while pid_alive(pid, vm_dir):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if exited is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exited), min(remaining, 0.5))
+            else:
+                await asyncio.sleep(0.05)
+        return True
+    finally:
+        if pidfd is not None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
