@@ -377,7 +377,8 @@ def safety_script(entropy: bytes, now: float) -> str:
     """The shell lines run first in a restored guest: the clock from the host, the host's
     entropy into the RNG, then the hostname is printed (a sign the guest answers)."""
     octal = "".join(f"\\{b:03o}" for b in entropy)
-    return (f"date -u -s @{int(now)} >/dev/null 2>&1 || date -u -s \"$(date -u -d @{int(now)} '+%Y-%m-%d %H:%M:%S')\""
+    second = round(now)  # whole seconds only (busybox's date): the nearest one, not the one before
+    return (f"date -u -s @{second} >/dev/null 2>&1 || date -u -s \"$(date -u -d @{second} '+%Y-%m-%d %H:%M:%S')\""
             f" >/dev/null; printf '{octal}' > /dev/urandom && hostname")
 
 

@@ -51,6 +51,15 @@ async def _serve(home: Path, offered: list[str], connections: list[object]) -> a
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")], process_factory=run_in_shell)
 
 
+async def _serve_well_known(tmp_path: Path, connections: list[object]) -> tuple[asyncssh.SSHAcceptor, int]:
+    """A server whose root accepts the well-known key; (server, port)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text(ssh.public_key_text() + "\n")
+    server = await _serve(home, [], connections)
+    return server, server.sockets[0].getsockname()[1]
+
+
 def _blob(private_key: bytes) -> str:
     return vmkey.public_line(private_key).split()[1]
 
@@ -85,12 +94,8 @@ async def test_a_first_contact_offers_the_well_known_key_first_and_then_only_the
 async def test_the_login_after_the_banner_wait_uses_the_connection_that_saw_the_banner(tmp_path: Path) -> None:
     """Regression (speed): the login after the banner wait opened a connection of its own,
     which costs the guest's SSH server another process (and the login its start-up)."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "authorized_keys").write_text(ssh.public_key_text() + "\n")
     connections: list[object] = []
-    server = await _serve(home, [], connections)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _serve_well_known(tmp_path, connections)
     try:
         sock = await ssh.wait_for_banner(port, 10, keep=True)
         assert sock is not None
@@ -109,12 +114,8 @@ async def test_the_login_after_the_banner_wait_uses_the_connection_that_saw_the_
 async def test_a_kept_connection_that_went_stale_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
     """A connection handed to the login that the server closed meanwhile (a guest's SSH
     server gives up on a silent client) costs a retry, never the login."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "authorized_keys").write_text(ssh.public_key_text() + "\n")
     connections: list[object] = []
-    server = await _serve(home, [], connections)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _serve_well_known(tmp_path, connections)
     try:
         sock = await ssh.wait_for_banner(port, 10, keep=True)
         assert sock is not None
