@@ -385,8 +385,13 @@ def safety_script(entropy: bytes, now: float) -> str:
 async def make_safe(conn: Any) -> None:
     """Run :func:`safety_script` over ``conn`` (an SSH connection to the restored guest);
     :class:`ExternalError` if the guest does not do it."""
+    import asyncssh
+
     from .ssh import capture
 
-    status, output = await capture(conn, safety_script(secrets.token_bytes(64), time.time()))
+    try:
+        status, output = await capture(conn, safety_script(secrets.token_bytes(64), time.time()))
+    except (OSError, asyncssh.Error) as e:
+        raise ExternalError(f"the clone-safety steps failed: the SSH connection failed ({e})") from e
     if status != 0:
         raise ExternalError(f"the clone-safety steps failed in the guest: {output.strip()[-200:]}")

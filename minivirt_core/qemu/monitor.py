@@ -62,6 +62,8 @@ async def session(qmp_socket: Path, timeout: float = 5.0) -> AsyncIterator[QMPCl
                     await asyncio.wait_for(client.connect(path), timeout)
             except (TimeoutError, QMPError, OSError) as e:
                 raise ExternalError(f"QMP connection failed: {e or type(e).__name__}") from e
+            except AssertionError as e:  # qemu.qmp's own check, when QEMU exits as it connects
+                raise ExternalError("QMP connection failed: QEMU closed it at once") from e
             yield client
         finally:
             try:
