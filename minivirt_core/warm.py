@@ -273,10 +273,12 @@ async def _key_exchange(port: int) -> None:
 
     import asyncssh
 
+    from .ssh import HOST_KEY_ALGS
+
     try:
         conn = await asyncio.wait_for(asyncssh.connect(
             "127.0.0.1", port, username="root", client_keys=[], known_hosts=None, agent_path=None,
-            config=None, password=None, preferred_auth="publickey"), 30)
+            config=None, password=None, preferred_auth="publickey", server_host_key_algs=HOST_KEY_ALGS), 30)
         conn.close()
     except (asyncssh.Error, OSError, TimeoutError):
         pass  # refused after the key exchange, as intended (or no answer: the save goes on)
