@@ -35,6 +35,10 @@ async def ephemeral_vm(
     hears about warm states made or not used."""
     name = vms.ephemeral_name(prefix)
     created = False
+    if wait_for_ssh:
+        from .ssh import preload
+
+        preload()  # a login follows: the SSH client's import overlaps the VM's creation and start
     try:
         await vms.create(image, name, memory=memory, cpus=cpus, ports=ports, throwaway=True, isolated=isolated,
                          cloud_init=cloud_init)
