@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import compileall
 import os
 import shutil
 import statistics
@@ -33,8 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from banner import wait_for_guest_banner
-from common import MIV, ROOT, timed, verdict
+from common import MIV, ROOT, compile_bytecode, timed, verdict
 
 sys.path.insert(0, str(ROOT))
 
@@ -42,6 +40,7 @@ from minivirt_core.hostinfo import qemu_system_name
 from minivirt_core.ports import free_port
 from minivirt_core.qemu import firmware
 from minivirt_core.qemu.command import Drive, drive_args, machine_args
+from minivirt_core.ssh import wait_for_banner
 
 
 def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
@@ -60,18 +59,12 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        asyncio.run(wait_for_guest_banner(port, 120))  # when the guest answers, not a probe's back-off
+        asyncio.run(wait_for_banner(port, 120))  # the same wait as miv, so only what miv adds differs
         return time.perf_counter() - start
     finally:
         proc.kill()
         proc.wait()
         copy.unlink()
-
-
-def compile_bytecode(src: Path) -> None:
-    """Byte-compile the checkout's packages (quietly), as pip does for an installed package."""
-    for package in ("minivirt_core", "minivirt_tui"):
-        compileall.compile_dir(str(src / package), quiet=1)
 
 
 def main() -> None:
@@ -82,7 +75,6 @@ def main() -> None:
     parser.add_argument("--tiny", type=Path, help="a tiny x86_64 image folder made already (config.json, "
                         "disk.qcow2; e.g. the tests' cached one) instead of building one")
     args = parser.parse_args()
-    compile_bytecode(ROOT)
     codes = {"this": ROOT}
     if args.baseline is not None:
         compile_bytecode(args.baseline.resolve())

@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import ExternalError, Timeout
 from .ports import LOOPBACK
@@ -56,30 +56,45 @@ HOST_KEY_ALGS = "^ssh-ed25519"
 
 BANNER_PROBES = 3  # connections waiting for the banner at once
 BANNER_PROBE_EVERY = 0.5  # seconds between new connections while fewer are open
-BANNER_PATIENCE = 30.0  # seconds one connection waits for the banner
+BANNER_PATIENCE = 30.0  # seconds one connection waits for the banner once the guest has answered
+BANNER_EARLY_PATIENCE = 1.0  # seconds a connection waits before the guest has answered at all
+BANNER_EARLY_GROWTH = 0.25  # ... plus this much per second of waiting so far
 
 
-async def _banner_probe(port: int) -> socket.socket | None:
-    """One connection: returned once the server has sent ``SSH-`` (within
-    :data:`BANNER_PATIENCE`), the banner left unread for whoever logs in over it; else None."""
+class _Probe(NamedTuple):
+    """What one banner probe saw: the connection holding the banner, or whether the
+    guest answered at all (closed the connection, sent something else) or stayed silent."""
+
+    sock: socket.socket | None
+    answered: bool
+
+
+async def _banner_probe(port: int, patience: float) -> _Probe:
+    """One connection, waiting up to ``patience`` s for ``SSH-``; a connection that got it
+    is returned with the banner left unread, for whoever logs in over it."""
     loop = asyncio.get_running_loop()
     sock: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     assert sock is not None
     sock.setblocking(False)
     try:
-        await asyncio.wait_for(loop.sock_connect(sock, (LOOPBACK, port)), 2)
-        deadline = loop.time() + BANNER_PATIENCE
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (LOOPBACK, port)), 2)
+        except (TimeoutError, OSError):  # QEMU itself is not listening (yet): says nothing of the guest
+            return _Probe(None, False)
+        deadline = loop.time() + patience
         while True:
             await asyncio.wait_for(_readable(sock), deadline - loop.time())
             head = sock.recv(4, socket.MSG_PEEK)  # peeked: the banner stays for the SSH client
             if head == b"SSH-":
                 found, sock = sock, None
-                return found
+                return _Probe(found, True)
             if not head or not b"SSH-".startswith(head):
-                return None
+                return _Probe(None, True)
             await asyncio.sleep(0.01)  # part of the banner: the rest is on its way
-    except (TimeoutError, OSError):
-        return None
+    except TimeoutError:
+        return _Probe(None, False)
+    except OSError:
+        return _Probe(None, True)
     finally:
         if sock is not None:
             sock.close()
@@ -101,13 +116,23 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
 
     QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
-    connect alone proves nothing: the banner does. A slow guest (TCG on a loaded host)
-    can take seconds to send it: OpenSSH starts a process per connection. So each
-    connection waits patiently, a new one starts every :data:`BANNER_PROBE_EVERY` s
-    while fewer than :data:`BANNER_PROBES` wait, and the first banner wins (closing
-    impatient probes early instead kept a slow sshd busy with connections given up, past
-    its MaxStartups, and no banner ever came). ``alive`` stops the wait early (e.g. when
-    QEMU has exited).
+    connect alone proves nothing: the banner does. Up to :data:`BANNER_PROBES`
+    connections wait at once, a new one every :data:`BANNER_PROBE_EVERY` s, and the
+    first banner wins. How long one connection waits depends on whether the guest has
+    answered yet (closed a connection, or sent anything):
+
+    - Before that, QEMU's user network passes each connection's SYN to a guest whose
+      network may not be up; nobody answers it, and it sits in the user network's TCP
+      back-off (sent again after ~3, 9, 21 s). A patient probe then sees the banner
+      seconds after the server is ready, so a silent probe is dropped after
+      :data:`BANNER_EARLY_PATIENCE` s (plus :data:`BANNER_EARLY_GROWTH` s per second
+      waited so far, for guests that are slow at everything) and a fresh one made.
+    - After it, the guest's network is up and a silent connection is a slow server
+      (TCG on a loaded host: OpenSSH starts a process per connection), so each waits up
+      to :data:`BANNER_PATIENCE` s: giving up on them kept a slow sshd busy with
+      abandoned connections past its MaxStartups, and no banner ever came.
+
+    ``alive`` stops the wait early (e.g. when QEMU has exited).
 
     ``keep``: return the connection that got the banner (unread) instead of closing it,
     for a login right after (:func:`connect`'s ``sock``): the guest's server has forked
@@ -115,25 +140,32 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    probes: set[asyncio.Task[socket.socket | None]] = set()
-    next_probe = loop.time()
+    started = loop.time()
+    probes: set[asyncio.Task[_Probe]] = set()
+    next_probe = started
+    guest_answered = False
     try:
         while True:
             now = loop.time()
             if len(probes) < BANNER_PROBES and now >= next_probe:
-                probes.add(asyncio.ensure_future(_banner_probe(port)))
+                patience = (BANNER_PATIENCE if guest_answered
+                            else BANNER_EARLY_PATIENCE + BANNER_EARLY_GROWTH * (now - started))
+                probes.add(asyncio.ensure_future(_banner_probe(port, patience)))
                 next_probe = now + BANNER_PROBE_EVERY
             if probes:
                 done, probes = await asyncio.wait(probes, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
-                answered = [sock for task in done if (sock := task.result()) is not None]
-                if answered:
-                    for extra in answered[1:]:
+                seen = [task.result() for task in done]
+                banners = [probe.sock for probe in seen if probe.sock is not None]
+                if banners:
+                    for extra in banners[1:]:
                         extra.close()
                     if keep:
-                        return answered[0]
-                    answered[0].close()
+                        return banners[0]
+                    banners[0].close()
                     return None
-                if done:  # refused or cut off at once: try again soon
+                if any(probe.answered for probe in seen):  # refused or cut off: the guest is up
+                    guest_answered = True
+                if done:  # try again soon
                     next_probe = min(next_probe, loop.time() + 0.05)
             else:
                 await asyncio.sleep(0.05)
@@ -150,7 +182,7 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
         if probes:
             await asyncio.wait(probes)
             for task in probes:
-                if not task.cancelled() and (sock := task.result()) is not None:
+                if not task.cancelled() and (sock := task.result().sock) is not None:
                     sock.close()  # answered while we were leaving
 
 
