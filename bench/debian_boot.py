@@ -38,6 +38,8 @@ from common import CACHE, ROOT, verdict
 
 sys.path.insert(0, str(ROOT))
 
+import asyncssh
+
 from minivirt_core import ssh
 from minivirt_core.cidata import write_iso
 from minivirt_core.ports import free_port
@@ -110,7 +112,10 @@ async def debian_boot(disk: Path, seed: Path, cpus: int, profile: Path | None) -
                 _status, report = await ssh.capture(conn, PROFILE)
                 profile.with_suffix(".analyze").write_text(
                     f"SSH banner {banner:.2f} s, cloud-init done {done:.2f} s after QEMU started\n\n{report}")
-            await ssh.capture(conn, "systemctl poweroff")
+            try:
+                await ssh.capture(conn, "systemctl poweroff")
+            except (OSError, ssh.ExternalError, asyncssh.Error):
+                pass  # the guest may cut the connection as it goes down
         finally:
             conn.close()
         await asyncio.to_thread(proc.wait, 300)

@@ -88,9 +88,10 @@ cloud_final_modules: [package-update-upgrade-install, write-files-deferred, scri
 CFG
 # The initramfs only has to find the root on virtio-blk (and the seed CD-ROM early, so
 # cloud-init-local never looks before the IDE drive is there): Debian's default (MODULES=most,
-# ~30 MiB of modules, unpacked by an emulated CPU) costs seconds. No swap: nothing to resume.
+# ~30 MiB of modules, unpacked by an emulated CPU) costs seconds; zstd unpacks faster than gzip
+# (lz4 would need one more package). No swap: nothing to resume.
 mkdir -p "$conf/initramfs"
-printf 'MODULES=list\nCOMPRESS=lz4\nRESUME=none\n' > "$conf/initramfs/minivirt.conf"
+printf 'MODULES=list\nCOMPRESS=zstd\nRESUME=none\n' > "$conf/initramfs/minivirt.conf"
 printf '%s\n' virtio_pci virtio_blk virtio_net virtio_rng ata_piix sr_mod cdrom isofs > "$conf/initramfs/modules"
 # The journal in memory only: no flush to disk at boot (the serial log keeps what a VM said).
 mkdir -p "$conf/journald"
