@@ -82,11 +82,20 @@ ssh_genkeytypes: [ed25519, ecdsa]
 # runs slowly.
 cloud_init_modules: [migrator, seed_random, bootcmd, write-files, growpart, resizefs, disk_setup, mounts,
                      set_hostname, update_hostname, update_etc_hosts, ca-certs, users-groups, ssh]
-cloud_config_modules: [ssh-import-id, locale, set-passwords, apt-configure, ntp, timezone, runcmd]
-cloud_final_modules: [package-update-upgrade-install, write-files-deferred, puppet, chef, salt-minion,
-                      scripts-vendor, scripts-per-once, scripts-per-boot, scripts-per-instance, scripts-user,
-                      phone-home, final-message, power-state-change]
+cloud_config_modules: [locale, set-passwords, apt-configure, timezone, runcmd]
+cloud_final_modules: [package-update-upgrade-install, write-files-deferred, scripts-vendor, scripts-per-once,
+                      scripts-per-boot, scripts-per-instance, scripts-user, final-message, power-state-change]
 CFG
+# The initramfs only has to find the root on virtio-blk (and the seed CD-ROM early, so
+# cloud-init-local never looks before the IDE drive is there): Debian's default (MODULES=most,
+# ~30 MiB of modules, unpacked by an emulated CPU) costs seconds; zstd unpacks faster than gzip
+# (lz4 would need one more package). No swap: nothing to resume.
+mkdir -p "$conf/initramfs"
+printf 'MODULES=list\nCOMPRESS=zstd\nRESUME=none\n' > "$conf/initramfs/minivirt.conf"
+printf '%s\n' virtio_pci virtio_blk virtio_net virtio_rng ata_piix sr_mod cdrom isofs > "$conf/initramfs/modules"
+# The journal in memory only: no flush to disk at boot (the serial log keeps what a VM said).
+mkdir -p "$conf/journald"
+printf '[Journal]\nStorage=volatile\n' > "$conf/journald/minivirt.conf"
 cat > "$conf/network/90-dhcp.network" <<'NET'
 # Any wired interface by DHCP (cloud-init may write its own, more specific config).
 [Match]
@@ -96,8 +105,24 @@ Name=en* eth*
 DHCP=yes
 NET
 
+# Units that do nothing useful in a minivirt VM, each a fork and exec (or a mount) that an
+# emulated CPU makes slowly on the way to SSH: kernel modules loaded on demand anyway (drm:
+# no display; efi_pstore and pstore: no EFI; loop, fuse, dm_mod load when first used), the
+# debugging and huge-page mounts, e2scrub_reap (no LVM snapshots), binfmt_misc.
+MASKED="modprobe@drm.service modprobe@efi_pstore.service modprobe@loop.service modprobe@fuse.service
+  modprobe@dm_mod.service systemd-pstore.service dev-hugepages.mount sys-kernel-debug.mount
+  sys-kernel-tracing.mount sys-fs-fuse-connections.mount e2scrub_reap.service
+  proc-sys-fs-binfmt_misc.automount systemd-binfmt.service"
+
+# The root's fstab, written before the initramfs is made (its fsck hook reads it). fsck pass 0:
+# no fsck of the root at boot (the initramfs's and systemd-fsck-root's: process starts an
+# emulated CPU makes slowly); ext4's journal replays at mount anyway, and mkfs.ext4 sets no
+# mount-count or interval check.
+uuid=$(cat /proc/sys/kernel/random/uuid)
+printf 'UUID=%s / ext4 rw,discard,errors=remount-ro 0 0\n' "$uuid" > "$conf/fstab"
+
 # The hooks' $1 is the tree; they see these through the environment (and fd 9, the lock).
-export DEBS="$cache/debs" CONF="$conf"
+export DEBS="$cache/debs" CONF="$conf" MASKED
 # shellcheck disable=SC2016
 mmdebstrap --mode=root --variant=minbase --format=directory --skip=download/empty,essential/unlink \
   --include="$(IFS=,; echo "${packages[*]}")" \
@@ -108,6 +133,10 @@ mmdebstrap --mode=root --variant=minbase --format=directory --skip=download/empt
   --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-resolved' \
   --customize-hook='ln -sf ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"' \
   --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer' \
+  --customize-hook='chroot "$1" systemctl mask $MASKED' \
+  --customize-hook='cp "$CONF/fstab" "$1/etc/fstab"' \
+  --customize-hook='cp "$CONF/initramfs/minivirt.conf" "$1/etc/initramfs-tools/conf.d/"; cp "$CONF/initramfs/modules" "$1/etc/initramfs-tools/modules"; chroot "$1" update-initramfs -u -k all' \
+  --customize-hook='mkdir -p "$1/etc/systemd/journald.conf.d"; cp "$CONF/journald/minivirt.conf" "$1/etc/systemd/journald.conf.d/"; rm -rf "$1/var/log/journal"' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
   --customize-hook='echo debian > "$1/etc/hostname"; printf "127.0.0.1 localhost\n127.0.1.1 debian\n::1 localhost ip6-localhost ip6-loopback\n" > "$1/etc/hosts"' \
   --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
@@ -124,8 +153,6 @@ kver=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -1)")
 [ -f "$root/boot/vmlinuz-$kver" ] && [ -f "$root/boot/initrd.img-$kver" ] || {
   echo "build-debian: the tree has no kernel or initramfs for $kver" >&2; exit 1; }
 
-uuid=$(cat /proc/sys/kernel/random/uuid)
-printf 'UUID=%s / ext4 rw,discard,errors=remount-ro 0 1\n' "$uuid" > "$root/etc/fstab"
 
 # --- disk: DOS label, FAT boot partition with syslinux, ext4 root (as the tiny guest) --
 # quiet: kernel messages on a serial line cost boot time under TCG; systemd's own status
