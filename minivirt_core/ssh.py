@@ -54,11 +54,13 @@ def preload() -> None:
 # emulated guest much less than RSA's (the tiny guest's logins: 0.19 s against 0.25 s, under load).
 HOST_KEY_ALGS = "^ssh-ed25519"
 
-BANNER_PROBES = 3  # connections waiting for the banner at once
+BANNER_PROBES = 3  # connections waiting for the banner at once, once the guest has answered
 BANNER_PROBE_EVERY = 0.5  # seconds between new connections while fewer are open
 BANNER_PATIENCE = 30.0  # seconds one connection waits for the banner once the guest has answered
-BANNER_EARLY_PATIENCE = 1.0  # seconds a connection waits before the guest has answered at all
-BANNER_EARLY_GROWTH = 0.25  # ... plus this much per second of waiting so far
+BANNER_EARLY_PROBES = 8  # connections at once before the guest has answered at all
+BANNER_EARLY_EVERY = 0.2  # seconds between new connections then
+BANNER_EARLY_PATIENCE = 0.5  # seconds a connection waits then
+BANNER_EARLY_GROWTH = 0.2  # ... plus this much per second of waiting so far
 
 
 class _Probe(NamedTuple):
@@ -116,19 +118,21 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
 
     QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
-    connect alone proves nothing: the banner does. Up to :data:`BANNER_PROBES`
-    connections wait at once, a new one every :data:`BANNER_PROBE_EVERY` s, and the
-    first banner wins. How long one connection waits depends on whether the guest has
-    answered yet (closed a connection, or sent anything):
+    connect alone proves nothing: the banner does. Several connections wait at once
+    and the first banner wins. How many, and how long each waits, depends on whether
+    the guest has answered yet (closed a connection, or sent anything):
 
     - Before that, QEMU's user network passes each connection's SYN to a guest whose
       network may not be up; nobody answers it, and it sits in the user network's TCP
       back-off (sent again after ~3, 9, 21 s). A patient probe then sees the banner
       seconds after the server is ready, so a silent probe is dropped after
       :data:`BANNER_EARLY_PATIENCE` s (plus :data:`BANNER_EARLY_GROWTH` s per second
-      waited so far, for guests that are slow at everything) and a fresh one made.
+      waited so far, for guests that are slow at everything), and fresh ones keep
+      coming every :data:`BANNER_EARLY_EVERY` s (up to :data:`BANNER_EARLY_PROBES` at
+      once: one that never reaches the guest costs it nothing).
     - After it, the guest's network is up and a silent connection is a slow server
-      (TCG on a loaded host: OpenSSH starts a process per connection), so each waits up
+      (TCG on a loaded host: OpenSSH starts a process per connection), so up to
+      :data:`BANNER_PROBES` wait, a new one every :data:`BANNER_PROBE_EVERY` s, each up
       to :data:`BANNER_PATIENCE` s: giving up on them kept a slow sshd busy with
       abandoned connections past its MaxStartups, and no banner ever came.
 
@@ -147,11 +151,13 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     try:
         while True:
             now = loop.time()
-            if len(probes) < BANNER_PROBES and now >= next_probe:
-                patience = (BANNER_PATIENCE if guest_answered
-                            else BANNER_EARLY_PATIENCE + BANNER_EARLY_GROWTH * (now - started))
+            if len(probes) < (BANNER_PROBES if guest_answered else BANNER_EARLY_PROBES) and now >= next_probe:
+                if guest_answered:
+                    patience, next_probe = BANNER_PATIENCE, now + BANNER_PROBE_EVERY
+                else:
+                    patience = BANNER_EARLY_PATIENCE + BANNER_EARLY_GROWTH * (now - started)
+                    next_probe = now + BANNER_EARLY_EVERY
                 probes.add(asyncio.ensure_future(_banner_probe(port, patience)))
-                next_probe = now + BANNER_PROBE_EVERY
             if probes:
                 done, probes = await asyncio.wait(probes, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
                 seen = [task.result() for task in done]
