@@ -682,20 +682,21 @@ async def test_output_tabs_switch_from_anywhere_and_the_console_footer_shows_its
         tabs = app.query_one("#output", TabbedContent)
         await until(pilot, lambda: app.query_one("#vms").row_count == 2, 10, "the VMs")
         term = await app.open_console("web", show_log=False)  # a stopped VM: the tab waits for it
+        # (the tab's activation and the focus are messages: let them all land before a key)
+        await until(pilot, lambda: tabs.active == "tab-console-web" and app.focused is term, 10, "the console")
         await pilot.pause(0.2)
-        assert isinstance(app.focused, SerialTerminal)
         keys = footer(app)
         assert "^] Leave console" in keys and "M-←/M-→ Tabs" in keys
         for word in ("Build", "Quit", "Filter", "Start"):
             assert word not in keys, (word, keys)
         await pilot.press("alt+left")  # from inside the console
-        assert tabs.active == "tab-events" and app.focused is not term
+        await until(pilot, lambda: tabs.active == "tab-events" and app.focused is not term, 5, "the events tab")
         await pilot.press("alt+right")
-        assert tabs.active == "tab-console-web"
+        await until(pilot, lambda: tabs.active == "tab-console-web", 5, "the console tab again")
         app.query_one("#images").focus()
         await pilot.pause()
         await pilot.press("alt+right")  # from a pane, too; it wraps around
-        assert tabs.active == "tab-events", app.focused
+        await until(pilot, lambda: tabs.active == "tab-events", 5, "the events tab, wrapped around")
         assert "M-←/M-→ Tabs" in footer(app)
 
 
