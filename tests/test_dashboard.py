@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from minivirt_tui.dashboard.output import JobView
 from minivirt_tui.dashboard.tables import Row
 from minivirt_tui.dashboard.terminal import SerialTerminal
 
-from .helpers import image_tar, miv, wait_until
+from .helpers import image_files, image_id_of, image_tar, miv, simple_tar, wait_until
 
 SIZE = (120, 40)
 
@@ -670,6 +672,43 @@ async def test_image_dialogs_name_the_image_as_selected_not_by_its_first_tag(tmp
         await pilot.press("enter")
         await until(pilot, lambda: (db / "vms" / "web2").is_dir(), 10, "the second VM")
         assert Minivirt(db).vms.status("web2").config.image_ref == "mytiny"
+
+
+@pytest.mark.skipif(not shutil.which("docker-registry"), reason="docker-registry is installed by scripts/setup")
+async def test_the_pull_form_chooses_the_architecture_of_a_multi_architecture_tag(tmp_path: Path) -> None:
+    """Regression (walkthrough): the dashboard's pull had no architecture choice, so from a tag
+    holding an index of two architectures only the host's could be had (`miv pull --arch` could)."""
+    from minivirt_core.hostinfo import host_arch
+
+    from .registry import Registry
+
+    registry = Registry(tmp_path / "registry").start()
+    try:
+        source, fresh = tmp_path / "source", tmp_path / "fresh"
+        ids = {}
+        for n, arch in enumerate(("aarch64", "x86_64"), 1):
+            files = image_files(n)
+            files["config.json"] = json.dumps({"disk": True, "arch": arch}).encode()
+            miv(source, "load", arch, input=simple_tar(files))
+            ids[arch] = image_id_of(files)
+        url = f"oci://{registry.host}/minivirt"
+        miv(source, "remote", "add", "reg", url, "--insecure")
+        for arch in ids:
+            miv(source, "push", "reg", arch, "multi:v1")
+        miv(fresh, "remote", "add", "reg", url, "--insecure")
+        app = make_app(fresh, probe_accel=False)
+        async with app.run_test(size=SIZE) as pilot:
+            remotes = app.query_one("#remotes")
+            await until(pilot, lambda: remotes.row_count == 1, 10, "the remote")
+            remotes.focus()
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, FormModal), 20, "the pull form")
+            assert app.screen.query_one("#field-arch").value == host_arch()  # the default, as the CLI's
+            await fill_form(pilot, tag="multi:v1", local="other-{arch}", arch="aarch64")
+            await until(pilot, lambda: (fresh / "images" / "other-aarch64").is_symlink(), 60, "the pull")
+        assert os.readlink(fresh / "images" / "other-aarch64") == ids["aarch64"]
+    finally:
+        registry.stop()
 
 
 async def test_output_tabs_switch_from_anywhere_and_the_console_footer_shows_its_keys(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import asyncio
 from textual import work
 
 from minivirt_core import MinivirtError
+from minivirt_core.hostinfo import host_arch
+from minivirt_core.imageconfig import ARCHES
 
 from .base import DashboardBase
 from .modals import ConfirmModal, Field, FormModal
@@ -78,11 +80,15 @@ class RemoteActions(DashboardBase):
             async def run(view: JobView) -> str:
                 view.set_status("downloading and verifying")
                 progress = self.transfer_progress(view)
-                result = await self.miv.remotes.pull(remote, values["tag"], values["local"] or None, progress)
+                result = await self.miv.remotes.pull(remote, values["tag"], values["local"] or None, progress,
+                                                     arch=values["arch"])
                 what = "pulled" if result.downloaded else "already had"
                 return f"{what} {result.image.short_id} from {remote} as {', '.join(result.image.tags)}"
 
             self.job(f"pull {values['tag']}", run)
 
+        # The architecture fills `{arch}` in the tags and picks from a tag that holds several (an
+        # OCI index): the host's by default, as `miv pull --arch`.
+        arch_field = Field("arch", "Architecture", value=host_arch(), options=ARCHES)
         self.ask(FormModal(f"Pull from {remote}", [tag_field, Field("local", "Local tag (default: the same)",
-                                                                     required=False)], "Pull"), go)
+                                                                     required=False), arch_field], "Pull"), go)
