@@ -17,24 +17,21 @@ import os
 import re
 import tarfile
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from zlib_ng import zlib_ng as zlib  # inflates a layer 3x faster than the system's zlib (0.04 s vs 0.125 s per 105 MB)
+
 from . import imageconfig, imageid, layout, qcow2
 from .errors import InvalidInput, MinivirtError
-from .fsutil import widen_pipe, write_error
+from .fsutil import widen_pipe, write_error, write_sparse
 from .imageconfig import ImageConfig
 
 BLOCK = 512
 CHUNK = 1 << 20
-# Files are written in pieces of this size: a 1 MiB write(2) into the page cache cost ~3x the
-# system time of 256 KiB ones here (measured: 1.7 s vs 0.5 s for 1 GiB), the source no
-# longer being in the CPU's cache by the time the copy ends.
-WRITE_PIECE = 256 << 10
 MAX_PADDING = 1 << 20  # zero bytes allowed after the tar's end marker (record padding)
 GZIP_MAGIC = b"\x1f\x8b"
 KNOWN_TIMES_FROM = 365 * 86400  # member times before 1971 are not times (reproducible tars write 0)
@@ -129,6 +126,7 @@ class _Member:
         self.hash = hashlib.sha256()
         self.head = b""
         self.checked = False
+        self.holes = False  # zeros were left as holes: the file's size is set at the end
         self._pool = pool
         self._pending: Future[None] | None = None
 
@@ -142,9 +140,7 @@ class _Member:
         # Hash on the helper thread while this one writes: hashlib drops the GIL.
         self._pending = self._pool.submit(self.hash.update, data)
         try:
-            while data:
-                n = os.write(self.fd, data[:WRITE_PIECE])
-                data = data[n:]
+            self.holes |= write_sparse(self.fd, data, self.size - self.remaining)
         except OSError as e:
             raise _write_error(e, self.path) from e
 
@@ -163,6 +159,11 @@ class _Member:
             self._pending = None
         if not self.checked:
             self.check_head()
+        if self.holes:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError as e:
+                raise _write_error(e, self.path) from e
         os.close(self.fd)
         self.fd = -1
         return self.hash.hexdigest()
@@ -250,7 +251,7 @@ class TarImporter:
                 self._gz_open = True
             try:
                 out = self._gunzip.decompress(data, CHUNK)
-            except zlib.error as e:
+            except zlib.error as e:  # type: ignore[misc]  # zlib-ng's stub declares an instance, not a class
                 raise InvalidInput(f"the archive is not valid gzip: {e}") from e
             if out:
                 yield out

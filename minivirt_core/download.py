@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from .archive import Progress, ProgressCallback
 from .errors import ExternalError, InvalidInput, NotFound, Timeout
-from .fsutil import disk_full_is_an_error, is_disk_full, open_regular
+from .fsutil import disk_full_is_an_error, is_disk_full, open_regular, write_all
 from .parts import PART_SUFFIX, locked_part
 
 CHUNK = 1 << 20
@@ -385,7 +385,7 @@ def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, prog
             sent["Range"] = f"bytes={offset}-"
         watchdog = Watchdog(stall_limit(), cancel)
         try:
-            with _open(url, sent, watchdog) as response, open(part, "ab") as f:
+            with _open(url, sent, watchdog) as response, open(part, "ab", buffering=0) as f:
                 if response.status == 206:
                     tail = response.headers.get("Content-Range", "").rsplit("/", 1)[-1]
                     total = int(tail) if tail.isdigit() else None
@@ -406,7 +406,7 @@ def stream_body(url: str, part: Path, sink: Callable[[bytes], None] | None, prog
                     if data is None:
                         break
                     with watchdog.paused():
-                        f.write(data)
+                        write_all(f.fileno(), data)  # in pieces: a 1 MiB write costs 3x the system time
                         if sink is not None:
                             sink(data)
                     position += len(data)

@@ -349,6 +349,48 @@ def write_output(path: Path, write: Callable[[BinaryIO], T]) -> T:
         part.unlink(missing_ok=True)
 
 
+# Files are written in pieces of this size: a 1 MiB write(2) into the page cache cost ~3x the
+# system time of 256 KiB ones here (measured: 1.7 s vs 0.5 s for 1 GiB), the source no
+# longer being in the CPU's cache by the time the copy ends.
+WRITE_PIECE = 256 << 10
+HOLE_UNIT = 64 << 10  # zeros are left as a hole per aligned unit of this size (a qcow2 cluster)
+_ZERO_UNIT = bytes(HOLE_UNIT)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` at ``fd``'s position, in pieces of :data:`WRITE_PIECE`."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:WRITE_PIECE]):]
+
+
+def write_sparse(fd: int, data: bytes | memoryview, offset: int) -> bool:
+    """Write ``data`` at ``offset`` of ``fd``, leaving a hole for every :data:`HOLE_UNIT`
+    of zeros aligned in the file (as ``cp --sparse`` and ``tar -S`` do: less to copy into
+    the page cache, less disk used; the file reads the same). A file that may end in a
+    hole needs its size set at the end (``os.ftruncate``). True if a hole was left."""
+    view = memoryview(data)
+    start = 0  # the first byte not written yet
+    unit = -offset % HOLE_UNIT  # the first unit boundary in data
+    holes = False
+    while unit + HOLE_UNIT <= len(view):
+        end = unit + HOLE_UNIT
+        if not view[unit] and bytes(view[unit:end]) == _ZERO_UNIT:  # the first byte decides most
+            _pwrite_all(fd, view[start:unit], offset + start)
+            start = end
+            holes = True
+        unit = end
+    _pwrite_all(fd, view[start:], offset + start)
+    return holes
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view[:WRITE_PIECE], offset)
+        view = view[n:]
+        offset += n
+
+
 PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux; fcntl.F_SETPIPE_SZ from Python 3.10 on Linux only
 

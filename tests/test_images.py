@@ -218,3 +218,36 @@ def test_doctor_reports_requirements(db: Path) -> None:
     proc = miv(db, "doctor", env={"PATH": "/nonexistent"}, rc=1)
     assert b"FAIL qemu-system-x86_64: not found on PATH" in proc.stdout
     assert b"apt-get install qemu-system-x86 qemu-utils" in proc.stdout
+
+
+def test_write_sparse_leaves_aligned_zeros_as_holes_and_reads_the_same(tmp_path: Path) -> None:
+    from minivirt_core.fsutil import HOLE_UNIT, write_sparse
+
+    unit = HOLE_UNIT
+    data = os.urandom(unit + 100) + bytes(3 * unit) + os.urandom(unit // 2) + b"\0" * (2 * unit + 7)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    holes, offset = False, 0
+    for size in (1000, unit + 4000, 2 * unit + 3, len(data)):  # pieces that split units
+        piece = data[offset:offset + size]
+        holes |= write_sparse(fd, piece, offset)
+        offset += len(piece)
+    os.ftruncate(fd, len(data))  # the file ends in a hole
+    os.close(fd)
+    assert holes and path.read_bytes() == data
+    assert path.stat().st_blocks * 512 <= len(data) - 2 * unit + 4096  # two units unwritten, blocks round up
+
+
+def test_loaded_disk_keeps_its_zeros_as_holes(db: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    raw, disk = tmp_path / "raw", tmp_path / "disk.qcow2"
+    raw.write_bytes(os.urandom(1 << 20) + bytes(4 << 20) + os.urandom(1 << 20))
+    subprocess.run(["qemu-img", "convert", "-q", "-S", "0", "-f", "raw", "-O", "qcow2", str(raw), str(disk)],
+                   check=True)  # -S 0: the zeros are written out in the qcow2
+    files = {"config.json": b'{"disk": true}', "disk.qcow2": disk.read_bytes()}
+    miv(db, "load", "sparse", input=simple_tar(files))
+    loaded = db / "images" / image_id_of(files) / "disk.qcow2"
+    assert loaded.read_bytes() == files["disk.qcow2"]
+    assert loaded.stat().st_blocks * 512 < len(files["disk.qcow2"]) - (3 << 20)
+    miv(db, "fsck")

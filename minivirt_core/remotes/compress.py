@@ -19,6 +19,8 @@ from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from zlib_ng.zlib_ng import crc32  # 6x the speed of the system zlib's (no carry-less multiply there)
+
 from ..archive import Progress, ProgressCallback, archive_size, iter_archive
 
 PIECE = 8 << 20  # tar bytes per gzip piece (the tar's own reads)
@@ -54,7 +56,7 @@ def _zero_member(units: int, out: list[bytes | memoryview]) -> None:
     no deflating, and the CRC known from the count."""
     with _zero_crcs_lock:  # compressors share the table (crc32 drops the GIL midway)
         while len(_zero_crcs) <= units:
-            _zero_crcs.append(zlib.crc32(_ZERO_UNIT, _zero_crcs[-1]))
+            _zero_crcs.append(crc32(_ZERO_UNIT, _zero_crcs[-1]))
     out += (_GZIP_HEADER, _zero_segment() * units, _FINAL_EMPTY_BLOCK,
             struct.pack("<II", _zero_crcs[units], units * UNIT & 0xFFFFFFFF))
 
@@ -71,7 +73,7 @@ def _stored_member(data: memoryview, out: list[bytes | memoryview]) -> None:
         n = len(block)
         out.append(struct.pack("<BHH", final, n, n ^ 0xFFFF))
         out.append(block)
-    out.append(struct.pack("<II", zlib.crc32(data), size & 0xFFFFFFFF))
+    out.append(struct.pack("<II", crc32(data), size & 0xFFFFFFFF))
 
 
 def _deflated_member(data: memoryview) -> bytes:
