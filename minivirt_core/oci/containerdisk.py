@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import imageid, layout, qcow2
+from .. import heap, imageid, layout, qcow2
 from ..archive import BLOCK, TarImporter, _Member, _shown, check_member_name, not_a_regular_file, read_pieces
 from ..errors import ExternalError, InvalidInput
 from ..imageconfig import ImageConfig
@@ -130,6 +130,7 @@ class BlobImporter:
     def __init__(self, dest: Path, config_json: bytes, size: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        heap.tune_for_streaming()
         self.dest = dest
         self.config_json = config_json
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="miv-hash")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from zlib_ng.zlib_ng import crc32  # 6x the speed of the system zlib's (no carry-less multiply there)
 
+from .. import heap
 from ..archive import Progress, ProgressCallback, archive_size, iter_archive
 
 PIECE = 8 << 20  # tar bytes per gzip piece (the tar's own reads)
@@ -143,6 +144,7 @@ def compress_pieces(pieces: Iterable[bytes], total: int | None,
     ``pieces`` is iterated on a thread of its own, a few pieces ahead: reading the image
     (and whatever the iterator does on the way, such as hashing a layer's tar) overlaps
     the compressing and the caller's sending, which would otherwise wait for it."""
+    heap.tune_for_streaming()
     done = 0
     ahead: queue.Queue[tuple[Future[bytes], int] | BaseException | None] = queue.Queue(COMPRESSORS + 1)
     stop = threading.Event()
