@@ -29,11 +29,12 @@ sys.path.insert(0, str(ROOT))
 from minivirt_core.layout import oci_layer_record
 from tests.registry import Registry
 
-RUNS = 3
+RUNS = 5
 
 
 def main() -> None:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         src = half_random_image(work, size_mib)
@@ -78,25 +79,28 @@ def main() -> None:
                 fenv = {"MINIVIRT_DB_PATH": str(fresh)}
                 subprocess.run([MIV, "remote", "add", "reg", f"oci://{registry.host}/bench", "--insecure"],
                                check=True, capture_output=True, env={**os.environ, **fenv})
-                t, r, _ = run_timed(f"{MIV} pull reg big:v1 big", fenv)
+                ours_run = run_timed(f"{MIV} pull reg big:v1 big", fenv)
                 got = os.readlink(fresh / "images" / "big")
                 assert got == image_id, "the pulled image has another id"
-                pull_ours.append(t)
-                rss.append(r)
+                pull_ours.append(ours_run)
+                rss.append(ours_run.rss)
                 shutil.rmtree(fresh)
                 out = work / f"skopeo{i}"
                 pull_base.append(run_timed(f"skopeo copy -q --src-tls-verify=false "
-                                           f"docker://{registry.host}/bench/big:v1 dir:{out}", {}).seconds)
+                                           f"docker://{registry.host}/bench/big:v1 dir:{out}", {}))
                 shutil.rmtree(out)
         finally:
             registry.stop()
-    po, pb = statistics.median(pull_ours), statistics.median(pull_base)
-    so, sb = (statistics.median(r.seconds for r in runs) for runs in (push_ours, push_base))
-    co, cb = (statistics.median(r.cpu for r in runs) for runs in (push_ours, push_base))
+    all_runs = (pull_ours, pull_base, push_ours, push_base)
+    po, pb, so, sb = (statistics.median(r.seconds for r in runs) for runs in all_runs)
+    pco, pcb, co, cb = (statistics.median(r.cpu for r in runs) for runs in all_runs)
     mb = size_mib * 1.048576
-    print(f"image {size_mib} MiB (half random, half zeros), {RUNS} runs each, medians")
+    print(f"image {size_mib} MiB (half random, half zeros), {RUNS} runs each (interleaved), medians; "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores: above ~0.5 the machine "
+          "is not quiet)")
     print(f"pull: miv {po:.2f} s ({mb / po:.0f} MB/s), skopeo copy docker:// dir: {pb:.2f} s; ratio {pb / po:.2f} "
           f"(target >= 0.9: {verdict(pb / po, 0.9, lower_is_better=False)})")
+    print(f"pull: CPU (user + system) of miv {pco:.2f} s vs skopeo {pcb:.2f} s")
     peak = max(rss) / 1024
     print(f"pull: peak RSS {peak:.0f} MB (target <= 150 MB: {verdict(peak, 150)})")
     print(f"push: miv {so:.2f} s, skopeo copy dir: docker:// of the ready layer {sb:.2f} s; ratio {sb / so:.2f} "

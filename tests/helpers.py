@@ -84,6 +84,18 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: floa
     return value
 
 
+def running_in_some_thread(function: str) -> bool:
+    """Whether any thread is inside a function of that name now."""
+    import sys
+
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return True
+            frame = frame.f_back
+    return False
+
+
 def guest_runs(db: Path, vm: str, command: str) -> bool:
     """Whether a process running ``command`` exists in the guest of running VM ``vm`` (over SSH).
 

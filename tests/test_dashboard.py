@@ -20,7 +20,7 @@ from minivirt_tui.dashboard.output import JobView
 from minivirt_tui.dashboard.tables import Row
 from minivirt_tui.dashboard.terminal import SerialTerminal
 
-from .helpers import image_files, image_id_of, image_tar, miv, simple_tar, wait_until
+from .helpers import image_files, image_id_of, image_tar, miv, running_in_some_thread, simple_tar, wait_until
 
 SIZE = (120, 40)
 
@@ -1004,18 +1004,6 @@ async def test_snapshots_and_port_forwards_of_a_running_vm_from_the_dashboard(ru
 # Issue 12 in the dashboard: an OCI registry as a remote ---------------------------------
 
 
-def _running_in_some_thread(function: str) -> bool:
-    """Whether any thread is inside a function of that name now."""
-    import sys
-
-    for frame in sys._current_frames().values():
-        while frame is not None:
-            if frame.f_code.co_name == function:
-                return True
-            frame = frame.f_back
-    return False
-
-
 async def cancelled_with_the_registry_paused(pilot, registry, title: str, **values: str) -> JobView:
     """Submit the open form with the (real) registry paused by SIGSTOP, so that the transfer's
     thread waits on its socket; cancel the job with ctrl+x; then let the registry go on."""
@@ -1092,7 +1080,7 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
             await pilot.press("p")
             await cancelled_with_the_registry_paused(pilot, registry, "push cancelled", remote="reg",
                                                      tag="cancelled")
-            await until(pilot, lambda: not _running_in_some_thread("_push"), 60, "the upload thread to end")
+            await until(pilot, lambda: not running_in_some_thread("_push"), 60, "the upload thread to end")
         assert miv(db, "remote", "ls", "reg").stdout.decode().split() == ["disk:v1"]  # no "cancelled:latest"
 
         # A cancelled pull imports nothing and leaves no staging folder.
@@ -1104,7 +1092,7 @@ async def test_oci_remote_add_push_list_pull_and_cancel_from_the_dashboard(
             await until(pilot, lambda: app.query_one("#remotes").row_count == 1, 10, "the remote")
             await pilot.press("3", "l")
             await cancelled_with_the_registry_paused(pilot, registry, "pull big:v1", tag="big:v1", local="big-back")
-            await until(pilot, lambda: not _running_in_some_thread("_resolve"), 60, "the pull's thread to end")
+            await until(pilot, lambda: not running_in_some_thread("_resolve"), 60, "the pull's thread to end")
         assert not (db / "images" / "big-back").exists() and not (db / "images" / image_id_of(big)).exists()
         assert db_entries(db)["staging"] == []
     finally:

@@ -514,3 +514,37 @@ def test_a_manifest_that_does_not_match_its_digest_is_refused(registry: Registry
     data.write_bytes(body.replace(b'"schemaVersion": 2', b'"schemaVersion":  2'))  # same meaning, other bytes
     add_remote(db, registry)
     _assert_refused_and_nothing_left(db, "disk:v1", "does not match its digest")
+
+
+def test_a_push_cancelled_after_its_layer_is_there_stops_at_once_and_writes_no_tag(
+        registry: Registry, tmp_path: Path) -> None:
+    """With the blobs on the registry already, a push only checks them and writes the
+    manifest: nothing reports progress, so only the cancel itself can stop it. Cancelled
+    while the registry does not answer, the push's thread ends before the cancel returns,
+    and the tag never appears once the registry answers again."""
+    import asyncio
+    import signal
+
+    from minivirt_core.api import Minivirt
+
+    from .helpers import running_in_some_thread, wait_until
+
+    db = tmp_path / "db"
+    load(db)
+    add_remote(db, registry)
+    miv(db, "push", "reg", "t", "disk:v1")
+
+    async def cancel_while_waiting() -> None:
+        task = asyncio.ensure_future(Minivirt(db).remotes.push("reg", "t", "disk:late"))
+        await asyncio.to_thread(wait_until, lambda: running_in_some_thread("_exchange"), 30, "the push's request")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+        assert not running_in_some_thread("_push")
+
+    registry._proc.send_signal(signal.SIGSTOP)
+    try:
+        asyncio.run(cancel_while_waiting())
+    finally:
+        registry._proc.send_signal(signal.SIGCONT)
+    assert miv(db, "remote", "ls", "reg").stdout.decode().split() == ["disk:v1"]

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlparse
 
-from ..download import Watchdog, open_url, stall_limit, transient_sync
+from ..download import Cancelled, Watchdog, open_url, stall_limit, transient_sync
 from ..errors import ExternalError, InvalidInput, NotFound
 from ..imageid import BackgroundSha256
 from .auth import Credentials, parse_challenge
@@ -63,6 +63,8 @@ class Registry:
         self._basic = False
         self._lock = threading.Lock()
         self._ensured: set[tuple[str, str]] = set()  # (repository, action) ensure_auth has done
+        # Set: the request under way stops (its socket is shut down) and no other starts.
+        self.cancel: threading.Event | None = None
 
     # Authentication -----------------------------------------------------------
 
@@ -129,7 +131,9 @@ class Registry:
     def _exchange(self, method: str, url: str, headers: dict[str, str], data: Any = None,
                   limit: int = SMALL_LIMIT) -> Response:
         """One request; the body is read up to ``limit`` bytes (more is an error)."""
-        watchdog = Watchdog(stall_limit())
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled()
+        watchdog = Watchdog(stall_limit(), self.cancel)
         try:
             if isinstance(data, Iterable) and not isinstance(data, (bytes, bytearray)):
                 data = _counted(data, watchdog)
@@ -146,6 +150,8 @@ class Registry:
         except urllib.error.HTTPError:
             raise
         except Exception as e:
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled() from e
             if watchdog.stalled:
                 raise watchdog.error(url) from e
             if isinstance(e, (ExternalError, InvalidInput)):

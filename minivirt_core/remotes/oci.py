@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from .. import layout as db_layout
 from ..archive import ProgressCallback
-from ..download import HttpStatusError, stream_body
+from ..download import HttpStatusError, in_thread, stream_body
 from ..errors import ExternalError, InvalidInput, NotFound
 from ..fsutil import atomic_write_json
 from ..images import Image
@@ -141,9 +141,13 @@ class OciTransport(Transport):
     # Push -----------------------------------------------------------------------
 
     async def write(self, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
-        return await asyncio.to_thread(self._push, image, tag, progress)
+        """Push on a thread; cancelling stops it wherever it is (a request under way is cut
+        off, none starts after): a cancelled push never writes the tag."""
+        return await in_thread(lambda cancel: self._push(image, tag, progress, cancel))
 
-    def _push(self, image: Image, tag: str, progress: ProgressCallback | None) -> PushResult:
+    def _push(self, image: Image, tag: str, progress: ProgressCallback | None,
+              cancel: threading.Event) -> PushResult:
+        self.registry.cancel = cancel
         ref = self._ref(tag)
         config = image.config
         if config.iso:
