@@ -34,8 +34,9 @@ case "$arch" in
     install_hint="fdisk dosfstools mtools syslinux syslinux-common e2fsprogs cpio qemu-utils" ;;
   aarch64)
     # cryptomgr.notests: the kernel's self-tests of its crypto algorithms were ~70 % of the
-    # instructions from the kernel's start to /init (0.82 -> 0.22 billion, counted with QEMU's
-    # -icount): about a second of every emulated boot. The x86_64 guest keeps its kernel line.
+    # guest instructions from the kernel's start to /init (0.82 -> 0.22 billion, counted with
+    # QEMU's -icount; tight loops, so less of the host's time: bench/README.md). The x86_64
+    # guest keeps its kernel line.
     boot_mb=64 tty=ttyAMA0 triplet=aarch64-linux-gnu loader=ld-linux-aarch64.so.1 loader_link=lib
     cmdline_extra=" cryptomgr.notests"
     disk_tools="sfdisk mkfs.vfat mcopy mmd"
