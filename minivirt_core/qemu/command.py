@@ -62,7 +62,7 @@ def machine_args(arch: str, accel: str) -> list[str]:
     ``max`` makes every emulated instruction dearer: it adds pointer authentication (the
     architected algorithm cost seconds of every boot, the implementation-defined one still
     runs a helper in every kernel function's prologue and epilogue) and 2048-bit SVE; its
-    boots needed ~25 % more of QEMU's CPU time (measured under TCG, bench/README.md).
+    boots needed about a third more of QEMU's CPU time (measured under TCG: bench/README.md).
     Hardware accelerators (KVM, HVF) run the host's CPU; an aarch64 guest there takes the
     best interrupt controller the host has (``gic-version=max``)."""
     emulated = accel == "tcg"
