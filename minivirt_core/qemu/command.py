@@ -50,17 +50,25 @@ class LaunchSpec:
     extra_args: Sequence[str] = ()  # e.g. a pinned -machine and -incoming for a warm start (warm.py)
 
 
+TCG_AARCH64_CPU = "neoverse-n1"
+"""The CPU model of emulated aarch64 guests (see :func:`machine_args`)."""
+
+
 def machine_args(arch: str, accel: str) -> list[str]:
     """Machine, accelerator and CPU for a guest of ``arch`` under ``accel``.
 
-    Under TCG the CPU is ``max`` (every feature QEMU emulates); on aarch64 with the
-    implementation-defined pointer authentication, as the architected one costs seconds of
-    every boot. Hardware accelerators (KVM, HVF) run the host's CPU; an aarch64 guest there
-    takes the best interrupt controller the host has (``gic-version=max``)."""
+    Under TCG an x86_64 guest's CPU is ``max`` (every feature QEMU emulates); an aarch64
+    guest's is a Neoverse N1 (Armv8.2: what arm64 distributions build for, and more), as
+    ``max`` makes every emulated instruction dearer: it adds pointer authentication (the
+    architected algorithm cost seconds of every boot, the implementation-defined one still
+    runs a helper in every kernel function's prologue and epilogue) and 2048-bit SVE; its
+    boots needed about a third more of QEMU's CPU time (measured under TCG: bench/README.md).
+    Hardware accelerators (KVM, HVF) run the host's CPU; an aarch64 guest there takes the
+    best interrupt controller the host has (``gic-version=max``)."""
     emulated = accel == "tcg"
     if arch == "aarch64":
         machine = "virt" if emulated else "virt,gic-version=max"
-        cpu = "max,pauth-impdef=on" if emulated else "host"
+        cpu = TCG_AARCH64_CPU if emulated else "host"
         return ["-machine", machine, "-accel", accel, "-cpu", cpu]
     return ["-accel", accel, "-cpu", "max" if emulated else "host"]
 
