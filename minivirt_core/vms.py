@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -52,6 +51,7 @@ from .vmconfig import (
     parse_memory,
     read_config,
 )
+from .vmssh import VmSsh
 
 if TYPE_CHECKING:
     import asyncssh
@@ -71,12 +71,7 @@ class VmManager:
         self.db = db
         self.images = images
         self._accel: dict[str, accel.AccelChoice] = {}  # by guest architecture
-        # (QEMU pid, SSH port) of the VMs whose SSH server this process saw answer.
-        self._ssh_answered: dict[str, tuple[int, int]] = {}
-        # A warm-started throw-away VM's first connection, made safe, kept for its command.
-        self._handoff: dict[str, warmstart.Handoff] = {}
-        # (QEMU pid, SSH port, connection) that saw a VM's SSH server answer, kept for a login.
-        self._kept_sockets: dict[str, tuple[int, int, socket.socket]] = {}
+        self.ssh = VmSsh(self)  # this process's SSH reach into the VMs (see vmssh.py)
 
     # Looking ---------------------------------------------------------------
 
@@ -317,7 +312,7 @@ class VmManager:
                     vmkey.prepare_login(vm_dir)  # while it boots (not sooner: it would slow the launch)
         if restored:
             if (handed := await warmstart.make_safe(self, name, wait_for_ssh or 120.0, note)) is not None:
-                self._handoff[name] = handed
+                self.ssh.hand_off(name, handed)
         elif wait_for_ssh:  # a state is saved only when SSH answers: a guest that has none gets none
             # A state saved with a connection open would carry it into every clone: keep none then.
             await self.wait_for_ssh(name, wait_for_ssh, keep=config.owner is not None and plan is None)
@@ -375,48 +370,13 @@ class VmManager:
                                hint=e.hint or "`miv fsck` lists the problems.") from e
 
     async def wait_for_ssh(self, name: str, timeout: float, keep: bool = False) -> int:
-        """Wait until the running VM's SSH server answers; returns its port.
-
-        ``keep``: keep the connection that saw the answer for this process's next login
-        (:meth:`ssh_connect`, :meth:`ssh_session`; closed by stop, kill and destroy):
-        the guest's server has forked for it already."""
-        from . import ssh
-
-        st = self.status(name)
-        if not st.running or st.ssh_port is None:
-            raise Conflict(f"VM {name!r} is not running", hint=f"`miv start {name}` first.")
-        vm_dir = st.path
-        pid = st.pid
-        assert pid is not None
-        if self._ssh_answered.get(name) == (pid, st.ssh_port):
-            return st.ssh_port  # this process saw it answer: another probe would only cost the guest a fork
-        sock = await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
-                                         keep=keep)
-        self._ssh_answered[name] = (pid, st.ssh_port)
-        if sock is not None:
-            self._drop_kept_socket(name)
-            self._kept_sockets[name] = (pid, st.ssh_port, sock)
-        return st.ssh_port
-
-    def _kept_socket(self, name: str, port: int) -> socket.socket | None:
-        """The connection :meth:`wait_for_ssh` kept for VM ``name``'s next login, if it is
-        one to this run of the VM (its port ``port``); handed over once."""
-        kept = self._kept_sockets.pop(name, None)
-        if kept is None:
-            return None
-        if kept[:2] != self._ssh_answered.get(name) or kept[1] != port:
-            kept[2].close()
-            return None
-        return kept[2]
-
-    def _drop_kept_socket(self, name: str) -> None:
-        if (kept := self._kept_sockets.pop(name, None)) is not None:
-            kept[2].close()
+        """Wait until the running VM's SSH server answers; returns its port (see :meth:`VmSsh.wait`)."""
+        return await self.ssh.wait(name, timeout, keep)
 
     async def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> str:
         """Power off gracefully (ACPI), then QMP quit, then SIGKILL. Returns what it took:
         :data:`STOP_GRACEFUL`, :data:`STOP_FORCED`, or :data:`STOP_NOT_RUNNING` (nothing to do)."""
-        self._drop_kept_socket(name)
+        await self.ssh.forget(name)
         async with self._vm_lock(name) as vm_dir:
             pid = process.running_pid(vm_dir)
             if pid is None:
@@ -442,7 +402,7 @@ class VmManager:
         """Stop at once: QMP quit (QEMU flushes the disk), SIGKILL if it does not answer;
         SIGKILL straight away unless ``flush`` (a disk about to be removed).
         False when it was not running (nothing to do)."""
-        self._drop_kept_socket(name)
+        await self.ssh.forget(name)
         async with self._vm_lock(name) as vm_dir:
             pid = process.running_pid(vm_dir)
             if pid is not None:
@@ -461,8 +421,6 @@ class VmManager:
         """Kill the VM if it runs and remove its folder."""
         if not self.path(name).is_dir():
             raise NotFound(f"no VM named {name!r}", hint="`miv ps -a` lists the VMs.")
-        if (handed := self._handoff.pop(name, None)) is not None:
-            await handed[0].aclose()
         await self.kill(name, flush=False)  # its disk goes: nothing to flush
 
         def remove() -> None:  # in a thread: the lock may wait, and a big folder takes a while
@@ -477,31 +435,13 @@ class VmManager:
     # SSH keys (see vmkey.py) ---------------------------------------------------
 
     async def ssh_connect(self, name: str, wait: float = 120.0) -> asyncssh.SSHClientConnection:
-        """A root SSH connection to running VM ``name`` (waiting up to ``wait`` s for its
-        server), with the VM's own key: the first one replaces the well-known key in the guest."""
-        port = await self.wait_for_ssh(name, wait)
-        run = read_json(self.path(name) / layout.VM_RUN) or {}
-        return await vmkey.connect(self.path(name), name, port, snapshot=run.get("snapshot") is True,
-                                   sock=self._kept_socket(name, port))
+        """A root SSH connection to running VM ``name`` with the VM's own key (see :meth:`VmSsh.connect`)."""
+        return await self.ssh.connect(name, wait)
 
-    @asynccontextmanager
-    async def ssh_session(self, name: str, wait: float = 120.0) -> AsyncIterator[asyncssh.SSHClientConnection]:
-        """A root SSH connection to running VM ``name`` for a block of work, closed after
-        it. In a throw-away VM (``miv run``), a first contact's key replacement runs
-        alongside the block, so the command starts sooner (see
-        :func:`minivirt_core.vmkey.session`), and a warm start's first connection is reused."""
-        handed = self._handoff.pop(name, None)
-        if handed is not None and not handed[1].is_closed():
-            async with handed[0]:
-                yield handed[1]
-            return
-        port = await self.wait_for_ssh(name, wait)
-        vm_dir = self.path(name)
-        run = read_json(vm_dir / layout.VM_RUN) or {}
-        throwaway = read_config(vm_dir).owner is not None
-        async with vmkey.session(vm_dir, name, port, snapshot=run.get("snapshot") is True,
-                                 throwaway=throwaway, sock=self._kept_socket(name, port)) as conn:
-            yield conn
+    def ssh_session(self, name: str, wait: float = 120.0) -> contextlib.AbstractAsyncContextManager[
+            asyncssh.SSHClientConnection]:
+        """A root SSH connection to running VM ``name`` for a block of work (see :meth:`VmSsh.session`)."""
+        return self.ssh.session(name, wait)
 
     def ssh_key_replaced(self, name: str) -> bool:
         """True while the VM's disk accepts only the VM's own key (a commit would boot it

@@ -1,0 +1,127 @@
+"""This process's SSH reach into its VMs: waiting for their servers, logging in, sessions.
+
+What one ``miv`` process remembers of the VMs it talks to (never written anywhere: state
+on disk is derived, this is only what saves the guest work): which VMs' SSH servers it
+saw answer (another banner probe would only cost the guest a fork), the connection that
+saw the answer (kept for this process's next login, the guest's server has forked for it
+already), and a warm-started throw-away VM's first connection, made safe, handed to its
+command. :class:`~minivirt_core.vms.VmManager` owns one :class:`VmSsh` and closes what it
+keeps when a VM stops, is killed or destroyed.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from . import layout, vmkey
+from .database import read_json
+from .errors import Conflict
+from .qemu import process
+from .vmconfig import read_config
+
+if TYPE_CHECKING:
+    import asyncssh
+
+    from .vms import VmManager
+    from .warmstart import Handoff
+
+
+class VmSsh:
+    """SSH into the running VMs of a :class:`~minivirt_core.vms.VmManager`, remembering
+    what saves the guests work between this process's logins."""
+
+    def __init__(self, vms: VmManager) -> None:
+        self.vms = vms
+        # (QEMU pid, SSH port) of the VMs whose SSH server this process saw answer.
+        self._answered: dict[str, tuple[int, int]] = {}
+        # (QEMU pid, SSH port, connection) that saw a VM's SSH server answer, kept for a login.
+        self._kept_sockets: dict[str, tuple[int, int, socket.socket]] = {}
+        # A warm-started throw-away VM's first connection, made safe, kept for its command.
+        self._handoff: dict[str, Handoff] = {}
+
+    async def wait(self, name: str, timeout: float, keep: bool = False) -> int:
+        """Wait until the running VM's SSH server answers; returns its port.
+
+        ``keep``: keep the connection that saw the answer for this process's next login
+        (:meth:`connect`, :meth:`session`; closed by :meth:`forget`): the guest's server
+        has forked for it already."""
+        from . import ssh
+
+        st = self.vms.status(name)
+        if not st.running or st.ssh_port is None:
+            raise Conflict(f"VM {name!r} is not running", hint=f"`miv start {name}` first.")
+        vm_dir = st.path
+        pid = st.pid
+        assert pid is not None
+        if self._answered.get(name) == (pid, st.ssh_port):
+            return st.ssh_port  # this process saw it answer: another probe would only cost the guest a fork
+        sock = await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
+                                         keep=keep)
+        self._answered[name] = (pid, st.ssh_port)
+        if sock is not None:
+            self._drop_kept_socket(name)
+            self._kept_sockets[name] = (pid, st.ssh_port, sock)
+        return st.ssh_port
+
+    def kept_socket(self, name: str, port: int) -> socket.socket | None:
+        """The connection :meth:`wait` kept for VM ``name``'s next login, if it is one to
+        this run of the VM (its port ``port``); handed over once."""
+        kept = self._kept_sockets.pop(name, None)
+        if kept is None:
+            return None
+        if kept[:2] != self._answered.get(name) or kept[1] != port:
+            kept[2].close()
+            return None
+        return kept[2]
+
+    def has_kept_socket(self, name: str) -> bool:
+        """Whether a connection to VM ``name`` is kept for a login (for tests and checks)."""
+        return name in self._kept_sockets
+
+    def hand_off(self, name: str, handoff: Handoff) -> None:
+        """Keep a warm-started VM's first connection, made safe, for its next :meth:`session`."""
+        self._handoff[name] = handoff
+
+    def _drop_kept_socket(self, name: str) -> None:
+        if (kept := self._kept_sockets.pop(name, None)) is not None:
+            kept[2].close()
+
+    async def forget(self, name: str) -> None:
+        """Close what is kept open to VM ``name`` (it stops, is killed or destroyed)."""
+        self._drop_kept_socket(name)
+        if (handed := self._handoff.pop(name, None)) is not None:
+            await handed[0].aclose()
+
+    async def connect(self, name: str, wait: float = 120.0) -> asyncssh.SSHClientConnection:
+        """A root SSH connection to running VM ``name`` (waiting up to ``wait`` s for its
+        server), with the VM's own key: the first one replaces the well-known key in the guest."""
+        port = await self.wait(name, wait)
+        vm_dir = self.vms.path(name)
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        return await vmkey.connect(vm_dir, name, port, snapshot=run.get("snapshot") is True,
+                                   sock=self.kept_socket(name, port))
+
+    @asynccontextmanager
+    async def session(self, name: str, wait: float = 120.0) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        """A root SSH connection to running VM ``name`` for a block of work, closed after
+        it. In a throw-away VM (``miv run``), a first contact's key replacement runs
+        alongside the block, so the command starts sooner (see
+        :func:`minivirt_core.vmkey.session`), and a warm start's first connection is reused."""
+        handed = self._handoff.pop(name, None)
+        if handed is not None and not handed[1].is_closed():
+            async with handed[0]:
+                yield handed[1]
+            return
+        if handed is not None:
+            await handed[0].aclose()
+        port = await self.wait(name, wait)
+        vm_dir = self.vms.path(name)
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        throwaway = read_config(vm_dir).owner is not None
+        async with vmkey.session(vm_dir, name, port, snapshot=run.get("snapshot") is True,
+                                 throwaway=throwaway, sock=self.kept_socket(name, port)) as conn:
+            yield conn
+
