@@ -120,7 +120,15 @@ async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False, ti
     running guest but not recorded for the disk. ``sock``: a connection to the port made
     already (its banner unread), used for the first login attempt. ``alongside``: work to
     do over the connection meanwhile (a channel of its own); both are done on return."""
-    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout, sock)
+    conn, replacement = await open_first(vm_dir, name, port, snapshot, timeout, sock)
+    await finish_first(conn, replacement, alongside)
+    return conn
+
+
+async def finish_first(conn: asyncssh.SSHClientConnection, replacement: asyncio.Task[None] | None,
+                       alongside: Callable[[asyncssh.SSHClientConnection], Awaitable[None]] | None = None) -> None:
+    """Wait for ``replacement`` (from :func:`open_first`) and ``alongside`` work on ``conn``
+    (a channel of its own), done side by side; on a failure of either, ``conn`` is closed."""
     work = [task for task in (replacement, asyncio.ensure_future(alongside(conn)) if alongside else None)
             if task is not None]
     try:
@@ -131,7 +139,6 @@ async def connect(vm_dir: Path, name: str, port: int, snapshot: bool = False, ti
         await asyncio.gather(*work, return_exceptions=True)
         conn.close()
         raise
-    return conn
 
 
 @asynccontextmanager
@@ -153,9 +160,20 @@ async def session(vm_dir: Path, name: str, port: int, snapshot: bool = False, ti
         finally:
             conn.close()
         return
-    conn, replacement = await _open(vm_dir, name, port, snapshot, timeout, sock)
-    try:
+    conn, replacement = await open_first(vm_dir, name, port, snapshot, timeout, sock)
+    async with replacing_alongside(conn, replacement):
         yield conn
+
+
+@asynccontextmanager
+async def replacing_alongside(conn: asyncssh.SSHClientConnection,
+                              replacement: asyncio.Task[None] | None) -> AsyncIterator[None]:
+    """A block of work on ``conn`` while ``replacement`` (from :func:`open_first`) replaces
+    the well-known key on its own channel, for a throw-away VM; ``conn`` is closed after.
+    When the block ends first, the replacement is abandoned (its key would protect nothing
+    any more); when it failed on a connection still up, its error is raised then."""
+    try:
+        yield
         if replacement is not None and replacement.done() and not conn.is_closed():
             replacement.result()  # its failure, if any, while the guest is still there
     finally:
@@ -166,9 +184,12 @@ async def session(vm_dir: Path, name: str, port: int, snapshot: bool = False, ti
         conn.close()
 
 
-async def _open(vm_dir: Path, name: str, port: int, snapshot: bool, timeout: float,
-                sock: socket.socket | None) -> tuple[asyncssh.SSHClientConnection, asyncio.Task[None] | None]:
-    """A connection, and the task replacing the well-known key (None when not needed)."""
+async def open_first(vm_dir: Path, name: str, port: int, snapshot: bool = False, timeout: float = 30.0,
+                     sock: socket.socket | None = None,
+                     ) -> tuple[asyncssh.SSHClientConnection, asyncio.Task[None] | None]:
+    """A connection, and the task replacing the well-known key over it, started (None
+    when not needed): the replacement lock is held until that task is done. The caller
+    awaits the task (:func:`connect`) or runs it alongside its work (:func:`replacing_alongside`)."""
     state = KeyState.read(vm_dir)
     if state.keep_well_known:
         conn = await ssh.connect(port, timeout, sock=sock)

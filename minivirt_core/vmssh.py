@@ -11,6 +11,7 @@ keeps when a VM stops, is killed or destroyed.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     import asyncssh
 
     from .vms import VmManager
-    from .warmstart import Handoff
 
 
 class VmSsh:
@@ -39,8 +39,10 @@ class VmSsh:
         self._answered: dict[str, tuple[int, int]] = {}
         # (QEMU pid, SSH port, connection) that saw a VM's SSH server answer, kept for a login.
         self._kept_sockets: dict[str, tuple[int, int, socket.socket]] = {}
-        # A warm-started throw-away VM's first connection, made safe, kept for its command.
+        # A warm-started throw-away VM's first connection, kept for its command.
         self._handoff: dict[str, Handoff] = {}
+        # VMs warm-started by this process whose clone-safety steps are still due.
+        self._safety_due: set[str] = set()
 
     async def wait(self, name: str, timeout: float, keep: bool = False) -> int:
         """Wait until the running VM's SSH server answers; returns its port.
@@ -82,8 +84,10 @@ class VmSsh:
         return name in self._kept_sockets
 
     def hand_off(self, name: str, handoff: Handoff) -> None:
-        """Keep a warm-started VM's first connection, made safe, for its next :meth:`session`."""
+        """Keep a warm-started throw-away VM's first connection for its command; the
+        guest's clone-safety steps are due on it before anything else runs."""
         self._handoff[name] = handoff
+        self._safety_due.add(name)
 
     def _drop_kept_socket(self, name: str) -> None:
         if (kept := self._kept_sockets.pop(name, None)) is not None:
@@ -92,36 +96,91 @@ class VmSsh:
     async def forget(self, name: str) -> None:
         """Close what is kept open to VM ``name`` (it stops, is killed or destroyed)."""
         self._drop_kept_socket(name)
+        self._safety_due.discard(name)
         if (handed := self._handoff.pop(name, None)) is not None:
-            await handed[0].aclose()
+            await _close(handed)
+
+    async def _take_handoff(self, name: str) -> tuple[Handoff | None, bool]:
+        """VM ``name``'s handed-over connection (None when there is none, or it closed
+        meanwhile), and whether its clone-safety steps are still due; both taken once."""
+        due = name in self._safety_due
+        self._safety_due.discard(name)
+        handed = self._handoff.pop(name, None)
+        if handed is not None and handed[0].is_closed():
+            await _close(handed)
+            handed = None
+        return handed, due
 
     async def connect(self, name: str, wait: float = 120.0) -> asyncssh.SSHClientConnection:
         """A root SSH connection to running VM ``name`` (waiting up to ``wait`` s for its
-        server), with the VM's own key: the first one replaces the well-known key in the guest."""
+        server), with the VM's own key: the first one replaces the well-known key in the
+        guest. A warm start's clone-safety steps still due are done first."""
+        from . import warm
+
+        handed, due = await self._take_handoff(name)
+        alongside = warm.make_safe if due else None
+        if handed is not None:
+            await vmkey.finish_first(*handed, alongside=alongside)
+            return handed[0]
         port = await self.wait(name, wait)
         vm_dir = self.vms.path(name)
         run = read_json(vm_dir / layout.VM_RUN) or {}
         return await vmkey.connect(vm_dir, name, port, snapshot=run.get("snapshot") is True,
-                                   sock=self.kept_socket(name, port))
+                                   sock=self.kept_socket(name, port), alongside=alongside)
 
     @asynccontextmanager
     async def session(self, name: str, wait: float = 120.0) -> AsyncIterator[asyncssh.SSHClientConnection]:
         """A root SSH connection to running VM ``name`` for a block of work, closed after
-        it. In a throw-away VM (``miv run``), a first contact's key replacement runs
-        alongside the block, so the command starts sooner (see
-        :func:`minivirt_core.vmkey.session`), and a warm start's first connection is reused."""
-        handed = self._handoff.pop(name, None)
-        if handed is not None and not handed[1].is_closed():
-            async with handed[0]:
-                yield handed[1]
-            return
+        it (see :meth:`command_session`)."""
+        async with self.command_session(name, wait) as (conn, _):
+            yield conn
+
+    @asynccontextmanager
+    async def command_session(self, name: str, wait: float = 120.0, command: str | None = None,
+                              ) -> AsyncIterator[tuple[asyncssh.SSHClientConnection, str | None]]:
+        """A root SSH connection to running VM ``name`` for a block of work, closed after
+        it, and the command line to run first on it.
+
+        In a throw-away VM (``miv run``), a first contact's key replacement runs alongside
+        the block, so the command starts sooner (see :func:`minivirt_core.vmkey.session`),
+        and a warm start's first connection is reused. A warm start's clone-safety steps
+        (clock, RNG) are done before the block; with a ``command`` (a shell line, not an
+        interactive shell) they come back in front of it instead, to run in the same
+        exec (:func:`minivirt_core.warm.prefixed`): one round trip to the guest less."""
+        handed, due = await self._take_handoff(name)
+
+        async def first_line(conn: asyncssh.SSHClientConnection) -> str | None:
+            from . import warm
+
+            if due and command is not None and (line := warm.prefixed(command)) is not None:
+                return line
+            if due:
+                await warm.make_safe(conn)
+            return command
+
         if handed is not None:
-            await handed[0].aclose()
+            async with vmkey.replacing_alongside(*handed):
+                yield handed[0], await first_line(handed[0])
+            return
         port = await self.wait(name, wait)
         vm_dir = self.vms.path(name)
         run = read_json(vm_dir / layout.VM_RUN) or {}
         throwaway = read_config(vm_dir).owner is not None
         async with vmkey.session(vm_dir, name, port, snapshot=run.get("snapshot") is True,
                                  throwaway=throwaway, sock=self.kept_socket(name, port)) as conn:
-            yield conn
+            yield conn, await first_line(conn)
 
+
+Handoff = tuple["asyncssh.SSHClientConnection", "asyncio.Task[None] | None"]
+"""A warm-started throw-away VM's first connection, and the task replacing the
+well-known key over it (from :func:`minivirt_core.vmkey.open_first`)."""
+
+
+async def _close(handed: Handoff) -> None:
+    """Abandon a handed-over connection: its key replacement cancelled, the connection closed."""
+    conn, replacement = handed
+    if replacement is not None and not replacement.done():
+        replacement.cancel()
+    if replacement is not None:
+        await asyncio.gather(replacement, return_exceptions=True)
+    conn.close()

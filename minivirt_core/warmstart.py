@@ -10,7 +10,6 @@ to what a cold boot would do and tells ``note`` why; a VM never ends half-restor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -26,16 +25,11 @@ from .tools import run_tool
 from .vmconfig import VmConfig, read_config
 
 if TYPE_CHECKING:
-    import asyncssh
 
     from .accel import AccelChoice
     from .qemu.command import Drive
     from .vms import VmManager
-
-Handoff = tuple[contextlib.AsyncExitStack, "asyncssh.SSHClientConnection"]
-"""A throw-away VM's first connection, made safe, kept open for its command (one login
-less), and what closes it."""
-
+    from .vmssh import Handoff
 
 async def plan(vms: VmManager, vm_dir: Path, config: VmConfig, attached: tuple[Drive, ...], snapshot: bool,
                choice: AccelChoice) -> warm.Machine | None:
@@ -94,7 +88,11 @@ async def restore(vms: VmManager, name: str, vm_dir: Path, config: VmConfig, mac
 async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | None) -> Handoff | None:
     """Right after a restore: clock, RNG, the VM's own key (the first contact). A guest
     that cannot be made safe is stopped and booted cold instead (waiting ``wait`` s for
-    its SSH server). A throw-away VM's connection is returned, open, for its command."""
+    its SSH server).
+
+    A throw-away VM's first connection is returned instead, open, for its command (one
+    login less): its key replacement started, its clone-safety steps still due; they run
+    in front of its first command, in the same exec (see :class:`~minivirt_core.vmssh.VmSsh`)."""
     vm_dir = vms.path(name)
     try:
         # No banner polling: the server was listening when the state was saved, and each
@@ -102,15 +100,12 @@ async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | No
         port = (read_json(vm_dir / layout.VM_RUN) or {}).get("ssh_port")
         if not isinstance(port, int):
             raise ExternalError("the VM has no SSH port")
-        throwaway = read_config(vm_dir).owner is not None
+        timeout = min(wait, warm.LOGIN_TIMEOUT)
+        if read_config(vm_dir).owner is not None:
+            return await vmkey.open_first(vm_dir, name, port, timeout=timeout)
         # The clone-safety steps and the key replacement run side by side (two channels of
         # one connection); both are done before anybody else gets the guest.
-        conn = await vmkey.connect(vm_dir, name, port, timeout=min(wait, warm.LOGIN_TIMEOUT),
-                                   alongside=warm.make_safe)
-        if throwaway:  # its command reuses this connection: one login less
-            stack = contextlib.AsyncExitStack()
-            stack.callback(conn.close)
-            return stack, conn
+        conn = await vmkey.connect(vm_dir, name, port, timeout=timeout, alongside=warm.make_safe)
         conn.close()
         return None
     except MinivirtError as e:

@@ -46,6 +46,14 @@ def test_warm_run_clones_at_once_own_state_per_memory_and_prune(tiny_db: Path) -
 
     warm = miv(db, "run", "tiny", "hostname")
     assert warm.stdout == b"tiny\n" and warm.stderr == b"", warm.stderr
+    # A warm `miv run` runs its command behind the clone-safety steps, in the same exec:
+    # its clock is the host's, and two runs from the one state read different random bytes.
+    wait_until(lambda: time.time() - meta["created"] > 5, 10, "the warm state to be 5 s old")
+    probe = "date +%s; head -c 64 /dev/urandom | od -An -tx1"
+    runs = [miv(db, "run", "tiny", probe).stdout.decode().split("\n", 1) for _ in range(2)]
+    for clock, _ in runs:
+        assert abs(int(clock) - time.time()) <= 2, f"a warm run's clock is {int(clock) - time.time():+.1f} s off"
+    assert len(runs[0][1].split()) == 64 and runs[0][1] != runs[1][1]
 
     # Two VMs started from the one state at once: both resumed (no boot on their consoles),
     # each with its own writes, a clock set from the host and an RNG of its own.
@@ -142,3 +150,34 @@ def test_warm_state_of_a_guest_without_ssh_falls_back_to_a_cold_boot(tiny_db: Pa
     assert out.stdout == b"tiny\n"
     assert "the warm-started guest could not be made safe" in out.stderr.decode()
     assert "booting it cold" in out.stderr.decode()
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_a_warm_run_whose_clone_safety_steps_fail_does_not_run_its_command(tiny_db: Path) -> None:
+    """`miv run` puts the clone-safety steps in front of its command, in one exec: when they
+    fail (here the guest's `date` is gone, so its clock cannot be set), the command does not
+    run, and the user gets one clear line and exit status 1."""
+    import asyncio
+
+    from minivirt_core import Minivirt, warm
+
+    db = tiny_db
+    miv(db, "create", "tiny", "m", "-m", "200")
+    core = Minivirt(db)
+    core.vms.keep_well_known_key("m")  # logins leave the guest as it was: a state may still be saved
+    miv(db, "start", "m", "--daemon", "--cold", "--wait-for-ssh", "120")
+    miv(db, "ssh", "m", "rm \"$(command -v date)\"")
+    image = core.images.resolve("tiny")
+    choice = asyncio.run(core.vms.accelerator())
+    facts = asyncio.run(warm.qemu_facts("qemu-system-x86_64"))
+    assert facts is not None
+    machine = warm.Machine(image.id, 200, 1, tuple(choice.qemu_args), facts[1], facts[0], False, ("disk",))
+    assert asyncio.run(warm.save(core.db, db / "vms" / "m", machine)) is not None
+    miv(db, "destroy", "m")
+
+    out = miv(db, "run", "-m", "200", "tiny", "echo ran", rc=None)
+    assert out.returncode == 1
+    assert out.stdout == b""
+    assert out.stderr.decode() == warm.SAFETY_FAILED + "\n"
+    assert miv(db, "fsck", rc=None).returncode == 0

@@ -234,15 +234,17 @@ async def _ssh_session(vm: str, wait: float, command: str | None, force_tty: boo
                        on_connected: Callable[[], None] | None = None) -> int:
     from minivirt_core import ssh
 
-    async with core().vms.ssh_session(vm, wait) as conn:
+    stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
+    interactive = stdin is None and (force_tty or command is None)  # -t needs a terminal to bridge
+    async with core().vms.ssh.command_session(vm, wait, None if interactive else command or "sh") as (conn, line):
         if on_connected is not None:
             on_connected()
-        stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
-        if stdin is None and (force_tty or command is None):  # -t needs a terminal to bridge
+        if interactive:
             from ..terminal import interactive_ssh
 
             return await interactive_ssh(conn, command)
-        return await ssh.run(conn, command or "sh", _out, _err, stdin=stdin)
+        assert line is not None
+        return await ssh.run(conn, line, _out, _err, stdin=stdin)
 
 
 def _stdin_fd() -> int | None:
