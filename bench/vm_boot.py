@@ -10,10 +10,13 @@ The same cold comparison for the aarch64 tiny guest (`miv run tiny-aarch64 true`
 on an x86 host: minivirt adds <= 0.5 s, and the raw emulated boot reaches SSH in <= 4 s.
 Medians of 5 each (3 for aarch64), interleaved, in the same run.
 Also: `miv ps -a` with 50 stopped VMs, target <= 0.2 s.
+`--debian [DIR]`: the Debian rows too (the offline Debian 12 image of recipes/debian-12.yaml, by
+default the newest one the tests cached): warm `miv run debian-12 true` against its `--cold`
+run, medians of 3 each, interleaved (target: warm <= 0.1x cold).
 miv's Python code is byte-compiled first, as an installed miv is (with PYTHONDONTWRITEBYTECODE
 set, every run would compile ~40 modules again: ~0.15 s on a quiet machine).
 
-Run: .venv/bin/python bench/vm_boot.py [--baseline DIR] [--runs N] [--no-aarch64] [--tiny DIR]
+Run: .venv/bin/python bench/vm_boot.py [--baseline DIR] [--runs N] [--no-aarch64] [--tiny DIR] [--debian [DIR]]
 (builds the tiny images in a temporary database). ``--baseline DIR``: a checkout of other
 code (e.g. `git worktree add /tmp/old main`) whose `miv` runs interleaved with this one's,
 each in its own database, for an A/B in the same conditions.
@@ -32,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MIV, ROOT, compile_bytecode, timed, verdict
+from common import CACHE, MIV, ROOT, compile_bytecode, timed, verdict
 
 sys.path.insert(0, str(ROOT))
 
@@ -67,6 +70,46 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
         copy.unlink()
 
 
+def newest_debian() -> Path:
+    """The newest Debian image the tests cached (`MINIVIRT_TEST_DEBIAN=1 scripts/setup test tests/test_debian.py`)."""
+    found = sorted((p for p in (CACHE / "test-images").glob("debian-12-*") if p.is_dir()),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        sys.exit("no cached Debian image: build it with `MINIVIRT_TEST_DEBIAN=1 scripts/setup test "
+                 "tests/test_debian.py -k systemctl`, or give --debian DIR")
+    return found[-1]
+
+
+def debian_rows(image: Path, envs: dict[str, dict[str, str]], work: Path, runs: int = 3) -> None:
+    """Warm `miv run debian-12 true` against its cold boot, interleaved, medians of ``runs``."""
+    from minivirt_core.imageid import compute_id
+
+    image_id = compute_id(image)
+    cmd = [MIV, "run", "--wait-for-ssh", "900", "debian-12", "true"]
+    for env in envs.values():
+        images = Path(env["MINIVIRT_DB_PATH"]) / "images"
+        (images / image_id).mkdir(parents=True)
+        for name in ("config.json", "disk.qcow2"):  # linked, not loaded: images are read-only
+            os.link(image / name, images / image_id / name)
+        (images / "debian-12").symlink_to(image_id)
+        subprocess.run(cmd, check=True, env={**os.environ, **env}, stderr=subprocess.DEVNULL)  # saves one
+    cold: dict[str, list[float]] = {label: [] for label in envs}
+    warm: dict[str, list[float]] = {label: [] for label in envs}
+    for _ in range(runs):
+        for label, env in envs.items():
+            cold[label].append(timed([*cmd[:2], "--cold", *cmd[2:]], env))
+            warm[label].append(timed(cmd, env))
+    for label in envs:
+        c, w = statistics.median(cold[label]), statistics.median(warm[label])
+        code = "" if len(envs) == 1 else f"[{label}] "
+        print(f"debian-12 ({image.name}): {code}miv run --cold debian-12 true : {c:.2f} s  "
+              f"(runs: {', '.join(f'{x:.2f}' for x in cold[label])})")
+        print(f"debian-12: {code}miv run debian-12 true (warm)  : {w:.2f} s  "
+              f"(runs: {', '.join(f'{x:.2f}' for x in warm[label])})")
+        print(f"debian-12: {code}warm / cold                    : {w / c:.3f}x  "
+              f"(target <= 0.1x: {verdict(w / c, 0.1)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="a checkout of other code to compare, interleaved")
@@ -74,6 +117,9 @@ def main() -> None:
     parser.add_argument("--no-aarch64", action="store_true", help="leave out the aarch64 rows")
     parser.add_argument("--tiny", type=Path, help="a tiny x86_64 image folder made already (config.json, "
                         "disk.qcow2; e.g. the tests' cached one) instead of building one")
+    parser.add_argument("--debian", type=Path, nargs="?", const=Path(), metavar="DIR",
+                        help="add the Debian rows (DIR: a Debian image folder; default: the newest cached one)")
+    parser.add_argument("--only-debian", action="store_true", help="the Debian rows only")
     args = parser.parse_args()
     codes = {"this": ROOT}
     if args.baseline is not None:
@@ -88,6 +134,10 @@ def main() -> None:
         def runs(xs: list[float]) -> str:
             return ", ".join(f"{x:.2f}" for x in xs)
 
+        if args.debian is not None or args.only_debian:
+            debian_rows(args.debian if args.debian not in (None, Path()) else newest_debian(), envs, work)
+            if args.only_debian:
+                return
         arches = (("x86_64", "tiny"),) if args.no_aarch64 else (("x86_64", "tiny"), ("aarch64", "tiny-aarch64"))
         for arch, tag in arches:
             tiny = work / tag

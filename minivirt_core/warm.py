@@ -16,11 +16,12 @@ becomes the VM's own ``disk.qcow2`` (its backing file is the image's disk, as fo
 the VM owes the cache nothing afterwards, and ``commit`` still yields a plain image.
 
 When a state is made: the first eligible start of a new VM boots cold, and once its SSH
-server answers, *before anyone has logged in*, the VM is paused (~0.1-0.3 s), saved, and
-resumed. Not on exit (by then the guest holds its user's files, processes and its own SSH
-key: nothing to hand to other VMs) and not by a second VM in the background (it would double
-the CPU load of a small machine during the first run). Nobody can log in meanwhile: the save
-holds the VM's first-contact lock (``ssh-key.lock``).
+server answers and its boot is done (systemd's, where there is one: see :func:`_settle`),
+*before anyone has logged in*, the VM is paused (~0.1-0.3 s), saved, and resumed. Not on
+exit (by then the guest holds its user's files, processes and its own SSH key: nothing to
+hand to other VMs) and not by a second VM in the background (it would double the CPU load
+of a small machine during the first run). Nobody can log in meanwhile: the save holds the
+VM's first-contact lock (``ssh-key.lock``).
 
 After a restore, before the VM is handed over (:func:`make_safe`): the guest clock is set
 from the host (it lags by the time since the save), fresh host entropy is written into the
@@ -68,6 +69,10 @@ RESTORE_TIMEOUT = 30.0
 # seconds even on a loaded machine (4 s seen at a load of 7 on 2 cores), else it never will.
 LOGIN_TIMEOUT = 20.0
 SAVE_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 600.0  # a first boot of a real distribution under emulation on a loaded host
+# What the guest runs before a save: systemd's own wait for the end of the boot (its status,
+# "running" or "degraded", does not matter); nothing where there is no systemd.
+SETTLE = "if command -v systemctl >/dev/null 2>&1; then systemctl is-system-running --wait >/dev/null 2>&1; fi; true"
 
 NEWS = "news"  # something done as planned (a state saved): scripts may leave it out
 WARNING = "warning"  # a fallback a person should hear about (a state unusable, a cold boot instead)
@@ -223,7 +228,7 @@ async def save(db: Database, vm_dir: Path, machine: Machine, note: Note | None =
         return None
     run = read_json(vm_dir / layout.VM_RUN)
     if isinstance(run, dict) and isinstance(run.get("ssh_port"), int):
-        await _key_exchange(run["ssh_port"])
+        await _settle(run["ssh_port"])
     fd = os.open(vm_dir / layout.VM_SSH_KEY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         await flock_async(fd)  # no first contact while we save
@@ -265,23 +270,34 @@ async def save(db: Database, vm_dir: Path, machine: Machine, note: Note | None =
         os.close(fd)
 
 
-async def _key_exchange(port: int) -> None:
-    """An SSH key exchange without a login: a server that makes its host keys on first use
-    (dropbear -R) makes them now, once, rather than in every clone (a second or so under
-    emulation, and from the clone's not yet reseeded RNG)."""
+async def _settle(port: int) -> None:
+    """Wait until the guest has finished starting up, so clones resume a quiet machine: a
+    guest whose SSH server answers may still be booting (Debian: cloud-init's last stages,
+    which take minutes under emulation and would run again in every clone, restarting
+    services under their user). A login with the well-known key (it is not replaced:
+    nobody has made this VM their own yet) asks systemd, where there is one, to wait until
+    the boot is done. The login also makes a server that makes its host keys on first use
+    (dropbear -R) make them now, once, rather than in every clone. Best effort: a guest
+    that refuses the login or takes longer than :data:`SETTLE_TIMEOUT` is saved as it is."""
     import asyncio
 
     import asyncssh
 
-    from .ssh import HOST_KEY_ALGS
+    from . import ssh
 
-    try:
+    try:  # one attempt (ssh.connect retries a closed connection: a guest without a server closes them all)
         conn = await asyncio.wait_for(asyncssh.connect(
-            "127.0.0.1", port, username="root", client_keys=[], known_hosts=None, agent_path=None,
-            config=None, password=None, preferred_auth="publickey", server_host_key_algs=HOST_KEY_ALGS), 30)
-        conn.close()
+            ssh.LOOPBACK, port, username=ssh.USER, client_keys=[ssh.client_key(ssh.private_key_bytes())],
+            known_hosts=None, agent_path=None, config=None, preferred_auth="publickey",
+            server_host_key_algs=ssh.HOST_KEY_ALGS), 30)
     except (asyncssh.Error, OSError, TimeoutError):
-        pass  # refused after the key exchange, as intended (or no answer: the save goes on)
+        return
+    try:
+        await asyncio.wait_for(ssh.capture(conn, SETTLE), SETTLE_TIMEOUT)
+    except Exception:  # (a connection lost, a refused session, the timeout): saved as it is
+        pass
+    finally:
+        conn.close()
 
 
 async def _wait_migration(client: Any) -> None:
