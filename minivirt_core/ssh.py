@@ -114,7 +114,7 @@ async def _readable(sock: socket.socket) -> None:
 
 
 async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] | None = None,
-                          keep: bool = False) -> socket.socket | None:
+                          keep: bool = False, answered: bool = False) -> socket.socket | None:
     """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
 
     QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
@@ -136,7 +136,8 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
       to :data:`BANNER_PATIENCE` s: giving up on them kept a slow sshd busy with
       abandoned connections past its MaxStartups, and no banner ever came.
 
-    ``alive`` stops the wait early (e.g. when QEMU has exited).
+    ``alive`` stops the wait early (e.g. when QEMU has exited). ``answered``: the guest is
+    known to be up (a VM resumed from a warm state): the patient probes from the start.
 
     ``keep``: return the connection that got the banner (unread) instead of closing it,
     for a login right after (:func:`connect`'s ``sock``): the guest's server has forked
@@ -147,7 +148,7 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     started = loop.time()
     probes: set[asyncio.Task[_Probe]] = set()
     next_probe = started
-    guest_answered = False
+    guest_answered = answered
     try:
         while True:
             now = loop.time()

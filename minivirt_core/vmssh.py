@@ -60,13 +60,24 @@ class VmSsh:
         assert pid is not None
         if self._answered.get(name) == (pid, st.ssh_port):
             return st.ssh_port  # this process saw it answer: another probe would only cost the guest a fork
+        # A VM resumed from a warm state was up at once: its slow guest's SSH server is best
+        # not flooded with the short-lived probes meant for a guest whose network is not up.
+        resumed = isinstance((read_json(vm_dir / layout.VM_RUN) or {}).get("warm"), str)
         sock = await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
-                                         keep=keep)
+                                         keep=keep, answered=resumed)
         self._answered[name] = (pid, st.ssh_port)
         if sock is not None:
             self._drop_kept_socket(name)
             self._kept_sockets[name] = (pid, st.ssh_port, sock)
         return st.ssh_port
+
+    def saw_answer(self, name: str, port: int) -> None:
+        """Record that running VM ``name``'s SSH server on ``port`` answered (a login made
+        without :meth:`wait`, e.g. right after a warm restore): no banner wait before the
+        next login, whose probes would only pile up in a slow guest's SSH server."""
+        pid = self.vms.status(name).pid
+        if pid is not None:
+            self._answered[name] = (pid, port)
 
     def kept_socket(self, name: str, port: int) -> socket.socket | None:
         """The connection :meth:`wait` kept for VM ``name``'s next login, if it is one to

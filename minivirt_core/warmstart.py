@@ -102,11 +102,14 @@ async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | No
             raise ExternalError("the VM has no SSH port")
         timeout = min(wait, warm.LOGIN_TIMEOUT)
         if read_config(vm_dir).owner is not None:
-            return await vmkey.open_first(vm_dir, name, port, timeout=timeout)
+            handoff = await vmkey.open_first(vm_dir, name, port, timeout=timeout)
+            vms.ssh.saw_answer(name, port)
+            return handoff
         # The clone-safety steps and the key replacement run side by side (two channels of
         # one connection); both are done before anybody else gets the guest.
         conn = await vmkey.connect(vm_dir, name, port, timeout=timeout, alongside=warm.make_safe)
         conn.close()
+        vms.ssh.saw_answer(name, port)
         return None
     except MinivirtError as e:
         if note:
