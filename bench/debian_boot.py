@@ -19,7 +19,7 @@ with the host's time of each line (seconds since QEMU started).
 Run: .venv/bin/python bench/debian_boot.py [--runs N] [--cpus N] [--profile DIR]
      [DEBIAN_IMAGE_DIR ...] [--tiny TINY_IMAGE_DIR]
 (default: the newest debian-12-* and tiny-* under ~/.cache/minivirt/test-images, which
-`MINIVIRT_TEST_DEBIAN=1 scripts/setup test tests/test_debian.py` makes).
+`scripts/setup test tests/test_debian.py` makes).
 """
 
 from __future__ import annotations

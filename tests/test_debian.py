@@ -100,6 +100,19 @@ def test_seeded_vm_is_named_after_the_vm_and_ran_the_users_runcmd(seeded_vm: tup
     assert "user-runcmd-ran" in out
 
 
+def test_growpart_dry_run_of_a_disk_already_grown_answers_nochange_quickly(seeded_vm: tuple[Path, Path]) -> None:
+    """The image's growpart wrapper (build-debian.sh) answers cloud-init's per-boot dry run
+    from sysfs on a disk with nothing to grow (the root was grown at the build's first boot:
+    the recipe's test checks that path), and cloud-init took that answer."""
+    db, _ = seeded_vm
+    out = ssh_out(db, "deb", "cloud-init status --wait >/dev/null; PATH=/usr/local/sbin:$PATH; "
+                             "growpart --dry-run /dev/vda 2; echo rc=$?; "
+                             "grep -c \"'/' NOCHANGE\" /var/log/cloud-init.log; df -B1 --output=size / | tail -1")
+    lines = out.split("\n")
+    assert lines[0].startswith("NOCHANGE: partition 2 is size") and "reaches the end of /dev/vda" in lines[0], out
+    assert lines[1] == "rc=1" and int(lines[2]) >= 1 and int(lines[3]) > 9_000_000_000, out
+
+
 def test_the_users_key_logs_in_with_plain_ssh(seeded_vm: tuple[Path, Path]) -> None:
     db, key = seeded_vm
     listing = miv(db, "ps", "--json").stdout.decode()
