@@ -150,7 +150,10 @@ def test_cp_both_ways_graceful_stop_and_commit(seeded_vm: tuple[Path, Path], tmp
     assert (tmp_path / "back.bin").read_bytes() == up.read_bytes()
     # ACPI: systemd powers off within the timeout, QEMU exits, nothing is forced.
     out = miv(db, "stop", "deb", "--timeout", "240", timeout=400).stderr.decode()
-    assert "stopped deb" in out and "forced" not in out and "note:" not in out, out
+    assert "stopped deb" in out and "forced" not in out, out
+    # Putting the well-known key back before the power-off is best effort (a guest on a loaded
+    # host may not answer SSH within that wait: "note: ... still accepts only its own SSH key");
+    # `miv commit` then boots the VM briefly to do it, so the commit below covers both paths.
     assert "reboot: Power down" in (db / "vms" / "deb" / "serial.log").read_text(errors="replace")
     miv(db, "commit", "deb", "committed", timeout=600)
     assert (db / "images" / "committed").is_symlink()
