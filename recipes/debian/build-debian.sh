@@ -106,9 +106,9 @@ DHCP=yes
 NET
 
 # cloud-init's growpart module runs `growpart --dry-run DISK N` on every boot: a bash script of
-# ~400 traced lines and dozens of forks (sfdisk, awk, sed...), 5-9 s of an emulated CPU on the
-# way to SSH (cloud-init.service is ordered before sshd), only to answer NOCHANGE on every boot
-# but the first of a grown disk. This wrapper, first in systemd's PATH, answers that dry run
+# ~400 traced lines and dozens of forks (sfdisk, awk, sed...): 1.1 s of a quiet TCG boot, 4-5 s on
+# a loaded host, on the way to SSH (cloud-init.service is ordered before sshd), only to answer
+# NOCHANGE on every boot but the first of a grown disk. This wrapper, first in systemd's PATH, answers that dry run
 # from sysfs when the partition already ends at the disk's end (within the 33 sectors growpart
 # itself leaves, plus one), as growpart would (NOCHANGE, exit 1); anything else goes to the
 # real growpart, so a disk made bigger is still grown by cloud-init as usual.
