@@ -404,3 +404,21 @@ def test_verbose_build_and_logs_pass_no_terminal_queries(tiny_db: Path, tmp_path
             assert b"\x1b[6n" not in out and b"\x1b]11;?" not in out and b"\x1b[>c" not in out
     finally:
         miv(tiny_db, "destroy", vm)
+
+
+def test_debian_tests_skip_with_a_reason_where_the_image_cannot_be_built(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The real Debian guests' tests run by default; a machine that cannot build the image
+    skips them with what is missing (not a failure), and MINIVIRT_SKIP_DEBIAN=1 leaves them out."""
+    from .conftest import debian_build_unavailable
+
+    monkeypatch.setenv("MINIVIRT_SKIP_DEBIAN", "1")
+    assert "MINIVIRT_SKIP_DEBIAN=1" in (debian_build_unavailable() or "")
+    monkeypatch.delenv("MINIVIRT_SKIP_DEBIAN")
+    if os.geteuid() == 0:
+        (tmp_path / "apt-get").symlink_to("/usr/bin/apt-get")
+        monkeypatch.setenv("PATH", str(tmp_path))  # none of the builder's tools
+        why = debian_build_unavailable() or ""
+        assert "mmdebstrap" in why and "mkfs.ext4" in why and "scripts/setup" in why
+    else:
+        assert "as root" in (debian_build_unavailable() or "")
