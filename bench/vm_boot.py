@@ -71,11 +71,11 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
 
 
 def newest_debian() -> Path:
-    """The newest Debian image the tests cached (`MINIVIRT_TEST_DEBIAN=1 scripts/setup test tests/test_debian.py`)."""
+    """The newest Debian image the tests cached (`scripts/setup test tests/test_debian.py`)."""
     found = sorted((p for p in (CACHE / "test-images").glob("debian-12-*") if p.is_dir()),
                    key=lambda p: p.stat().st_mtime)
     if not found:
-        sys.exit("no cached Debian image: build it with `MINIVIRT_TEST_DEBIAN=1 scripts/setup test "
+        sys.exit("no cached Debian image: build it with `scripts/setup test "
                  "tests/test_debian.py -k systemctl`, or give --debian DIR")
     return found[-1]
 
