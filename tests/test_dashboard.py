@@ -781,6 +781,26 @@ async def test_small_terminals(tmp_path: Path) -> None:
         assert app.query_one("#images").region.height == 0
 
 
+async def test_a_form_taller_than_an_80x24_terminal_scrolls_to_its_buttons(tmp_path: Path) -> None:
+    """Regression (walkthrough): at 80x24 the pull form (tag, local tag, architecture) was cut
+    below its last field: its Pull and Cancel buttons could not be seen or clicked."""
+    app = demo_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        remotes = app.query_one("#remotes")
+        await until(pilot, lambda: remotes.row_count == 2, 10, "the remotes")
+        remotes.focus()
+        await pilot.press("down", "l")  # the folder remote: free-text tag, local tag, architecture
+        await until(pilot, lambda: isinstance(app.screen, FormModal), 10, "the pull form")
+        form = app.screen
+        for button in ("#cancel", "#submit"):
+            form.query_one(button).focus()
+            await pilot.pause(0.2)
+            region = form.query_one(button).region
+            assert region.height > 0 and region.y >= 0 and region.bottom <= 24, (button, region)
+        await pilot.click("#cancel")
+        await until(pilot, lambda: app.screen is not form, 5, "the form to close")
+
+
 async def test_quitting_with_a_running_job_asks(tmp_path: Path) -> None:
     """Regression: `q` during a build quit at once and cancelled it."""
     import asyncio
