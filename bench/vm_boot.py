@@ -40,7 +40,7 @@ from common import CACHE, MIV, ROOT, compile_bytecode, timed, verdict
 sys.path.insert(0, str(ROOT))
 
 from minivirt_core.hostinfo import qemu_system_name
-from minivirt_core.ports import free_port
+from minivirt_core.ports import NET_PROBE_GUEST_PORT, free_port
 from minivirt_core.qemu import firmware
 from minivirt_core.qemu.command import Drive, drive_args, machine_args
 from minivirt_core.ssh import wait_for_banner
@@ -50,19 +50,19 @@ def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
     copy = workdir / "raw.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk), str(copy)],
                    check=True)
-    port = free_port()
+    port, probe = free_port(), free_port()
     start = time.perf_counter()
     fw = firmware.require(arch)
     boot = [*fw.qemu_args, "-boot", "menu=on,splash-time=0"] if fw else []
     proc = subprocess.Popen(
         [qemu_system_name(arch), *machine_args(arch, "tcg"), *boot, "-m", "256", "-smp", "1", "-nodefaults",
          "-display", "none", *drive_args(Drive(str(copy)), 0, uefi=fw is not None),
-         "-netdev", f"user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n,romfile=",
-         "-device", "virtio-rng-pci", "-serial", "null"],
+         "-netdev", f"user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22,hostfwd=tcp:127.0.0.1:{probe}-:{NET_PROBE_GUEST_PORT}",
+         "-device", "virtio-net-pci,netdev=n,romfile=", "-device", "virtio-rng-pci", "-serial", "null"],
         stderr=subprocess.DEVNULL,
     )
     try:
-        asyncio.run(wait_for_banner(port, 120))  # the same wait as miv, so only what miv adds differs
+        asyncio.run(wait_for_banner(port, 120, net_probe=probe))  # miv's wait: only what miv adds differs
         return time.perf_counter() - start
     finally:
         proc.kill()

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from .errors import Conflict, InvalidInput
 
 LOOPBACK = "127.0.0.1"
+# The guest port a VM's network probe is forwarded to (qemu.command, ssh.wait_for_banner):
+# nothing listens there, so the guest's kernel refuses a connection as soon as its network is
+# up, and that costs the guest nothing (tcpmux, unused anywhere).
+NET_PROBE_GUEST_PORT = 1
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ BANNER_EARLY_PROBES = 8  # connections at once before the guest has answered at 
 BANNER_EARLY_EVERY = 0.2  # seconds between new connections then
 BANNER_EARLY_PATIENCE = 0.5  # seconds a connection waits then
 BANNER_EARLY_GROWTH = 0.2  # ... plus this much per second of waiting so far
+BANNER_EARLY_SSH_EVERY = 3.0  # seconds between SSH probes before the guest answers, with a network probe
 
 
 class _Probe(NamedTuple):
@@ -114,7 +115,8 @@ async def _readable(sock: socket.socket) -> None:
 
 
 async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] | None = None,
-                          keep: bool = False, answered: bool = False) -> socket.socket | None:
+                          keep: bool = False, answered: bool = False,
+                          net_probe: int | None = None) -> socket.socket | None:
     """Wait until an SSH server answers on ``127.0.0.1:port`` with its ``SSH-`` banner.
 
     QEMU accepts TCP on a forwarded port before the guest's sshd listens, so a
@@ -136,6 +138,16 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
       to :data:`BANNER_PATIENCE` s: giving up on them kept a slow sshd busy with
       abandoned connections past its MaxStartups, and no banner ever came.
 
+    But QEMU's user network does not forget a connection the host dropped: it keeps sending
+    its SYN, and when the guest's network comes up every one of them reaches the guest's
+    server at once (OpenSSH starts a process for each: ~0.25 s of an emulated CPU; a Debian
+    boot saw ~60 such, in the middle of cloud-init). So with ``net_probe``, a host port QEMU
+    forwards to :data:`.ports.NET_PROBE_GUEST_PORT` of the guest (where nothing listens: a refusal,
+    from the guest's kernel, costs it nothing), the quick early probes go there instead; the
+    first refusal says the guest's network is up, and the SSH port is probed from then on.
+    Until then the SSH port gets one probe every :data:`BANNER_EARLY_SSH_EVERY` s only (for a
+    guest whose firewall drops, rather than refuses, what nothing listens for).
+
     ``alive`` stops the wait early (e.g. when QEMU has exited). ``answered``: the guest is
     known to be up (a VM resumed from a warm state): the patient probes from the start.
 
@@ -146,22 +158,39 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     started = loop.time()
-    probes: set[asyncio.Task[_Probe]] = set()
-    next_probe = started
+    probes: set[asyncio.Task[_Probe]] = set()  # on the SSH port
+    net_probes: set[asyncio.Task[_Probe]] = set()  # on net_probe, until the guest answers
+    next_probe = next_ssh = started
     guest_answered = answered
     try:
         while True:
             now = loop.time()
-            if len(probes) < (BANNER_PROBES if guest_answered else BANNER_EARLY_PROBES) and now >= next_probe:
-                if guest_answered:
-                    patience, next_probe = BANNER_PATIENCE, now + BANNER_PROBE_EVERY
-                else:
-                    patience = BANNER_EARLY_PATIENCE + BANNER_EARLY_GROWTH * (now - started)
+            patience = BANNER_EARLY_PATIENCE + BANNER_EARLY_GROWTH * (now - started)
+            if guest_answered:
+                if len(probes) < BANNER_PROBES and now >= next_probe:
+                    next_probe = now + BANNER_PROBE_EVERY
+                    probes.add(asyncio.ensure_future(_banner_probe(port, BANNER_PATIENCE)))
+            elif net_probe is None:
+                if len(probes) < BANNER_EARLY_PROBES and now >= next_probe:
                     next_probe = now + BANNER_EARLY_EVERY
-                probes.add(asyncio.ensure_future(_banner_probe(port, patience)))
-            if probes:
-                done, probes = await asyncio.wait(probes, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
-                seen = [task.result() for task in done]
+                    probes.add(asyncio.ensure_future(_banner_probe(port, patience)))
+            else:
+                if len(net_probes) < BANNER_EARLY_PROBES and now >= next_probe:
+                    next_probe = now + BANNER_EARLY_EVERY
+                    net_probes.add(asyncio.ensure_future(_banner_probe(net_probe, patience)))
+                if now >= next_ssh:
+                    next_ssh = now + BANNER_EARLY_SSH_EVERY
+                    probes.add(asyncio.ensure_future(_banner_probe(port, patience)))
+            if probes or net_probes:
+                done, _pending = await asyncio.wait(probes | net_probes, timeout=0.05,
+                                                    return_when=asyncio.FIRST_COMPLETED)
+                seen = [task.result() for task in done & probes]
+                probes -= done
+                for task in done & net_probes:
+                    net_probes.discard(task)
+                    if (sock := task.result().sock) is not None:
+                        sock.close()  # something listens there after all: the network is up
+                    guest_answered = guest_answered or task.result().answered
                 banners = [probe.sock for probe in seen if probe.sock is not None]
                 if banners:
                     for extra in banners[1:]:
@@ -172,6 +201,9 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
                     return None
                 if any(probe.answered for probe in seen):  # refused or cut off: the guest is up
                     guest_answered = True
+                if guest_answered and net_probes:
+                    await _cancel_probes(net_probes)
+                    net_probes = set()
                 if done:  # try again soon
                     next_probe = min(next_probe, loop.time() + 0.05)
             else:
@@ -184,13 +216,18 @@ async def wait_for_banner(port: int, timeout: float, alive: Callable[[], bool] |
                     hint="The guest may still be booting (see `miv logs`), or has no SSH server.",
                 )
     finally:
+        await _cancel_probes(probes | net_probes)
+
+
+async def _cancel_probes(probes: set[asyncio.Task[_Probe]]) -> None:
+    """Cancel banner probes; close what any of them got meanwhile."""
+    for task in probes:
+        task.cancel()
+    if probes:
+        await asyncio.wait(probes)
         for task in probes:
-            task.cancel()
-        if probes:
-            await asyncio.wait(probes)
-            for task in probes:
-                if not task.cancelled() and (sock := task.result().sock) is not None:
-                    sock.close()  # answered while we were leaving
+            if not task.cancelled() and (sock := task.result().sock) is not None:
+                sock.close()  # answered while we were leaving
 
 
 class KeyRefused(ExternalError):

@@ -333,17 +333,20 @@ class VmManager:
         qemu = _emulator(arch)
         boot = firmware.require(arch)
         for attempt in range(3):
-            ssh_port = free_port()
+            ssh_port, probe_port = free_port(), free_port()
+            while probe_port == ssh_port:
+                probe_port = free_port()
             spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
                               config.ports, attached, snapshot, arch=arch, isolated=config.isolated,
-                              firmware=boot.qemu_args if boot else (), extra_args=extra_args)
+                              firmware=boot.qemu_args if boot else (), extra_args=extra_args,
+                              net_probe_port=probe_port)
             try:
                 pid = await process.launch(qemu_argv(spec, qemu), vm_dir)
                 break
             except ExternalError as e:
                 text = str(e)
-                if f":{ssh_port}-" in text and attempt < 2:
-                    continue  # somebody took our free SSH port in between: pick another
+                if (f":{ssh_port}-" in text or f":{probe_port}-" in text) and attempt < 2:
+                    continue  # somebody took one of our free ports in between: pick others
                 if "host forwarding rule" in text:
                     raise Conflict(f"cannot forward a port: {e.message}",
                                    hint="A host port is in use; choose another with --port.") from e
@@ -355,8 +358,8 @@ class VmManager:
                 raise
         vmkey.write_ssh_config_at_start(vm_dir, name, ssh_port)
         atomic_write_json(vm_dir / layout.VM_RUN, {
-            "pid": pid, "ssh_port": ssh_port, "started": time.time(), "accel": choice.accel,
-            "snapshot": snapshot, "arch": arch,
+            "pid": pid, "ssh_port": ssh_port, "net_probe_port": probe_port, "started": time.time(),
+            "accel": choice.accel, "snapshot": snapshot, "arch": arch,
         })
         return choice
 

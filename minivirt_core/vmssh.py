@@ -62,9 +62,12 @@ class VmSsh:
             return st.ssh_port  # this process saw it answer: another probe would only cost the guest a fork
         # A VM resumed from a warm state was up at once: its slow guest's SSH server is best
         # not flooded with the short-lived probes meant for a guest whose network is not up.
-        resumed = isinstance((read_json(vm_dir / layout.VM_RUN) or {}).get("warm"), str)
+        run = read_json(vm_dir / layout.VM_RUN) or {}
+        resumed = isinstance(run.get("warm"), str)
+        net_probe = run.get("net_probe_port")
         sock = await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
-                                         keep=keep, answered=resumed)
+                                         keep=keep, answered=resumed,
+                                         net_probe=net_probe if isinstance(net_probe, int) else None)
         self._answered[name] = (pid, st.ssh_port)
         if sock is not None:
             self._drop_kept_socket(name)

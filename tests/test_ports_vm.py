@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,20 @@ def test_port_add_on_a_stopped_vm_changes_only_its_config(tiny_db: Path) -> None
     assert miv(tiny_db, "port", "add", "s", "0:22", rc=1).stderr.startswith(b"error: invalid port forward")
     miv(tiny_db, "port", "rm", "s", "18123:22")
     assert _ports_in_config(tiny_db, "s") == []
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_a_running_vm_has_a_network_probe_forward_that_its_guest_refuses_at_once(running_vm: Path) -> None:
+    """`miv start` forwards one more host port, on 127.0.0.1, to guest port 1, where nothing
+    listens: ssh.wait_for_banner probes it to learn that the guest's network is up without
+    costing the guest's SSH server a process. The guest's kernel refuses it at once; it is
+    none of the VM's own forwards."""
+    db = running_vm
+    run = json.loads((db / "vms" / "v" / "run.json").read_text())
+    probe = run["net_probe_port"]
+    assert isinstance(probe, int) and probe != run["ssh_port"]
+    started = time.monotonic()
+    assert _greeting(probe) == b""
+    assert time.monotonic() - started < 3  # refused by the guest, not left waiting
+    assert json.loads(miv(db, "port", "ls", "v", "--json").stdout) == []

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,97 @@ def test_banner_wait_drops_silent_early_connections_that_a_booting_guest_never_s
         stop.set()
         for conn in held:
             conn.close()
+
+
+class FakeUserNetwork:
+    """QEMU's user network in front of a booting guest, acted out on two host ports: the SSH
+    forward and the network probe's (forwarded to a guest port nothing listens on).
+
+    Until ``up``, the guest's network is down: every connection stays silent (its SYN in the
+    user network's back-off), and each one made to the SSH port is counted, because QEMU
+    keeps sending its SYN and it reaches the guest's SSH server once the network is up, as a
+    process the guest starts for nothing. From ``up``, the SSH port answers with a banner and
+    the probe port is refused (closed at once), unless ``probe_refused`` is False (a guest
+    firewall that drops what nothing listens for)."""
+
+    def __init__(self, up_after: float, probe_refused: bool = True) -> None:
+        self.up = time.monotonic() + up_after
+        self.early_ssh_connections = 0
+        self.stop = threading.Event()
+        self.held: list[socket.socket] = []
+        self.ssh = self._listen(self._ssh)
+        self.probe = self._listen(self._probe if probe_refused else self.held.append)
+
+    def _listen(self, handle: Callable[[socket.socket], None]) -> int:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        server.settimeout(0.05)
+
+        def accept() -> None:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                handle(conn)
+            server.close()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return server.getsockname()[1]
+
+    def _ssh(self, conn: socket.socket) -> None:
+        if time.monotonic() < self.up:
+            self.early_ssh_connections += 1
+        else:
+            conn.sendall(b"SSH-2.0-guest\r\n")
+        self.held.append(conn)
+
+    def _probe(self, conn: socket.socket) -> None:
+        if time.monotonic() < self.up:
+            self.held.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for conn in self.held:
+            conn.close()
+
+
+def test_banner_wait_probes_the_network_not_the_ssh_server_before_the_guest_is_up() -> None:
+    """Regression: the quick early probes went to the SSH port. QEMU's user network does not
+    forget a connection the host dropped, so each reached the guest's sshd once its network
+    came up: ~60 in one Debian boot (the journal's `kex_exchange_identification: Connection
+    closed` lines), an OpenSSH process each, 15 s of the guest's CPU in the middle of
+    cloud-init. With a network probe, the SSH port gets one probe every few seconds until the
+    probe port is refused; the banner is still seen as soon as the guest is up."""
+    from minivirt_core.ssh import BANNER_EARLY_SSH_EVERY, wait_for_banner
+
+    net = FakeUserNetwork(up_after=4.0)
+    try:
+        asyncio.run(wait_for_banner(net.ssh, 30, net_probe=net.probe))
+        assert time.monotonic() - net.up < 1.0
+        assert net.early_ssh_connections <= 4.0 / BANNER_EARLY_SSH_EVERY + 1, net.early_ssh_connections
+    finally:
+        net.close()
+    before = FakeUserNetwork(up_after=4.0)  # the same guest, waited for without the probe
+    try:
+        asyncio.run(wait_for_banner(before.ssh, 30))
+        assert before.early_ssh_connections >= 10, before.early_ssh_connections
+    finally:
+        before.close()
+
+
+def test_banner_wait_finds_a_guest_that_drops_the_network_probe() -> None:
+    """A guest whose firewall drops (not refuses) connections to a port nothing listens on
+    never answers the network probe: its SSH server is still found, by the SSH-port probes
+    made every few seconds meanwhile."""
+    from minivirt_core.ssh import BANNER_EARLY_SSH_EVERY, wait_for_banner
+
+    net = FakeUserNetwork(up_after=2.0, probe_refused=False)
+    try:
+        asyncio.run(wait_for_banner(net.ssh, 30, net_probe=net.probe))
+        assert time.monotonic() - net.up < BANNER_EARLY_SSH_EVERY + 1.0
+    finally:
+        net.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .. import layout
 from ..hostinfo import host_arch, qemu_system_name
-from ..ports import LOOPBACK, PortForward
+from ..ports import LOOPBACK, NET_PROBE_GUEST_PORT, PortForward
 
 DRIVE_FORMATS = {"disk": "qcow2", "cdrom": "raw"}
 """The format QEMU is told for each kind of drive: never left to QEMU's probing, which would
@@ -48,6 +48,7 @@ class LaunchSpec:
     isolated: bool = False  # restrict=on: the guest reaches neither the host nor the network
     firmware: Sequence[str] = ()  # QEMU arguments loading the firmware (firmware.Firmware.qemu_args)
     extra_args: Sequence[str] = ()  # e.g. a pinned -machine and -incoming for a warm start (warm.py)
+    net_probe_port: int | None = None  # forwarded to a guest port nothing listens on (ssh.wait_for_banner)
 
 
 TCG_AARCH64_CPU = "neoverse-n1"
@@ -102,6 +103,8 @@ def drive_args(drive: Drive, index: int, uefi: bool) -> list[str]:
 def qemu_argv(spec: LaunchSpec, qemu: str | None = None) -> list[str]:
     """The argv that runs ``spec``: serial on a socket with a log, QMP, user networking."""
     forwards = [(spec.ssh_port, 22)] + [(f.host_port, f.guest_port) for f in spec.forwards]
+    if spec.net_probe_port is not None:
+        forwards.append((spec.net_probe_port, NET_PROBE_GUEST_PORT))
     hostfwd = [f"hostfwd={opt_value(f'tcp:{LOOPBACK}:{host}-:{guest}')}" for host, guest in forwards]
     argv = [
         qemu or qemu_system_name(spec.arch),
