@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 import asyncssh
 
-from minivirt_core import ssh
+from minivirt_core import ssh, sshwait
 from minivirt_core.cidata import write_iso
-from minivirt_core.ports import NET_PROBE_GUEST_PORT, free_port
+from minivirt_core.ports import NET_PROBE_GUEST_PORT, free_ports
 from minivirt_core.seed import CloudInit, documents
 
 WAIT = 900.0
@@ -117,12 +117,12 @@ def overlay(base: Path, path: Path) -> Path:
 
 async def debian_boot(disk: Path, seed: Path, cpus: int, profile: Path | None) -> tuple[float, float]:
     """(QEMU start -> SSH banner, -> cloud-init done); powers the guest off after."""
-    port, probe = free_port(), free_port()
+    port, probe = free_ports(2)
     start = time.perf_counter()
     proc = qemu(disk, port, probe, cpus, 1024, seed)
     serial = Serial(proc, start)
     try:
-        await ssh.wait_for_banner(port, WAIT, alive=lambda: proc.poll() is None, net_probe=probe)
+        await sshwait.wait_for_banner(port, WAIT, alive=lambda: proc.poll() is None, net_probe=probe)
         banner = time.perf_counter() - start
         # Done: the line cloud-init's last stage prints on the console as it ends, seen from
         # the host. Asking the guest instead (`cloud-init status --wait` at once, as this bench
@@ -155,12 +155,12 @@ async def debian_boot(disk: Path, seed: Path, cpus: int, profile: Path | None) -
 
 
 async def tiny_boot(disk: Path, work: Path) -> float:
-    port, probe = free_port(), free_port()
+    port, probe = free_ports(2)
     copy = overlay(disk, work / f"tiny-{port}.qcow2")
     start = time.perf_counter()
     proc = qemu(copy, port, probe, 1, 256, None)
     try:
-        await ssh.wait_for_banner(port, 120, net_probe=probe)
+        await sshwait.wait_for_banner(port, 120, net_probe=probe)
         return time.perf_counter() - start
     finally:
         proc.kill()

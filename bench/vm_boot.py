@@ -40,17 +40,17 @@ from common import CACHE, MIV, ROOT, compile_bytecode, timed, verdict
 sys.path.insert(0, str(ROOT))
 
 from minivirt_core.hostinfo import qemu_system_name
-from minivirt_core.ports import NET_PROBE_GUEST_PORT, free_port
+from minivirt_core.ports import NET_PROBE_GUEST_PORT, free_ports
 from minivirt_core.qemu import firmware
 from minivirt_core.qemu.command import Drive, drive_args, machine_args
-from minivirt_core.ssh import wait_for_banner
+from minivirt_core.sshwait import wait_for_banner
 
 
 def raw_boot(disk: Path, workdir: Path, arch: str = "x86_64") -> float:
     copy = workdir / "raw.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk), str(copy)],
                    check=True)
-    port, probe = free_port(), free_port()
+    port, probe = free_ports(2)
     start = time.perf_counter()
     fw = firmware.require(arch)
     boot = [*fw.qemu_args, "-boot", "menu=on,splash-time=0"] if fw else []

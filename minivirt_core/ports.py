@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from .errors import Conflict, InvalidInput
 
 LOOPBACK = "127.0.0.1"
-# The guest port a VM's network probe is forwarded to (qemu.command, ssh.wait_for_banner):
+# The guest port a VM's network probe is forwarded to (qemu.command, sshwait.wait_for_banner):
 # nothing listens there, so the guest's kernel refuses a connection as soon as its network is
 # up, and that costs the guest nothing (tcpmux, unused anywhere).
 NET_PROBE_GUEST_PORT = 1
@@ -71,9 +72,17 @@ def forward_from_json(value: object) -> PortForward:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that are free now (held together while
+    picked, so none is picked twice)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for s in sockets:
+            s.bind((LOOPBACK, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def check_port_free(port: int) -> None:

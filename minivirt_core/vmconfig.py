@@ -266,6 +266,8 @@ class VmStatus:
     reason: str = ""
     pid: int | None = None
     ssh_port: int | None = None
+    net_probe_port: int | None = None  # forwarded to a guest port nothing listens on (sshwait)
+    warm: str | None = None  # the warm state it was resumed from, if it was
     started: float | None = None
     accel: str | None = None
     image_label: str | None = None

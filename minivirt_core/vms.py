@@ -28,7 +28,7 @@ from .hostinfo import host_arch, qemu_system_name, which
 from .images import Image, ImageStore
 from .names import validate_vm_name
 from .owners import Owner
-from .ports import LOOPBACK, PortForward, check_port_free, free_port, parse_forward
+from .ports import LOOPBACK, PortForward, check_port_free, free_ports, parse_forward
 from .qemu import firmware, process
 from .qemu.command import Drive, LaunchSpec, qemu_argv
 from .tools import run_tool
@@ -125,7 +125,8 @@ class VmManager:
             state = BROKEN
         return VmStatus(
             name, vm_dir, config, state, "; ".join(problems), pid=pid,
-            ssh_port=_typed(run.get("ssh_port"), int), started=_typed(run.get("started"), int | float),
+            ssh_port=_typed(run.get("ssh_port"), int), net_probe_port=_typed(run.get("net_probe_port"), int),
+            warm=_typed(run.get("warm"), str), started=_typed(run.get("started"), int | float),
             accel=_typed(run.get("accel"), str), image_label=label, problems=tuple(problems),
         )
 
@@ -333,9 +334,7 @@ class VmManager:
         qemu = _emulator(arch)
         boot = firmware.require(arch)
         for attempt in range(3):
-            ssh_port, probe_port = free_port(), free_port()
-            while probe_port == ssh_port:
-                probe_port = free_port()
+            ssh_port, probe_port = free_ports(2)
             spec = LaunchSpec(name, config.memory_mb, config.cpus, choice.qemu_args, ssh_port,
                               config.ports, attached, snapshot, arch=arch, isolated=config.isolated,
                               firmware=boot.qemu_args if boot else (), extra_args=extra_args,

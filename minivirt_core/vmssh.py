@@ -50,7 +50,7 @@ class VmSsh:
         ``keep``: keep the connection that saw the answer for this process's next login
         (:meth:`connect`, :meth:`session`; closed by :meth:`forget`): the guest's server
         has forked for it already."""
-        from . import ssh
+        from . import sshwait
 
         st = self.vms.status(name)
         if not st.running or st.ssh_port is None:
@@ -62,12 +62,8 @@ class VmSsh:
             return st.ssh_port  # this process saw it answer: another probe would only cost the guest a fork
         # A VM resumed from a warm state was up at once: its slow guest's SSH server is best
         # not flooded with the short-lived probes meant for a guest whose network is not up.
-        run = read_json(vm_dir / layout.VM_RUN) or {}
-        resumed = isinstance(run.get("warm"), str)
-        net_probe = run.get("net_probe_port")
-        sock = await ssh.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
-                                         keep=keep, answered=resumed,
-                                         net_probe=net_probe if isinstance(net_probe, int) else None)
+        sock = await sshwait.wait_for_banner(st.ssh_port, timeout, alive=lambda: process.pid_alive(pid, vm_dir),
+                                             keep=keep, answered=st.warm is not None, net_probe=st.net_probe_port)
         self._answered[name] = (pid, st.ssh_port)
         if sock is not None:
             self._drop_kept_socket(name)
@@ -129,10 +125,10 @@ class VmSsh:
         """A root SSH connection to running VM ``name`` (waiting up to ``wait`` s for its
         server), with the VM's own key: the first one replaces the well-known key in the
         guest. A warm start's clone-safety steps still due are done first."""
-        from . import warm
+        from . import clonesafety
 
         handed, due = await self._take_handoff(name)
-        alongside = warm.make_safe if due else None
+        alongside = clonesafety.make_safe if due else None
         if handed is not None:
             await vmkey.finish_first(*handed, alongside=alongside)
             return handed[0]
@@ -160,16 +156,16 @@ class VmSsh:
         and a warm start's first connection is reused. A warm start's clone-safety steps
         (clock, RNG) are done before the block; with a ``command`` (a shell line, not an
         interactive shell) they come back in front of it instead, to run in the same
-        exec (:func:`minivirt_core.warm.prefixed`): one round trip to the guest less."""
+        exec (:func:`minivirt_core.clonesafety.prefixed`): one round trip to the guest less."""
         handed, due = await self._take_handoff(name)
 
         async def first_line(conn: asyncssh.SSHClientConnection) -> str | None:
-            from . import warm
+            from . import clonesafety
 
-            if due and command is not None and (line := warm.prefixed(command)) is not None:
+            if due and command is not None and (line := clonesafety.prefixed(command)) is not None:
                 return line
             if due:
-                await warm.make_safe(conn)
+                await clonesafety.make_safe(conn)
             return command
 
         if handed is not None:

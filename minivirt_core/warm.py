@@ -23,7 +23,7 @@ hand to other VMs) and not by a second VM in the background (it would double the
 of a small machine during the first run). Nobody can log in meanwhile: the save holds the
 VM's first-contact lock (``ssh-key.lock``).
 
-After a restore, before the VM is handed over (:func:`make_safe`): the guest clock is set
+After a restore, before the VM is handed over (:func:`.clonesafety.make_safe`): the guest clock is set
 from the host (it lags by the time since the save), fresh host entropy is written into the
 guest's RNG, the VM's own SSH key replaces the well-known one (the first contact, as on any
 VM), and the hostname is the image's, as after a cold boot. A state that cannot be used
@@ -396,57 +396,3 @@ async def wait_restored(vm_dir: Path, pid: int) -> None:
             await asyncio.sleep(0.01)
     raise ExternalError("QEMU exited while restoring: " + (process.log_tail(vm_dir / layout.VM_QEMU_LOG, 1)
                                                            or "no reason given"))
-
-
-def _safety_steps(entropy: bytes, now: float) -> str:
-    """Shell lines that set the guest clock from the host's time ``now`` and write the host's
-    ``entropy`` into the guest's RNG; their status fails when either fails.
-
-    Written entropy reaches what ``/dev/urandom`` gives out at the kernel's next reseed (Linux
-    5.18 on: within ``uptime / 2`` s, at most a minute); where perl is (Debian: it is
-    essential) the ``RNDRESEEDCRNG`` ioctl makes that reseed happen at once."""
-    octal = "".join(f"\\{b:03o}" for b in entropy)
-    second = round(now)  # whole seconds only (busybox's date): the nearest one, not the one before
-    return (f"{{ date -u -s @{second} >/dev/null 2>&1 || date -u -s \"$(date -u -d @{second} '+%Y-%m-%d %H:%M:%S')\""
-            f" >/dev/null; }} && printf '{octal}' > /dev/urandom && {{ {_RESEED} 2>/dev/null || :; }}")
-
-
-# RNDRESEEDCRNG = _IO('R', 0x07): the kernel's RNG reseeds now (root; Linux 4.17 on).
-_RESEED = "perl -e 'open(my $f, \"<\", \"/dev/urandom\") or exit 1; ioctl($f, 0x5207, 0) or exit 1'"
-
-
-def safety_script(entropy: bytes, now: float) -> str:
-    """The shell lines run first in a restored guest: the clock from the host, the host's
-    entropy into the RNG, then the hostname is printed (a sign the guest answers)."""
-    return _safety_steps(entropy, now) + " && hostname"
-
-
-SAFETY_FAILED = ("error: the warm-started guest could not be made safe (setting its clock or seeding its RNG "
-                 "failed): the command did not run. `miv run --cold` boots instead.")
-COMMAND_MAX = 8000  # bytes of a command line with the steps in front (dropbear takes at most 9000)
-
-
-def prefixed(command: str) -> str | None:
-    """``command`` (a shell line) behind the clone-safety steps, in one shell: it runs only
-    once they are done, so a warm-started guest runs its first command in one exec, not two.
-    When they fail, it does not run: :data:`SAFETY_FAILED` on stderr, exit status 1.
-    None when the line would be too long (then run :func:`make_safe` first)."""
-    steps = _safety_steps(secrets.token_bytes(64), time.time())
-    line = f"{{ {steps}; }} >/dev/null 2>&1 || {{ echo {shlex.quote(SAFETY_FAILED)} >&2; exit 1; }}; " \
-           f"eval {shlex.quote(command)}"
-    return line if len(line.encode()) <= COMMAND_MAX else None
-
-
-async def make_safe(conn: Any) -> None:
-    """Run :func:`safety_script` over ``conn`` (an SSH connection to the restored guest);
-    :class:`ExternalError` if the guest does not do it."""
-    import asyncssh
-
-    from .ssh import capture
-
-    try:
-        status, output = await capture(conn, safety_script(secrets.token_bytes(64), time.time()))
-    except (OSError, asyncssh.Error) as e:
-        raise ExternalError(f"the clone-safety steps failed: the SSH connection failed ({e})") from e
-    if status != 0:
-        raise ExternalError(f"the clone-safety steps failed in the guest: {output.strip()[-200:]}")

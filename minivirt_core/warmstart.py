@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import layout, vmkey, warm
+from . import clonesafety, layout, vmkey, warm
 from .database import read_json
 from .errors import ExternalError, MinivirtError
 from .fsutil import atomic_write_json
@@ -107,7 +107,7 @@ async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | No
             return handoff
         # The clone-safety steps and the key replacement run side by side (two channels of
         # one connection); both are done before anybody else gets the guest.
-        conn = await vmkey.connect(vm_dir, name, port, timeout=timeout, alongside=warm.make_safe)
+        conn = await vmkey.connect(vm_dir, name, port, timeout=timeout, alongside=clonesafety.make_safe)
         conn.close()
         vms.ssh.saw_answer(name, port)
         return None

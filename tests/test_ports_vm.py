@@ -88,7 +88,7 @@ def test_port_add_on_a_stopped_vm_changes_only_its_config(tiny_db: Path) -> None
 @pytest.mark.slow
 def test_a_running_vm_has_a_network_probe_forward_that_its_guest_refuses_at_once(running_vm: Path) -> None:
     """`miv start` forwards one more host port, on 127.0.0.1, to guest port 1, where nothing
-    listens: ssh.wait_for_banner probes it to learn that the guest's network is up without
+    listens: sshwait.wait_for_banner probes it to learn that the guest's network is up without
     costing the guest's SSH server a process. The guest's kernel refuses it at once; it is
     none of the VM's own forwards."""
     db = running_vm

@@ -228,7 +228,7 @@ def test_banner_wait_is_patient_with_a_slow_ssh_server() -> None:
     """Regression: a Debian guest under TCG on a loaded host sent its banner seconds after
     a connect; the wait gave each connection 0.5 s and opened new ones, so sshd hit
     MaxStartups and no banner was ever seen (no SSH within 600 s)."""
-    from minivirt_core.ssh import wait_for_banner
+    from minivirt_core.sshwait import wait_for_banner
 
     port, stop = slow_ssh_server(delay=2.0, max_startups=4)
     try:
@@ -247,7 +247,7 @@ def test_banner_wait_drops_silent_early_connections_that_a_booting_guest_never_s
     tiny guest's boot measured 6.3 s where the server answered at ~4 s). The server below
     acts this out: connections opened before ``up`` stay silent forever, later ones get a
     banner at once."""
-    from minivirt_core.ssh import wait_for_banner
+    from minivirt_core.sshwait import wait_for_banner
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -343,7 +343,7 @@ def test_banner_wait_probes_the_network_not_the_ssh_server_before_the_guest_is_u
     closed` lines), an OpenSSH process each, 15 s of the guest's CPU in the middle of
     cloud-init. With a network probe, the SSH port gets one probe every few seconds until the
     probe port is refused; the banner is still seen as soon as the guest is up."""
-    from minivirt_core.ssh import BANNER_EARLY_SSH_EVERY, wait_for_banner
+    from minivirt_core.sshwait import BANNER_EARLY_SSH_EVERY, wait_for_banner
 
     net = FakeUserNetwork(up_after=4.0)
     try:
@@ -364,7 +364,7 @@ def test_banner_wait_finds_a_guest_that_drops_the_network_probe() -> None:
     """A guest whose firewall drops (not refuses) connections to a port nothing listens on
     never answers the network probe: its SSH server is still found, by the SSH-port probes
     made every few seconds meanwhile."""
-    from minivirt_core.ssh import BANNER_EARLY_SSH_EVERY, wait_for_banner
+    from minivirt_core.sshwait import BANNER_EARLY_SSH_EVERY, wait_for_banner
 
     net = FakeUserNetwork(up_after=2.0, probe_refused=False)
     try:

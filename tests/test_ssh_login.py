@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncssh
 
-from minivirt_core import ssh, vmkey
+from minivirt_core import ssh, sshwait, vmkey
 
 
 class _Server(asyncssh.SSHServer):
@@ -98,7 +98,7 @@ async def test_the_login_after_the_banner_wait_uses_the_connection_that_saw_the_
     connections: list[object] = []
     server, port = await _serve_well_known(tmp_path, connections)
     try:
-        sock = await ssh.wait_for_banner(port, 10, keep=True)
+        sock = await sshwait.wait_for_banner(port, 10, keep=True)
         assert sock is not None
         conn = await ssh.connect(port, 10, sock=sock)
         try:
@@ -107,7 +107,7 @@ async def test_the_login_after_the_banner_wait_uses_the_connection_that_saw_the_
             conn.close()
         assert len(connections) == 1
         # Without `keep`, the wait closes what it opened.
-        assert await ssh.wait_for_banner(port, 10) is None
+        assert await sshwait.wait_for_banner(port, 10) is None
     finally:
         server.close()
 
@@ -118,7 +118,7 @@ async def test_a_kept_connection_that_went_stale_is_replaced_by_a_fresh_one(tmp_
     connections: list[object] = []
     server, port = await _serve_well_known(tmp_path, connections)
     try:
-        sock = await ssh.wait_for_banner(port, 10, keep=True)
+        sock = await sshwait.wait_for_banner(port, 10, keep=True)
         assert sock is not None
         for c in connections:
             c.abort()  # type: ignore[attr-defined]  # the server drops it

@@ -125,7 +125,7 @@ def test_a_vm_refuses_the_well_known_key_after_first_contact_and_its_image_accep
 
 
 def test_commit_of_a_killed_vm_puts_the_well_known_key_back_first(tiny_db: Path) -> None:
-    from minivirt_core import ssh
+    from minivirt_core import ssh, sshwait
 
     original = ssh.public_key_text() + "\n"  # root's authorized_keys in the tiny image
     miv(tiny_db, "create", "tiny", "v", "-m", "200")
@@ -138,7 +138,7 @@ def test_commit_of_a_killed_vm_puts_the_well_known_key_back_first(tiny_db: Path)
     miv(tiny_db, "create", "after-kill", "w", "-m", "200")
     miv(tiny_db, "start", "w", "--daemon")  # no first contact: the guest is as the image made it
     try:
-        asyncio.run(ssh.wait_for_banner(_ssh_port(tiny_db, "w"), float(BOOT)))
+        asyncio.run(sshwait.wait_for_banner(_ssh_port(tiny_db, "w"), float(BOOT)))
         accepted, keys = _well_known_key_works(_ssh_port(tiny_db, "w"),
                                                "cat .ssh/authorized_keys; ls .ssh")
         assert accepted

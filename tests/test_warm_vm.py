@@ -167,7 +167,7 @@ def test_a_warm_run_whose_clone_safety_steps_fail_does_not_run_its_command(tiny_
     """`miv run` puts the clone-safety steps in front of its command, in one exec: when they
     fail (here the guest's /dev/urandom is a folder, so the host's entropy cannot go in), the
     command does not run, and the user gets one clear line and exit status 1."""
-    from minivirt_core import warm
+    from minivirt_core import clonesafety
 
     db = tiny_db
     _save_state_after(db, "rm /dev/urandom && mkdir /dev/urandom")
@@ -175,5 +175,5 @@ def test_a_warm_run_whose_clone_safety_steps_fail_does_not_run_its_command(tiny_
     out = miv(db, "run", "-m", "200", "tiny", "echo ran", rc=None)
     assert out.returncode == 1
     assert out.stdout == b""
-    assert out.stderr.decode() == warm.SAFETY_FAILED + "\n"
+    assert out.stderr.decode() == clonesafety.SAFETY_FAILED + "\n"
     assert miv(db, "fsck", rc=None).returncode == 0

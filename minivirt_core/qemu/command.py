@@ -48,7 +48,7 @@ class LaunchSpec:
     isolated: bool = False  # restrict=on: the guest reaches neither the host nor the network
     firmware: Sequence[str] = ()  # QEMU arguments loading the firmware (firmware.Firmware.qemu_args)
     extra_args: Sequence[str] = ()  # e.g. a pinned -machine and -incoming for a warm start (warm.py)
-    net_probe_port: int | None = None  # forwarded to a guest port nothing listens on (ssh.wait_for_banner)
+    net_probe_port: int | None = None  # forwarded to a guest port nothing listens on (sshwait.wait_for_banner)
 
 
 TCG_AARCH64_CPU = "neoverse-n1"

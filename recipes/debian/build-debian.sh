@@ -219,8 +219,9 @@ UNIT
 # (systemd starts the rest of the boot alongside): cloud-init's stages and the network.
 # systemd-resolved, whose start takes ~5 s of an emulated CPU alongside cloud-init-local and
 # which nothing on that way waits for, goes last.
-printf '[Service]\nNice=-10\n' > "$conf/early-ssh/nice.conf"
-printf '[Service]\nNice=10\n' > "$conf/early-ssh/later.conf"
+mkdir -p "$conf/units"
+printf '[Service]\nNice=-10\n' > "$conf/units/nice.conf"
+printf '[Service]\nNice=10\n' > "$conf/units/later.conf"
 NICE_UNITS="cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service systemd-networkd.service"
 LATER_UNITS="systemd-resolved.service"
 
@@ -266,7 +267,7 @@ mmdebstrap --mode=root --variant=minbase --format=directory --skip=download/empt
   --customize-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/bin/cloud-init.distrib --add /usr/bin/cloud-init; cp "$CONF/bin/cloud-init" "$1/usr/bin/cloud-init"' \
   --customize-hook='echo "policy: enabled" > "$1/etc/cloud/ds-identify.cfg"; mkdir -p "$1/etc/systemd/system-generators"; for g in $MASKED_GENERATORS; do ln -s /dev/null "$1/etc/systemd/system-generators/$g"; done' \
   --customize-hook='mkdir -p "$1/usr/local/lib/minivirt" "$1/etc/systemd/system/ssh.service.d"; cp "$CONF/early-ssh/known-instance" "$1/usr/local/lib/minivirt/"; cp "$CONF/early-ssh/minivirt-early-ssh.service" "$1/etc/systemd/system/"; cp "$CONF/early-ssh/ssh-minivirt.conf" "$1/etc/systemd/system/ssh.service.d/minivirt.conf"; chroot "$1" systemctl enable minivirt-early-ssh.service' \
-  --customize-hook='for u in $NICE_UNITS; do mkdir -p "$1/etc/systemd/system/$u.d"; cp "$CONF/early-ssh/nice.conf" "$1/etc/systemd/system/$u.d/minivirt-nice.conf"; done; for u in $LATER_UNITS; do mkdir -p "$1/etc/systemd/system/$u.d"; cp "$CONF/early-ssh/later.conf" "$1/etc/systemd/system/$u.d/minivirt-nice.conf"; done' \
+  --customize-hook='for u in $NICE_UNITS; do mkdir -p "$1/etc/systemd/system/$u.d"; cp "$CONF/units/nice.conf" "$1/etc/systemd/system/$u.d/minivirt-nice.conf"; done; for u in $LATER_UNITS; do mkdir -p "$1/etc/systemd/system/$u.d"; cp "$CONF/units/later.conf" "$1/etc/systemd/system/$u.d/minivirt-nice.conf"; done' \
   --customize-hook='cp "$CONF/initramfs/minivirt.conf" "$1/etc/initramfs-tools/conf.d/"; cp "$CONF/initramfs/modules" "$1/etc/initramfs-tools/modules"; chroot "$1" update-initramfs -u -k all' \
   --customize-hook='mkdir -p "$1/etc/systemd/journald.conf.d"; cp "$CONF/journald/minivirt.conf" "$1/etc/systemd/journald.conf.d/"; rm -rf "$1/var/log/journal"' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
