@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(5400)]
 BOOT = 900  # seconds: a first boot under TCG on a loaded 2-core machine
 USER_DATA = """#cloud-config
 runcmd:
-  - [sh, -c, "echo user-runcmd-ran > /var/tmp/runcmd-mark"]
+  - [sh, -c, "echo user-runcmd-ran > /var/tmp/runcmd-mark; cat /proc/self/cgroup > /var/tmp/runcmd-cgroup"]
 """
 
 
@@ -127,19 +127,68 @@ def test_cloud_init_runs_through_the_direct_entry_point_with_the_boot_first(seed
     """build-debian.sh's other boot-speed choices are in the booted image and cloud-init works
     through them: its console script diverted (dpkg knows, so upgrades keep ours) and calling
     cloud-init's main directly; the generators with nothing to find masked; cloud-init's stages
-    and the network first in the CPU queue, systemd-resolved last; no `sshd -t` before sshd."""
+    and the network first in the CPU queue, systemd-resolved last; no `sshd -t` before sshd;
+    optimistic IPv6 DAD on every interface."""
     db, _ = seeded_vm
     out = ssh_out(db, "deb", "dpkg-divert --list /usr/bin/cloud-init; grep -c load_entry_point /usr/bin/cloud-init; "
                              "cloud-init --version; cloud-init status; readlink "
                              "/etc/systemd/system-generators/systemd-gpt-auto-generator; "
                              "for u in cloud-init-local cloud-init systemd-networkd systemd-resolved; do "
                              "systemctl show -p Nice --value $u.service; done; "
-                             "systemctl show -p ExecStartPre --value ssh.service | grep -c 'sshd -t' || true")
+                             "systemctl show -p ExecStartPre --value ssh.service | grep -c 'sshd -t' || true; "
+                             "cat /proc/sys/net/ipv6/conf/*/optimistic_dad | sort -u")
     lines = out.splitlines()
     assert lines[0] == "local diversion of /usr/bin/cloud-init to /usr/bin/cloud-init.distrib", out
     assert lines[1] == "0" and lines[2].startswith("/usr/bin/cloud-init 22.4"), out
     assert lines[3] in ("status: done", "status: running"), out
-    assert lines[4:] == ["/dev/null", "-10", "-10", "-10", "10", "0"], out
+    assert lines[4:] == ["/dev/null", "-10", "-10", "-10", "10", "0", "1"], out
+
+
+def test_cloud_init_stages_are_forks_of_one_preloaded_cloud_init_in_their_own_units(
+        seeded_vm: tuple[Path, Path]) -> None:
+    """bookworm's cloud-init runs a Python process per stage, each importing cloud-init anew
+    (seconds under TCG): the image's minivirt-cloud-init-preload.service imports it once and
+    served all four stages of this first boot, then ended. Each stage ran in its own unit's
+    cgroup (the user's runcmd, run by the final stage, was in cloud-final.service's), and
+    cloud-init's generator ran without ds-identify, enabling cloud-init as Debian's does."""
+    db, _ = seeded_vm
+    out = ssh_out(db, "deb", "cloud-init status --wait >/dev/null; "
+                             "journalctl -b -u minivirt-cloud-init-preload.service -o cat | grep '^stage '; "
+                             "for p in ActiveState Result; do "
+                             "systemctl show -p $p --value minivirt-cloud-init-preload.service; done; "
+                             "cat /var/tmp/runcmd-cgroup; cat /run/cloud-init/cloud-init-generator.log; "
+                             "ls /run/cloud-init/ds-identify.log 2>&1 | grep -c 'No such file'; "
+                             "cloud-init status --long")
+    lines = out.splitlines()
+    stages = [re.sub(r"^stage (.*) for pid \d+$", r"\1", line) for line in lines[:4]]
+    assert stages == ["init --local", "init", "modules --mode=config", "modules --mode=final"], out
+    assert lines[4:6] == ["inactive", "success"], out
+    assert lines[6] == "0::/system.slice/cloud-final.service", out
+    assert lines[7:9] == ["minivirt cloud-init-generator: enabled", "1"], out
+    assert "status: done" in out and "boot_status_code: enabled-by-generator" in out, out
+
+
+def test_cloud_init_generator_keeps_debians_decision(seeded_vm: tuple[Path, Path]) -> None:
+    """The image's cloud-init generator decides as Debian's does, without ds-identify: the last
+    cloud-init=enabled|disabled on the kernel command line, else /etc/cloud/cloud-init.enabled,
+    else /etc/cloud/cloud-init.disabled, else enabled. Run by hand into a scratch folder, then
+    run again as the boot ran it."""
+    db, _ = seeded_vm
+    gen = "/etc/systemd/system-generators/cloud-init-generator"
+    wants = "/tmp/gen/e/multi-user.target.wants/cloud-init.target"
+    out = ssh_out(db, "deb", "set -e; trap 'rm -f /etc/cloud/cloud-init.disabled' EXIT; "
+                             f"try() {{ rm -rf /tmp/gen; \"$@\" {gen} /tmp/gen/n /tmp/gen/e /tmp/gen/l; "
+                             "echo \"$(cat /run/cloud-init/cloud-init-generator.log) "
+                             f"$(readlink {wants} || echo -)\"; }}; "
+                             "try env KERNEL_CMDLINE='quiet cloud-init=disabled'; "
+                             "try env KERNEL_CMDLINE='cloud-init=disabled cloud-init=enabled'; "
+                             "touch /etc/cloud/cloud-init.disabled; try env; "
+                             "try env KERNEL_CMDLINE='cloud-init=enabled'; rm /etc/cloud/cloud-init.disabled; "
+                             "ls /run/cloud-init/enabled /run/cloud-init/disabled 2>/dev/null || true; try env")
+    lines = out.splitlines()
+    off, on = "minivirt cloud-init-generator: disabled -", \
+        "minivirt cloud-init-generator: enabled /lib/systemd/system/cloud-init.target"
+    assert lines == [off, on, off, on, "/run/cloud-init/enabled", on], out
 
 
 def test_the_users_key_logs_in_with_plain_ssh(seeded_vm: tuple[Path, Path]) -> None:
@@ -170,7 +219,7 @@ def test_a_new_instance_gets_sshd_only_after_cloud_init(seeded_vm: tuple[Path, P
     assert out.split() == ["exec-condition", "0"], out
 
 
-def test_a_second_boot_of_the_instance_has_sshd_before_cloud_init(seeded_vm: tuple[Path, Path]) -> None:
+def test_a_second_boot_of_the_instance_has_sshd_and_network_before_cloud_init(seeded_vm: tuple[Path, Path]) -> None:
     """Booted again (the same instance), the VM answers SSH before cloud-init's network stage
     ends: the early sshd served until ssh.service took over, and ssh.service is the one
     running now. And the wait for SSH left the guest's sshd mostly alone until the network was
@@ -181,6 +230,12 @@ def test_a_second_boot_of_the_instance_has_sshd_before_cloud_init(seeded_vm: tup
     out = miv(db, "stop", "deb", "--timeout", "240", timeout=400).stderr.decode()
     assert "stopped deb" in out and "forced" not in out, out
     miv(db, "start", "deb", "-d", "--wait-for-ssh", str(BOOT), timeout=BOOT + 60)
+    # With the local stage skipped, status.json still holds the last boot's stages: cloud-init
+    # must still say "done" only once this boot's final stage has written its result.
+    status, result = ssh_out(db, "deb", "cloud-init status; test -e /run/cloud-init/result.json && echo result "
+                                        "|| echo no-result").split("\n")[:2]
+    assert (status, result) in (("status: running", "no-result"), ("status: not run", "no-result"),
+                                ("status: done", "result")), (status, result)
     out = ssh_out(db, "deb", "systemctl is-system-running --wait >/dev/null; "
                              "for u in minivirt-early-ssh cloud-init ssh; do "
                              "systemctl show -p ActiveEnterTimestampMonotonic --value $u.service; done; "
@@ -190,6 +245,16 @@ def test_a_second_boot_of_the_instance_has_sshd_before_cloud_init(seeded_vm: tup
     assert 0 < int(early) < int(cloud_init) < int(ssh), out
     assert (early_now, ssh_now) == ("inactive", "active"), out
     assert int(probes) <= 15, out  # a few SSH-port probes before the network was up, and the login's
+    # cloud-init's local stage, which the network waits for, was skipped (the instance is
+    # known); the other stages ran, served by the preloaded cloud-init, and cloud-init is done.
+    out = ssh_out(db, "deb", "cloud-init status --wait --long; "
+                             "systemctl show -p Result --value cloud-init-local.service; "
+                             "journalctl -b -u minivirt-cloud-init-preload.service -o cat | grep -c '^stage '; "
+                             "for s in init-local init modules:final; do "
+                             "journalctl -b -o cat | grep -c \"running '$s'\" || true; done")
+    assert "status: done" in out and out.endswith("exec-condition\n3\n0\n1\n1\n"), out
+    stages = json.loads(ssh_out(db, "deb", "cat /run/cloud-init/status.json"))["v1"]
+    assert stages["init"]["errors"] == stages["modules-final"]["errors"] == [], stages
 
 
 def test_cp_both_ways_graceful_stop_and_commit(seeded_vm: tuple[Path, Path], tmp_path: Path) -> None:

@@ -96,6 +96,12 @@ printf '%s\n' virtio_pci virtio_blk virtio_net virtio_rng ata_piix sr_mod cdrom 
 # The journal in memory only: no flush to disk at boot (the serial log keeps what a VM said).
 mkdir -p "$conf/journald"
 printf '[Journal]\nStorage=volatile\n' > "$conf/journald/minivirt.conf"
+# Optimistic duplicate address detection (RFC 4429) for IPv6: DAD still runs, without the
+# random wait of up to 1 s before it starts. networkd counts a link as configured only once its
+# IPv6 link-local address has passed DAD, and wait-online (before cloud-init's network stage,
+# and sshd on a first boot) waits for that, even with an IPv4 lease in hand.
+mkdir -p "$conf/sysctl"
+printf 'net.ipv6.conf.*.optimistic_dad = 1\n' > "$conf/sysctl/60-minivirt-optimistic-dad.conf"
 cat > "$conf/network/90-dhcp.network" <<'NET'
 # Any wired interface by DHCP (cloud-init may write its own, more specific config).
 [Match]
@@ -135,22 +141,20 @@ GROW
 chmod 755 "$conf/sbin/growpart"
 
 # cloud-init's four stages are four Python processes, three of them on the way to SSH on a
-# first boot; under TCG each spends ~2.5 s importing cloud-init before doing anything. Its
-# console script finds its own entry point through importlib.metadata (a scan of every
-# installed distribution: ~0.8 s more per process): this one, diverted in place of it
-# (dpkg-divert, so upgrades keep it), calls cloud-init's main directly.
-mkdir -p "$conf/bin"
-cat > "$conf/bin/cloud-init" <<'PY'
-#!/usr/bin/python3
-# minivirt (recipes/debian/build-debian.sh): cloud-init's console script without the
-# importlib.metadata look-up of its entry point; Debian's is /usr/bin/cloud-init.distrib.
-import sys
-
-from cloudinit.cmd.main import main
-
-sys.exit(main())
-PY
-chmod 755 "$conf/bin/cloud-init"
+# first boot; under TCG each spends ~2.5-6 s importing cloud-init before doing anything (~15 s
+# of a first boot's ~34 s went to that). On bookworm (cloud-init 22.4; trixie's 25.x runs all
+# stages in one process itself, cloud-init-main.service) minivirt-cloud-init-preload.service
+# imports cloud-init once, early and alongside the rest of the boot, and each stage is a fork
+# of it, run in the stage unit's own cgroup (guest/cloud-init-preload.py). cloud-init's console
+# script, diverted in place of Debian's (dpkg-divert, so upgrades keep it), hands a stage to
+# that service when it is there, and otherwise calls cloud-init's main itself (Debian's script
+# finds its entry point through importlib.metadata: a scan of every installed distribution,
+# ~0.8 s more per process): guest/cloud-init.py.
+# cloud-init's systemd generator, which decides at every boot whether cloud-init runs, asks
+# ds-identify first: ~1 s of an emulated CPU before systemd starts any unit (the longest
+# generator by far) for an answer that is always yes on this image (its datasource list is
+# set); guest/cloud-init-generator.sh keeps Debian's decision without it (bookworm's only).
+guest=$(cd "$(dirname "$0")/guest" && pwd)
 
 # sshd before cloud-init, on a boot of an instance cloud-init has already set up. Debian orders
 # sshd after cloud-init's network stage, so that a new instance's host keys and authorized keys
@@ -160,26 +164,45 @@ chmod 755 "$conf/bin/cloud-init"
 # change no key this boot) and the host keys are there; anything else (a new instance, no seed,
 # a seed it cannot read) leaves the boot as Debian orders it. When ssh.service's turn comes,
 # it takes over: sessions open meanwhile stay.
+#
+# On such a boot cloud-init's local stage is skipped too (bookworm's cloud-init, one process
+# per stage): all it would do is find the seed's instance-id unchanged (so it applies no
+# network config: NoCloud's network config is applied to a new instance only), but the network
+# waits for it (it is ordered before network-pre.target), ~6 s of a TCG boot on the way to SSH.
+# The network stage then trusts the instance cloud-init cached, as cloud-init does whenever
+# its local stage did not run, and runs its per-boot modules as usual. A new instance, or any
+# doubt, runs the local stage as Debian does.
 mkdir -p "$conf/early-ssh"
 cat > "$conf/early-ssh/known-instance" <<'SH'
 #!/bin/sh
 # minivirt (recipes/debian/build-debian.sh): exit 0 only if cloud-init already set this
 # instance up: the NoCloud seed (a filesystem labelled cidata) says the instance-id that
-# cloud-init recorded, and the SSH host keys exist. Used by minivirt-early-ssh.service.
+# cloud-init recorded, and the SSH host keys exist. With --new, the opposite: exit 0 unless it
+# did (so any doubt counts as a new instance). The answer is kept in /run for this boot.
+# Used by minivirt-early-ssh.service and cloud-init-local.service (ExecCondition).
 set -u
-read -r known 2>/dev/null < /var/lib/cloud/data/instance-id || exit 1
-[ -n "$known" ] || exit 1
-for key in /etc/ssh/ssh_host_*_key; do [ -s "$key" ] || exit 1; done
-dev=$(blkid -l -o device -t LABEL=cidata 2>/dev/null || blkid -l -o device -t LABEL=CIDATA 2>/dev/null) || exit 1
-[ -n "$dev" ] || exit 1
-dir=$(mktemp -d /run/minivirt-seed.XXXXXX) || exit 1
-trap 'umount "$dir" 2>/dev/null; rmdir "$dir"' EXIT
-mount -r "$dev" "$dir" 2>/dev/null || exit 1
-# instance-id: VALUE, plain or quoted (what a YAML meta-data file says; anything else: no match)
-seed=$(sed -n "/^instance-id:/{s/^instance-id:[[:space:]]*//;s/[[:space:]]*\$//;s/^[\"']\(.*\)[\"']\$/\1/;p;q;}" "$dir/meta-data" 2>/dev/null)
-[ -n "$seed" ] && [ "$seed" = "$known" ]
+known() {
+  read -r known 2>/dev/null < /var/lib/cloud/data/instance-id || return 1
+  [ -n "$known" ] || return 1
+  for key in /etc/ssh/ssh_host_*_key; do [ -s "$key" ] || return 1; done
+  dev=$(blkid -l -o device -t LABEL=cidata 2>/dev/null || blkid -l -o device -t LABEL=CIDATA 2>/dev/null) || return 1
+  [ -n "$dev" ] || return 1
+  dir=$(mktemp -d /run/minivirt-seed.XXXXXX) || return 1
+  mount -r "$dev" "$dir" 2>/dev/null || { rmdir "$dir"; return 1; }
+  # instance-id: VALUE, plain or quoted (what a YAML meta-data file says; anything else: no match)
+  seed=$(sed -n "/^instance-id:/{s/^instance-id:[[:space:]]*//;s/[[:space:]]*\$//;s/^[\"']\(.*\)[\"']\$/\1/;p;q;}" "$dir/meta-data" 2>/dev/null)
+  umount "$dir" 2>/dev/null; rmdir "$dir" 2>/dev/null
+  [ -n "$seed" ] && [ "$seed" = "$known" ]
+}
+answer=/run/minivirt/known-instance
+if ! read -r it 2>/dev/null < "$answer"; then
+  if known; then it=yes; else it=no; fi
+  mkdir -p /run/minivirt && echo "$it" > "$answer.$$" && mv -f "$answer.$$" "$answer"
+fi
+if [ "${1-}" = --new ]; then [ "$it" != yes ]; else [ "$it" = yes ]; fi
 SH
 chmod 755 "$conf/early-ssh/known-instance"
+printf '[Service]\nExecCondition=/usr/local/lib/minivirt/known-instance --new\n' > "$conf/early-ssh/local-stage.conf"
 cat > "$conf/early-ssh/minivirt-early-ssh.service" <<'UNIT'
 # minivirt (recipes/debian/build-debian.sh): sshd before cloud-init on a boot of an instance
 # cloud-init has already set up; ssh.service takes over when its turn comes.
@@ -250,23 +273,24 @@ uuid=$(cat /proc/sys/kernel/random/uuid)
 printf 'UUID=%s / ext4 rw,discard,errors=remount-ro 0 0\n' "$uuid" > "$conf/fstab"
 
 # The hooks' $1 is the tree; they see these through the environment (and fd 9, the lock).
-export DEBS="$cache/debs" CONF="$conf" MASKED MASKED_GENERATORS NICE_UNITS LATER_UNITS
+export DEBS="$cache/debs" CONF="$conf" GUEST="$guest" MASKED MASKED_GENERATORS NICE_UNITS LATER_UNITS
 # shellcheck disable=SC2016
 mmdebstrap --mode=root --variant=minbase --format=directory --skip=download/empty,essential/unlink \
   --include="$(IFS=,; echo "${packages[*]}")" \
   --aptopt='APT::Install-Recommends "false"' \
   --setup-hook='mkdir -p "$1/var/cache/apt/archives"; flock -s 9; for f in "$DEBS"/*.deb; do [ -e "$f" ] && cp "$f" "$1/var/cache/apt/archives/"; done; flock -u 9' \
   --customize-hook='flock -x 9; for f in "$1"/var/cache/apt/archives/*.deb; do n=${f##*/}; [ -e "$DEBS/$n" ] || { cp "$f" "$DEBS/.$n.tmp" && mv "$DEBS/.$n.tmp" "$DEBS/$n"; }; done; flock -u 9; rm -f "$1"/var/cache/apt/archives/*.deb' \
-  --customize-hook='cp "$CONF/cloud/99-minivirt.cfg" "$1/etc/cloud/cloud.cfg.d/"; cp "$CONF/network/90-dhcp.network" "$1/etc/systemd/network/"' \
+  --customize-hook='cp "$CONF/cloud/99-minivirt.cfg" "$1/etc/cloud/cloud.cfg.d/"; cp "$CONF/network/90-dhcp.network" "$1/etc/systemd/network/"; cp "$CONF/sysctl/60-minivirt-optimistic-dad.conf" "$1/etc/sysctl.d/"' \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-resolved' \
   --customize-hook='ln -sf ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"' \
   --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer' \
   --customize-hook='chroot "$1" systemctl mask $MASKED' \
   --customize-hook='cp "$CONF/fstab" "$1/etc/fstab"' \
   --customize-hook='cp "$CONF/sbin/growpart" "$1/usr/local/sbin/growpart"' \
-  --customize-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/bin/cloud-init.distrib --add /usr/bin/cloud-init; cp "$CONF/bin/cloud-init" "$1/usr/bin/cloud-init"' \
+  --customize-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/bin/cloud-init.distrib --add /usr/bin/cloud-init; install -m 755 "$GUEST/cloud-init.py" "$1/usr/bin/cloud-init"' \
   --customize-hook='echo "policy: enabled" > "$1/etc/cloud/ds-identify.cfg"; mkdir -p "$1/etc/systemd/system-generators"; for g in $MASKED_GENERATORS; do ln -s /dev/null "$1/etc/systemd/system-generators/$g"; done' \
   --customize-hook='mkdir -p "$1/usr/local/lib/minivirt" "$1/etc/systemd/system/ssh.service.d"; cp "$CONF/early-ssh/known-instance" "$1/usr/local/lib/minivirt/"; cp "$CONF/early-ssh/minivirt-early-ssh.service" "$1/etc/systemd/system/"; cp "$CONF/early-ssh/ssh-minivirt.conf" "$1/etc/systemd/system/ssh.service.d/minivirt.conf"; chroot "$1" systemctl enable minivirt-early-ssh.service' \
+  --customize-hook='[ -e "$1/lib/systemd/system/cloud-init-main.service" ] || { mkdir -p "$1/etc/systemd/system/cloud-init-local.service.d"; cp "$CONF/early-ssh/local-stage.conf" "$1/etc/systemd/system/cloud-init-local.service.d/minivirt-known-instance.conf"; install -m 755 "$GUEST/cloud-init-preload.py" "$1/usr/local/lib/minivirt/cloud-init-preload"; cp "$GUEST/minivirt-cloud-init-preload.service" "$1/etc/systemd/system/"; chroot "$1" systemctl enable minivirt-cloud-init-preload.service; install -m 755 "$GUEST/cloud-init-generator.sh" "$1/etc/systemd/system-generators/cloud-init-generator"; }' \
   --customize-hook='for u in $NICE_UNITS; do mkdir -p "$1/etc/systemd/system/$u.d"; cp "$CONF/units/nice.conf" "$1/etc/systemd/system/$u.d/minivirt-nice.conf"; done; for u in $LATER_UNITS; do mkdir -p "$1/etc/systemd/system/$u.d"; cp "$CONF/units/later.conf" "$1/etc/systemd/system/$u.d/minivirt-nice.conf"; done' \
   --customize-hook='cp "$CONF/initramfs/minivirt.conf" "$1/etc/initramfs-tools/conf.d/"; cp "$CONF/initramfs/modules" "$1/etc/initramfs-tools/modules"; chroot "$1" update-initramfs -u -k all' \
   --customize-hook='mkdir -p "$1/etc/systemd/journald.conf.d"; cp "$CONF/journald/minivirt.conf" "$1/etc/systemd/journald.conf.d/"; rm -rf "$1/var/log/journal"' \
