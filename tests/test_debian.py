@@ -223,7 +223,7 @@ def test_a_second_boot_of_the_instance_has_sshd_and_network_before_cloud_init(se
     """Booted again (the same instance), the VM answers SSH before cloud-init's network stage
     ends: the early sshd served until ssh.service took over, and ssh.service is the one
     running now. And the wait for SSH left the guest's sshd mostly alone until the network was
-    up (`miv start` probes the network first; 9 connections reached sshd in this boot here):
+    up (`miv start` probes the network first; 9 connections reached sshd in this boot here, quiet):
     before, ~60 abandoned early probes reached it as the network came up, each a process of
     its own ("kex_exchange_identification")."""
     db, _ = seeded_vm
@@ -244,7 +244,9 @@ def test_a_second_boot_of_the_instance_has_sshd_and_network_before_cloud_init(se
     early, cloud_init, ssh, early_now, ssh_now, probes = out.split()
     assert 0 < int(early) < int(cloud_init) < int(ssh), out
     assert (early_now, ssh_now) == ("inactive", "active"), out
-    assert int(probes) <= 15, out  # a few SSH-port probes before the network was up, and the login's
+    # A few SSH-port probes before the network was up, and the spare banner probes of each
+    # `miv ssh` (9 connections in all here, quiet; 19 with CI's suite running beside; ~60 before).
+    assert int(probes) <= 30, out
     # cloud-init's local stage, which the network waits for, was skipped (the instance is
     # known); the other stages ran, served by the preloaded cloud-init, and cloud-init is done.
     out = ssh_out(db, "deb", "cloud-init status --wait --long; "

@@ -96,7 +96,7 @@ def run_stage(main: Callable[[], int], conn: socket.socket, request: dict, fds: 
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = request["argv"]
-        conn.sendall(b"R")  # running: from here on the client must not run the stage itself
+        conn.sendall(b"R%d" % os.getpid())  # running: from here on the client must not run it itself
         try:
             rc = main()
         except SystemExit as e:

@@ -4,6 +4,7 @@
 # when that service is there; anything else runs here, calling cloud-init's main directly
 # (without the importlib.metadata look-up of Debian's script, /usr/bin/cloud-init.distrib).
 import os
+import signal
 import socket
 import sys
 
@@ -28,10 +29,15 @@ def preloaded() -> "int | None":
                 pass
             request = json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)})
             s.sendmsg([request.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
-            if s.recv(1) != b"R":
+            started = s.recv(16)
+            if started[:1] != b"R":
                 return None  # it did not start the stage: nothing ran
         except OSError:
             return None
+        # The stage is cloud-init's process now: what systemd sends this one goes to it.
+        stage = int(started[1:])
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _frame: os.kill(stage, signum))
         answer = s.recv(8)
     if not answer:
         print("cloud-init: the preloaded cloud-init ended without an exit status", file=sys.stderr)
