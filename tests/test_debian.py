@@ -341,7 +341,8 @@ def trixie_disk() -> Path:
     why_not = debian_build_unavailable()
     if why_not:
         pytest.skip(why_not)
-    files = sorted([*DEBIAN_SCRIPT.parent.iterdir(), *(DEBIAN_SCRIPT.parent.parent / "lib").iterdir()])
+    files = sorted(p for d in (DEBIAN_SCRIPT.parent, DEBIAN_SCRIPT.parent.parent / "lib")
+                   for p in d.rglob("*") if p.is_file())
     key = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:16]
     out = images_cache_dir() / f"trixie-disk-{key}"
     if not (out / "disk.qcow2").exists():
