@@ -20,17 +20,22 @@ def _safety_steps(entropy: bytes, now: float) -> str:
     """Shell lines that set the guest clock from the host's time ``now`` and write the host's
     ``entropy`` into the guest's RNG; their status fails when either fails.
 
-    Written entropy reaches what ``/dev/urandom`` gives out at the kernel's next reseed (Linux
-    5.18 on: within ``uptime / 2`` s, at most a minute); where perl is (Debian: it is
-    essential) the ``RNDRESEEDCRNG`` ioctl makes that reseed happen at once."""
+    Written entropy only reaches what ``/dev/urandom`` gives out at the kernel's next reseed
+    (Linux 5.18 on: a read finds the seed older than ``uptime / 2`` s, at most a minute). A
+    clone reads within that time of the save, so every clone would read the same bytes: the
+    ``RNDRESEEDCRNG`` ioctl (:data:`RESEED`) makes the reseed happen at once, and the steps
+    fail when it cannot be made."""
     octal = "".join(f"\\{b:03o}" for b in entropy)
     second = round(now)  # whole seconds only (busybox's date): the nearest one, not the one before
     return (f"{{ date -u -s @{second} >/dev/null 2>&1 || date -u -s \"$(date -u -d @{second} '+%Y-%m-%d %H:%M:%S')\""
-            f" >/dev/null; }} && printf '{octal}' > /dev/urandom && {{ {_RESEED} 2>/dev/null || :; }}")
+            f" >/dev/null; }} && printf '{octal}' > /dev/urandom && {{ {RESEED}; }} 2>/dev/null")
 
 
-# RNDRESEEDCRNG = _IO('R', 0x07): the kernel's RNG reseeds now (root; Linux 4.17 on).
-_RESEED = "perl -e 'open(my $f, \"<\", \"/dev/urandom\") or exit 1; ioctl($f, 0x5207, 0) or exit 1'"
+# RNDRESEEDCRNG = _IO('R', 0x07): the kernel's RNG reseeds now (root; Linux 4.17 on). A shell
+# cannot make an ioctl: perl does it (Debian and Ubuntu: perl-base is essential; the tiny guest
+# has its binary), else python3 (the cloud images that run cloud-init have it).
+RESEED = ("perl -e 'open(my $f, \"<\", \"/dev/urandom\") or exit 1; ioctl($f, 0x5207, 0) or exit 1'"
+          " || python3 -c 'import fcntl, os; fcntl.ioctl(os.open(\"/dev/urandom\", os.O_RDONLY), 0x5207)'")
 
 
 def safety_script(entropy: bytes, now: float) -> str:

@@ -21,7 +21,8 @@ server answers and its boot is done (systemd's, where there is one: see :func:`_
 exit (by then the guest holds its user's files, processes and its own SSH key: nothing to
 hand to other VMs) and not by a second VM in the background (it would double the CPU load
 of a small machine during the first run). Nobody can log in meanwhile: the save holds the
-VM's first-contact lock (``ssh-key.lock``).
+VM's first-contact lock (``ssh-key.lock``). A guest that cannot reseed its RNG at once (no
+perl, no python3: see :mod:`.clonesafety`) gets no state: its VMs boot cold.
 
 After a restore, before the VM is handed over (:func:`.clonesafety.make_safe`): the guest clock is set
 from the host (it lags by the time since the save), fresh host entropy is written into the
@@ -48,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import layout
+from . import clonesafety, layout
 from .database import Database, read_json
 from .errors import ExternalError, MinivirtError
 from .fsutil import atomic_write_json, flock_async, remove_tree
@@ -71,8 +72,11 @@ LOGIN_TIMEOUT = 20.0
 SAVE_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 600.0  # a first boot of a real distribution under emulation on a loaded host
 # What the guest runs before a save: systemd's own wait for the end of the boot (its status,
-# "running" or "degraded", does not matter); nothing where there is no systemd.
-SETTLE = "if command -v systemctl >/dev/null 2>&1; then systemctl is-system-running --wait >/dev/null 2>&1; fi; true"
+# "running" or "degraded", does not matter; nothing where there is no systemd), then a try of
+# the RNG reseed every clone needs (:data:`.clonesafety.RESEED`): NO_RESEED when it fails.
+NO_RESEED = "minivirt: no reseed"
+SETTLE = ("if command -v systemctl >/dev/null 2>&1; then systemctl is-system-running --wait >/dev/null 2>&1; fi; "
+          f"{{ {clonesafety.RESEED}; }} >/dev/null 2>&1 || echo {shlex.quote(NO_RESEED)}; true")
 
 NEWS = "news"  # something done as planned (a state saved): scripts may leave it out
 WARNING = "warning"  # a fallback a person should hear about (a state unusable, a cold boot instead)
@@ -227,8 +231,12 @@ async def save(db: Database, vm_dir: Path, machine: Machine, note: Note | None =
     if target.is_dir():
         return None
     run = read_json(vm_dir / layout.VM_RUN)
-    if isinstance(run, dict) and isinstance(run.get("ssh_port"), int):
-        await _settle(run["ssh_port"])
+    if isinstance(run, dict) and isinstance(run.get("ssh_port"), int) and not await _settle(run["ssh_port"]):
+        if note:
+            note(Notice("no warm state saved: the guest cannot reseed its RNG (it has neither perl nor python3 "
+                        "for the RNDRESEEDCRNG ioctl), so its clones would all read the same random numbers; "
+                        "its VMs boot cold"))
+        return None
     fd = os.open(vm_dir / layout.VM_SSH_KEY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         await flock_async(fd)  # no first contact while we save
@@ -270,7 +278,7 @@ async def save(db: Database, vm_dir: Path, machine: Machine, note: Note | None =
         os.close(fd)
 
 
-async def _settle(port: int) -> None:
+async def _settle(port: int) -> bool:
     """Wait until the guest has finished starting up, so clones resume a quiet machine: a
     guest whose SSH server answers may still be booting (Debian: cloud-init's last stages,
     which take minutes under emulation and would run again in every clone, restarting
@@ -278,7 +286,10 @@ async def _settle(port: int) -> None:
     nobody has made this VM their own yet) asks systemd, where there is one, to wait until
     the boot is done. The login also makes a server that makes its host keys on first use
     (dropbear -R) make them now, once, rather than in every clone. Best effort: a guest
-    that refuses the login or takes longer than :data:`SETTLE_TIMEOUT` is saved as it is."""
+    that refuses the login or takes longer than :data:`SETTLE_TIMEOUT` is saved as it is.
+
+    False when the guest said it cannot reseed its RNG (:data:`.clonesafety.RESEED`): then no
+    state may be saved, for its clones could not be made safe; True otherwise."""
     import asyncio
 
     import asyncssh
@@ -291,13 +302,14 @@ async def _settle(port: int) -> None:
             known_hosts=None, agent_path=None, config=None, preferred_auth="publickey",
             server_host_key_algs=ssh.HOST_KEY_ALGS), 30)
     except (asyncssh.Error, OSError, TimeoutError):
-        return
+        return True
     try:
-        await asyncio.wait_for(ssh.capture(conn, SETTLE), SETTLE_TIMEOUT)
+        _, output = await asyncio.wait_for(ssh.capture(conn, SETTLE), SETTLE_TIMEOUT)
     except Exception:  # (a connection lost, a refused session, the timeout): saved as it is
-        pass
+        return True
     finally:
         conn.close()
+    return NO_RESEED not in output
 
 
 async def _wait_migration(client: Any) -> None:

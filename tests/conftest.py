@@ -16,12 +16,12 @@ from .helpers import ROOT
 
 BUILD_SCRIPT = ROOT / "recipes" / "tiny" / "build-tiny.sh"
 TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
-PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "libc6"]
+PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "perl-base", "libc6"]
 DEBIAN_SCRIPT = ROOT / "recipes" / "debian" / "build-debian.sh"
 DEBIAN_RECIPE = ROOT / "recipes" / "debian-12.yaml"
 DEBIAN_PACKAGES = ["linux-image-cloud-amd64", "cloud-init", "systemd", "openssh-server", "libc6", "python3"]
 ARM64_PACKAGES = ["linux-image-cloud-arm64:arm64", "busybox-static:arm64", "dropbear-bin:arm64",
-                  "openssh-sftp-server:arm64", "libc6:arm64", "systemd-boot-efi:arm64"]
+                  "openssh-sftp-server:arm64", "perl-base:arm64", "libc6:arm64", "systemd-boot-efi:arm64"]
 
 
 # A test using one of these fixtures (directly or through another) must carry the marker,

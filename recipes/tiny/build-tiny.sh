@@ -67,7 +67,7 @@ kver=$(apt-cache depends "linux-image-cloud-$debarch:$debarch" 2>/dev/null | awk
 # Packages are named pkg:debarch throughout (the guest's, and the host's tools).
 tools=(busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
 packages=()
-for p in "linux-image-$kver" busybox-static dropbear-bin openssh-sftp-server libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g; do
+for p in "linux-image-$kver" busybox-static dropbear-bin openssh-sftp-server perl-base libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g; do
   packages+=("$p:$debarch")
 done
 [ "$arch" = aarch64 ] && packages+=("systemd-boot-efi:$debarch")
@@ -168,6 +168,10 @@ done
 cp "$x/usr/sbin/dropbear" "$r/usr/sbin/"
 cp "$x/usr/bin/dropbearkey" "$r/usr/bin/"
 cp "$x/usr/lib/openssh/sftp-server" "$r/usr/lib/sftp-server"
+# perl's binary alone (3.8 MB, no modules): a VM resumed from a warm state reseeds its RNG
+# with perl's ioctl (RNDRESEEDCRNG), which no busybox applet can make; without it, clones of
+# one state read the same random numbers until the kernel's next reseed.
+cp "$x/usr/bin/perl" "$r/usr/bin/perl"
 for lib in libc.so.6 libcrypt.so.1 libtomcrypt.so.1 libtommath.so.1 libgmp.so.10 libz.so.1 libm.so.6 libresolv.so.2; do
   src=$(find "$x/lib/$triplet" "$x/usr/lib/$triplet" -name "$lib" 2>/dev/null | head -1)
   [ -n "$src" ] && cp -L "$src" "$r/lib/$triplet/$lib"
