@@ -150,14 +150,23 @@ def test_cloud_init_stages_are_forks_of_one_preloaded_cloud_init_in_their_own_un
     (seconds under TCG): the image's minivirt-cloud-init-preload.service imports it once and
     served all four stages of this first boot, then ended. Each stage ran in its own unit's
     cgroup (the user's runcmd, run by the final stage, was in cloud-final.service's), and
-    cloud-init's generator ran without ds-identify, enabling cloud-init as Debian's does."""
+    cloud-init's generator ran without ds-identify, enabling cloud-init as Debian's does.
+
+    The stages read YAML with libyaml, and what cloud-init asks in every stage and keeps for
+    its process (lsb_release and dpkg's architecture, which apt-configure asks for) was asked
+    once, by the service, while the first stage ran: no stage of this boot ran them."""
     db, _ = seeded_vm
+    this_boot = "tac /var/log/cloud-init.log | sed \"/running 'init-local'/q\""
     out = ssh_out(db, "deb", "cloud-init status --wait >/dev/null; "
-                             "journalctl -b -u minivirt-cloud-init-preload.service -o cat | grep '^stage '; "
+                             "journalctl -b -u minivirt-cloud-init-preload.service -o cat > /tmp/preload.log; "
+                             "grep '^stage ' /tmp/preload.log; "
                              "for p in ActiveState Result; do "
                              "systemctl show -p $p --value minivirt-cloud-init-preload.service; done; "
                              "cat /var/tmp/runcmd-cgroup; cat /run/cloud-init/cloud-init-generator.log; "
                              "ls /run/cloud-init/ds-identify.log 2>&1 | grep -c 'No such file'; "
+                             "grep -c '^cloud-init reads YAML with libyaml$' /tmp/preload.log; "
+                             "for c in lsb_release dpkg; do "
+                             f"{this_boot} | grep -c \"Running command \\['$c'\"; done; "
                              "cloud-init status --long")
     lines = out.splitlines()
     stages = [re.sub(r"^stage (.*) for pid \d+$", r"\1", line) for line in lines[:4]]
@@ -165,6 +174,8 @@ def test_cloud_init_stages_are_forks_of_one_preloaded_cloud_init_in_their_own_un
     assert lines[4:6] == ["inactive", "success"], out
     assert lines[6] == "0::/system.slice/cloud-final.service", out
     assert lines[7:9] == ["minivirt cloud-init-generator: enabled", "1"], out
+    assert lines[9] == "1", out
+    assert lines[10:12] == ["0", "0"], out  # lsb_release, dpkg
     assert "status: done" in out and "boot_status_code: enabled-by-generator" in out, out
 
 

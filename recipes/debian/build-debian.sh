@@ -145,7 +145,8 @@ chmod 755 "$conf/sbin/growpart"
 # of a first boot's ~34 s went to that). On bookworm (cloud-init 22.4; trixie's 25.x runs all
 # stages in one process itself, cloud-init-main.service) minivirt-cloud-init-preload.service
 # imports cloud-init once, early and alongside the rest of the boot, and each stage is a fork
-# of it, run in the stage unit's own cgroup (guest/cloud-init-preload.py). cloud-init's console
+# of it, run in the stage unit's own cgroup (guest/cloud-init-preload.py; the forks also read
+# YAML with libyaml, and inherit answers asked once, see remember() there). cloud-init's console
 # script, diverted in place of Debian's (dpkg-divert, so upgrades keep it), hands a stage to
 # that service when it is there, and otherwise calls cloud-init's main itself (Debian's script
 # finds its entry point through importlib.metadata: a scan of every installed distribution,

@@ -6,6 +6,7 @@
 import os
 import signal
 import socket
+import struct
 import sys
 
 STAGES = (["init", "--local"], ["init"], ["modules", "--mode=config"], ["modules", "--mode=final"])
@@ -22,7 +23,8 @@ def preloaded() -> "int | None":
             s.connect("/run/minivirt/cloud-init.sock")
             # It may still be importing, with only the CPU time the boot leaves idle (a boot
             # of a known instance, before any stage needs it): a stage needs it now.
-            pid = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)[:4], sys.byteorder)
+            pid, _uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                               struct.calcsize("3i")))
             try:
                 os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
             except OSError:
