@@ -19,7 +19,8 @@ TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 PACKAGES = ["linux-image-cloud-amd64", "busybox-static", "dropbear-bin", "openssh-sftp-server", "perl-base", "libc6"]
 DEBIAN_SCRIPT = ROOT / "recipes" / "debian" / "build-debian.sh"
 DEBIAN_RECIPE = ROOT / "recipes" / "debian-12.yaml"
-DEBIAN_PACKAGES = ["linux-image-cloud-amd64", "cloud-init", "systemd", "openssh-server", "libc6", "python3"]
+DEBIAN_PACKAGES = ["linux-image-cloud-amd64", "cloud-init", "systemd", "openssh-server", "libc6", "python3",
+                   "busybox-static"]
 ARM64_PACKAGES = ["linux-image-cloud-arm64:arm64", "busybox-static:arm64", "dropbear-bin:arm64",
                   "openssh-sftp-server:arm64", "perl-base:arm64", "libc6:arm64", "systemd-boot-efi:arm64"]
 

@@ -123,6 +123,28 @@ def test_the_kernel_boots_with_the_kdf108_self_test_blacklisted(seeded_vm: tuple
     assert "initcall_blacklist=crypto_kdf108_init" in cmdline and "cryptomgr.notests" in cmdline
 
 
+def test_the_disk_boots_minivirts_initramfs_which_attaches_the_seed_before_systemd(
+        seeded_vm: tuple[Path, Path]) -> None:
+    """The boot partition holds build-debian.sh's initramfs (busybox, guest/initramfs-init and
+    the modules it names), not initramfs-tools' (udev, a coldplug and its scripts: seconds of an
+    emulated CPU). It mounted the root by the UUID the kernel was given, and the seed's CD-ROM
+    was attached before it handed over to systemd, so cloud-init's local stage never looks for
+    the seed before it is there."""
+    db, _ = seeded_vm
+    dmesg = ssh_out(db, "deb", "dmesg").splitlines()
+
+    def first(text: str) -> int:
+        return next((i for i, line in enumerate(dmesg) if text in line), len(dmesg))
+
+    ours, systemd = first("minivirt initramfs: "), first("systemd[1]: ")
+    assert ours < systemd < len(dmesg), dmesg[:80]
+    mounted = dmesg[ours]
+    assert re.search(r"minivirt initramfs: /dev/vda2 \(UUID=[0-9a-f-]{36}\) mounted read-only", mounted), mounted
+    assert {"virtio_blk", "sr_mod", "isofs", "virtio_net", "virtio_rng"} <= set(mounted.split(":")[-1].split())
+    assert first("Attached scsi CD-ROM sr0") < ours
+    assert not any("cannot load" in line for line in dmesg[:systemd]), dmesg[:systemd]
+
+
 def test_cloud_init_runs_through_the_direct_entry_point_with_the_boot_first(seeded_vm: tuple[Path, Path]) -> None:
     """build-debian.sh's other boot-speed choices are in the booted image and cloud-init works
     through them: its console script diverted (dpkg knows, so upgrades keep ours) and calling
