@@ -16,6 +16,12 @@ from typing import Any
 from .errors import ExternalError
 
 
+class GuestUnsafe(ExternalError):
+    """The restored guest ran its clone-safety steps and they failed. That is a property of
+    the saved guest (no way to reseed its RNG, say), so every clone of its state would fail
+    the same way: the state is removed (:func:`minivirt_core.warmstart.forget_unsafe_state`)."""
+
+
 def _safety_steps(entropy: bytes, now: float) -> str:
     """Shell lines that set the guest clock from the host's time ``now`` and write the host's
     ``entropy`` into the guest's RNG; their status fails when either fails.
@@ -45,7 +51,7 @@ def safety_script(entropy: bytes, now: float) -> str:
 
 
 SAFETY_FAILED = ("error: the warm-started guest could not be made safe (setting its clock or seeding its RNG "
-                 "failed): the command did not run. `miv run --cold` boots instead.")
+                 "failed): the command did not run, and the warm state is removed: the next run boots cold.")
 COMMAND_MAX = 8000  # bytes of a command line with the steps in front (dropbear takes at most 9000)
 
 
@@ -62,7 +68,8 @@ def prefixed(command: str) -> str | None:
 
 async def make_safe(conn: Any) -> None:
     """Run :func:`safety_script` over ``conn`` (an SSH connection to the restored guest);
-    :class:`ExternalError` if the guest does not do it."""
+    :class:`GuestUnsafe` if the guest runs it and it fails, :class:`ExternalError` if the
+    connection fails."""
     import asyncssh
 
     from .ssh import capture
@@ -72,4 +79,4 @@ async def make_safe(conn: Any) -> None:
     except (OSError, asyncssh.Error) as e:
         raise ExternalError(f"the clone-safety steps failed: the SSH connection failed ({e})") from e
     if status != 0:
-        raise ExternalError(f"the clone-safety steps failed in the guest: {output.strip()[-200:]}")
+        raise GuestUnsafe(f"the clone-safety steps failed in the guest: {output.strip()[-200:]}")

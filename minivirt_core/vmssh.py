@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import layout, vmkey
 from .database import read_json
@@ -125,10 +125,8 @@ class VmSsh:
         """A root SSH connection to running VM ``name`` (waiting up to ``wait`` s for its
         server), with the VM's own key: the first one replaces the well-known key in the
         guest. A warm start's clone-safety steps still due are done first."""
-        from . import clonesafety
-
         handed, due = await self._take_handoff(name)
-        alongside = clonesafety.make_safe if due else None
+        alongside = self._make_safe(name) if due else None
         if handed is not None:
             await vmkey.finish_first(*handed, alongside=alongside)
             return handed[0]
@@ -165,7 +163,7 @@ class VmSsh:
             if due and command is not None and (line := clonesafety.prefixed(command)) is not None:
                 return line
             if due:
-                await clonesafety.make_safe(conn)
+                await self._make_safe(name)(conn)
             return command
 
         if handed is not None:
@@ -179,6 +177,53 @@ class VmSsh:
         async with vmkey.session(vm_dir, name, port, snapshot=run.get("snapshot") is True,
                                  throwaway=throwaway, sock=self.kept_socket(name, port)) as conn:
             yield conn, await first_line(conn)
+
+
+    async def run(self, name: str, command: str, out: Callable[[bytes], Any], err: Callable[[bytes], Any], *,
+                  stdin: int | None = None, wait: float = 120.0, on_connected: Callable[[], None] | None = None
+                  ) -> int:
+        """Run shell line ``command`` in running VM ``name`` (:meth:`command_session`), its
+        output streamed to ``out`` and ``err`` and the descriptor ``stdin`` to it; its exit status.
+
+        When a warm start's clone-safety steps, run in front of it, fail, the command does not
+        run (:data:`~minivirt_core.clonesafety.SAFETY_FAILED` on ``err``, status 1) and the warm
+        state the VM came from is removed, as :meth:`connect` does for a failure of its own."""
+        from . import clonesafety, ssh
+
+        marker = (clonesafety.SAFETY_FAILED + "\n").encode()
+        head = bytearray()
+
+        def watched(data: bytes) -> None:
+            if len(head) < len(marker):
+                head.extend(data[:len(marker) - len(head)])
+            err(data)
+
+        async with self.command_session(name, wait, command) as (conn, line):
+            if on_connected is not None:
+                on_connected()
+            prefixed = line != command
+            status = await ssh.run(conn, line or command, out, watched if prefixed else err, stdin=stdin)
+        if prefixed and status == 1 and head == marker:
+            from .warmstart import forget_unsafe_state
+
+            await forget_unsafe_state(self.vms, name)
+        return status
+
+    def _make_safe(self, name: str) -> Callable[[asyncssh.SSHClientConnection], Awaitable[None]]:
+        """The clone-safety steps for VM ``name``'s connection; when the guest fails them, the
+        warm state it came from is removed (:class:`~minivirt_core.clonesafety.GuestUnsafe`)."""
+        from . import clonesafety
+
+        async def make_safe(conn: asyncssh.SSHClientConnection) -> None:
+            try:
+                await clonesafety.make_safe(conn)
+            except clonesafety.GuestUnsafe:
+                from .warmstart import forget_unsafe_state
+
+                await forget_unsafe_state(self.vms, name)
+                raise
+
+        return make_safe
 
 
 Handoff = tuple["asyncssh.SSHClientConnection", "asyncio.Task[None] | None"]

@@ -132,6 +132,12 @@ def state_dir(db: Database, machine: Machine) -> Path:
     return warm_dir(db) / f"{machine.image}-{machine.key()}"
 
 
+def named_state(db: Database, name: object) -> Path | None:
+    """The folder of the warm state called ``name`` (as a VM's run.json records it), or None
+    when that is not a state's name."""
+    return warm_dir(db) / name if isinstance(name, str) and _DIR_RE.fullmatch(name) else None
+
+
 def states_by_image(db: Database) -> dict[str, int]:
     """{image id: number of its warm states} (names only: cheap enough for ``miv images``)."""
     counts: dict[str, int] = {}

@@ -112,9 +112,10 @@ async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | No
         vms.ssh.saw_answer(name, port)
         return None
     except MinivirtError as e:
+        removed = isinstance(e, clonesafety.GuestUnsafe) and await forget_unsafe_state(vms, name)
         if note:
-            note(warm.Notice(f"the warm-started guest could not be made safe ({e.message}): booting it cold",
-                             warm.WARNING))
+            note(warm.Notice(f"the warm-started guest could not be made safe ({e.message}): "
+                             f"{'removed its warm state, ' if removed else ''}booting it cold", warm.WARNING))
         async with vms.locked(name):
             await _kill(vm_dir)
             await _recreate_disk(vm_dir)
@@ -123,6 +124,19 @@ async def make_safe(vms: VmManager, name: str, wait: float, note: warm.Note | No
                              await vms.accelerator())
         await vms.wait_for_ssh(name, wait)
         return None
+
+
+async def forget_unsafe_state(vms: VmManager, name: str) -> bool:
+    """VM ``name`` was warm-started from a state whose guest fails its clone-safety steps
+    (:class:`~minivirt_core.clonesafety.GuestUnsafe`): remove that state, so that the next
+    start boots cold (and saves a new state if that guest can be made safe). Whether one was
+    removed."""
+    run = read_json(vms.path(name) / layout.VM_RUN) or {}
+    folder = warm.named_state(vms.db, run.get("warm"))
+    if folder is None or not folder.is_dir():
+        return False
+    await asyncio.to_thread(warm.discard, vms.db, folder)
+    return True
 
 
 async def _kill(vm_dir: Path) -> None:

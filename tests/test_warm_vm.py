@@ -127,6 +127,12 @@ def test_corrupt_or_mismatched_warm_state_falls_back_to_a_cold_boot(tiny_db: Pat
     assert miv(db, "fsck", rc=None).returncode == 0
 
 
+# The guest's perl works once (for the save's reseed check), then fails: a clone of the
+# state saved after this cannot reseed its RNG, so its clone-safety steps fail.
+PERL_WORKS_ONCE = ("mv /usr/bin/perl /root/perl && printf '#!/bin/sh\\n[ -e /root/once ] && exit 1\\n"
+                   "touch /root/once\\nexec /root/perl \"$@\"\\n' > /usr/bin/perl && chmod 755 /usr/bin/perl")
+
+
 def _save_state_after(db: Path, change: str, saved: bool = True) -> list[str]:
     """Save the warm state of ``miv run -m 200 tiny`` from a VM whose guest ran ``change``
     (over SSH) first: a state that later runs resume as it is (``saved``: that the save is
@@ -177,13 +183,34 @@ def test_a_warm_run_whose_clone_safety_steps_fail_does_not_run_its_command(tiny_
     from minivirt_core import clonesafety
 
     db = tiny_db
-    once = "#!/bin/sh\n[ -e /root/once ] && exit 1\ntouch /root/once\nexec /root/perl \"$@\"\n"
-    _save_state_after(db, f"mv /usr/bin/perl /root/perl && printf '{once}' > /usr/bin/perl && chmod 755 /usr/bin/perl")
+    _save_state_after(db, PERL_WORKS_ONCE)
 
     out = miv(db, "run", "-m", "200", "tiny", "echo ran", rc=None)
     assert out.returncode == 1
     assert out.stdout == b""
     assert out.stderr.decode() == clonesafety.SAFETY_FAILED + "\n"
+    # Every clone of that state would fail the same way: it is removed, the next run boots cold.
+    assert _states(db) == []
+    assert miv(db, "run", "-m", "200", "tiny", "echo ran").stdout == b"ran\n"
+    assert miv(db, "fsck", rc=None).returncode == 0
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_a_warm_start_whose_clone_safety_steps_fail_removes_the_state_and_boots_cold(tiny_db: Path) -> None:
+    """`miv start` of a never-used VM runs the clone-safety steps on its own connection: when
+    the guest fails them (its perl works once, for the save's check), the state is removed
+    (every clone would fail alike), the VM boots cold from its image, and the user is told."""
+    db = tiny_db
+    _save_state_after(db, PERL_WORKS_ONCE)
+
+    miv(db, "create", "tiny", "v", "-m", "200")
+    err = miv(db, "start", "v", "--daemon", "--wait-for-ssh", "120").stderr.decode()
+    assert "the warm-started guest could not be made safe (the clone-safety steps failed in the guest" in err, err
+    assert "removed its warm state, booting it cold" in err, err
+    assert _states(db) == []
+    assert miv(db, "ssh", "v", "test -e /root/once && echo restored || echo cold").stdout == b"cold\n"
+    miv(db, "destroy", "v")
     assert miv(db, "fsck", rc=None).returncode == 0
 
 

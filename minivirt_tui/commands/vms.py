@@ -232,19 +232,17 @@ class _CommandLineCommand(click.Command):
 
 async def _ssh_session(vm: str, wait: float, command: str | None, force_tty: bool,
                        on_connected: Callable[[], None] | None = None) -> int:
-    from minivirt_core import ssh
-
     stdin = _stdin_fd()  # streamed to the command when it is not a terminal, as ssh(1) does
     interactive = stdin is None and (force_tty or command is None)  # -t needs a terminal to bridge
-    async with core().vms.ssh.command_session(vm, wait, None if interactive else command or "sh") as (conn, line):
+    if not interactive:
+        return await core().vms.ssh.run(vm, command or "sh", _out, _err, stdin=stdin, wait=wait,
+                                        on_connected=on_connected)
+    async with core().vms.ssh.command_session(vm, wait) as (conn, _):
         if on_connected is not None:
             on_connected()
-        if interactive:
-            from ..terminal import interactive_ssh
+        from ..terminal import interactive_ssh
 
-            return await interactive_ssh(conn, command)
-        assert line is not None
-        return await ssh.run(conn, line, _out, _err, stdin=stdin)
+        return await interactive_ssh(conn, command)
 
 
 def _stdin_fd() -> int | None:
