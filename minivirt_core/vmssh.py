@@ -178,7 +178,6 @@ class VmSsh:
                                  throwaway=throwaway, sock=self.kept_socket(name, port)) as conn:
             yield conn, await first_line(conn)
 
-
     async def run(self, name: str, command: str, out: Callable[[bytes], Any], err: Callable[[bytes], Any], *,
                   stdin: int | None = None, wait: float = 120.0, on_connected: Callable[[], None] | None = None
                   ) -> int:
