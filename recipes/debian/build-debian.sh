@@ -318,8 +318,8 @@ kver=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -1)")
 # first boot's ~27 s. The disk boots this one instead: busybox (the tree's busybox-static),
 # guest/initramfs-init and the modules below, what they need first (as modules.dep says;
 # compressed modules unpacked here: busybox's insmod hands the kernel raw ELF): the root's
-# device, then in the background the seed's CD-ROM, the network and the RNG (all loaded
-# before the root is left, so cloud-init never looks before the seed is there).
+# device, then the seed's CD-ROM, the network and the RNG (all loaded before the root is
+# left, so cloud-init never looks before the seed is there).
 # ~1.5 s from /init to the root mounted, most of it the drivers' own probing.
 ird="$work/initramfs"
 mkdir -p "$ird/bin" "$ird/dev" "$ird/proc" "$ird/newroot" "$ird/lib/modules"
