@@ -200,7 +200,7 @@ async def _feed(writer: Any, source: bytes | int | None) -> None:
                 writer.write(source)
                 await writer.drain()
         elif source is not None:
-            async for chunk in _read_chunks(source):
+            async for chunk in read_chunks(source):
                 writer.write(chunk)
                 await writer.drain()
         writer.write_eof()
@@ -208,8 +208,9 @@ async def _feed(writer: Any, source: bytes | int | None) -> None:
         pass  # the channel is closed: the command is gone, its output is read elsewhere
 
 
-async def _read_chunks(fd: int, size: int = 65536) -> AsyncIterator[bytes]:
-    """The data of ``fd`` until its end, without blocking the event loop on a pipe."""
+async def read_chunks(fd: int, size: int = 65536) -> AsyncIterator[bytes]:
+    """The data of ``fd`` until its end, without blocking the event loop on a pipe or a
+    terminal; a file or ``/dev/null`` (which the event loop cannot watch) is read on a thread."""
     import stat
 
     mode = os.fstat(fd).st_mode

@@ -40,6 +40,7 @@ def _write_all(fd: int, data: bytes) -> None:
 async def attach_console(vm_dir: Path, show_log: bool = True) -> None:
     """Attach this terminal to the VM's serial console until Ctrl-] or the VM stops."""
     from minivirt_core.console import SerialConsole, log_tail
+    from minivirt_core.ssh import read_chunks
 
     console = await SerialConsole.open(vm_dir)
     out = sys.stdout.fileno()
@@ -49,33 +50,30 @@ async def attach_console(vm_dir: Path, show_log: bool = True) -> None:
     sys.stderr.write(f"\r\n[attached to the serial console; {ESCAPE_NAME} to detach]\r\n")
     sys.stderr.flush()
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    pending: list[bytes] = []
+    done: asyncio.Future[str] = loop.create_future()
 
-    def on_input() -> None:
-        try:
-            data = os.read(inp, 4096)
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(inp)  # stdin closed: keep showing output
-            return
-        if ESCAPE in data:
-            data = data[: data.index(ESCAPE)]
-            if not done.done():
-                done.set_result("detached")
-        if data:
-            pending.append(data)
-            console.writer.write(data)
+    async def forward_input() -> None:
+        # A terminal, a pipe, a file or /dev/null alike (`miv console vm < /dev/null` once
+        # failed: the event loop cannot watch /dev/null); at its end, output keeps coming.
+        async for data in read_chunks(inp, 4096):
+            if ESCAPE in data:
+                data = data[: data.index(ESCAPE)]
+                if not done.done():
+                    done.set_result("detached")
+            if data:
+                console.writer.write(data)
+            if done.done():
+                return
 
     with raw_mode(inp):
-        loop.add_reader(inp, on_input)
+        reader = asyncio.ensure_future(_pump_console(console, out))
+        forwarder = asyncio.ensure_future(forward_input())
         try:
-            reader = asyncio.ensure_future(_pump_console(console, out))
             await asyncio.wait([reader, done], return_when=asyncio.FIRST_COMPLETED)
-            reader.cancel()
         finally:
-            loop.remove_reader(inp)
+            for task in (reader, forwarder):
+                task.cancel()
+            await asyncio.gather(reader, forwarder, return_exceptions=True)
             await console.close()
     why = done.result() if done.done() else "the VM stopped"
     sys.stderr.write(f"\r\n[{why}]\r\n")

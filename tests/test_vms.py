@@ -193,6 +193,35 @@ def test_serial_console_socket_takes_commands(vm) -> None:
     assert b"typed-42" in miv(db, "logs", "v").stdout
 
 
+def test_start_and_console_without_a_terminal(tiny_db: Path, tmp_path: Path) -> None:
+    """Regression: `miv start v` from a script (stdin /dev/null) tried to attach to the console
+    and died with a traceback (the event loop cannot watch /dev/null); `miv console v < file`
+    alike. Now start says it did not attach, and console sends the file's keys to the guest."""
+    miv(tiny_db, "create", "tiny", "nt", "-m", "200")
+    try:
+        err = miv(tiny_db, "start", "nt").stderr.decode()  # stdin /dev/null, stdout a pipe
+        assert "not attached to its console" in err and "miv console nt" in err, err
+        assert "Traceback" not in err
+        wait_until(lambda: b"login:" in miv(tiny_db, "logs", "nt").stdout, 60, "the login prompt")
+        keys = tmp_path / "keys"
+        keys.write_bytes(b"\n")  # getty answers Enter with a second prompt
+        with keys.open("rb") as stdin:
+            console = subprocess.Popen([MIV, "console", "nt"], stdin=stdin, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env={**os.environ, "MINIVIRT_DB_PATH": str(tiny_db)})
+        try:
+            wait_until(lambda: miv(tiny_db, "logs", "nt").stdout.count(b"login:") >= 2, 30,
+                       "the second login prompt, after the Enter read from the file")
+            assert console.poll() is None  # the file's end does not end the session
+            miv(tiny_db, "kill", "nt")
+            out, err_bytes = console.communicate(timeout=30)
+        finally:
+            console.kill()
+        assert console.returncode == 0, err_bytes
+        assert b"[the VM stopped]" in err_bytes and b"Traceback" not in err_bytes
+    finally:
+        miv(tiny_db, "destroy", "nt", rc=None)
+
+
 def test_two_vms_at_once(tiny_db: Path) -> None:
     for name in ("a", "b"):
         miv(tiny_db, "create", "tiny", name, "-m", "200")

@@ -81,7 +81,8 @@ def create(image: str, name: str, memory: str, cpus: int, ports: tuple[str, ...]
 @click.option("--wait-for-ssh", type=float, metavar="SECONDS", help="Wait until SSH answers (at most SECONDS).")
 @_cold
 def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None, cold: bool) -> None:
-    """Boot VM NAME. Without --daemon the terminal attaches to its serial console (Ctrl-] detaches)."""
+    """Boot VM NAME. Without --daemon a terminal attaches to its serial console (Ctrl-]
+    detaches); when stdin or stdout is not a terminal, it starts detached."""
 
     async def go() -> None:
         vms = core().vms
@@ -90,10 +91,15 @@ def start(name: str, daemon: bool, snapshot: bool, wait_for_ssh: float | None, c
         if wait_for_ssh:  # first contact now: the guest stops accepting the well-known key
             (await vms.ssh_connect(name, wait_for_ssh)).close()
         info(f"started {name} (ssh port {st.ssh_port}, {st.accel})")
-        if not daemon:
-            from ..terminal import attach_console
+        if daemon:
+            return
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):  # a script's `miv start`: no terminal to attach
+            info(f"not attached to its console, as this is not a terminal: `miv console {name}` "
+                 f"attaches from one, `miv logs {name}` prints what it said")
+            return
+        from ..terminal import attach_console
 
-            await attach_console(st.path, show_log=False)
+        await attach_console(st.path, show_log=False)
 
     run(go())
 
