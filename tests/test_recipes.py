@@ -234,9 +234,24 @@ def test_console_wait_timeout_shows_last_output(tiny_db: Path, tmp_path: Path) -
                         "      steps:\n        - wait: 'login: '\n          timeout: 120\n"
                         "        - wait: 'THIS NEVER APPEARS'\n          timeout: 3\n")
     err = build_error(tiny_db, r)
-    assert "step 1 (never) failed: /THIS NEVER APPEARS/ did not appear on the console within 3 s" in err
+    assert ("step 1 (never) failed: /THIS NEVER APPEARS/ did not appear on the console within 3 s "
+            "(QEMU: the guest is running)") in err
     assert "last console output:" in err and "tiny login:" in err
     assert db_entries(tiny_db)["vms"] == [] and db_entries(tiny_db)["staging"] == []
+
+
+@pytest.mark.vm
+def test_a_console_wait_on_a_guest_that_printed_nothing_says_so(db: Path, tmp_path: Path) -> None:
+    """Regression: a CI build's first boot of the Debian image waited 600 s for `login:` and
+    failed with nothing more to go on. The error now says the console stayed silent and what
+    QEMU says of the guest (an empty disk: the firmware finds nothing to boot, silently)."""
+    r = write(tmp_path, "memory: 64\nsteps:\n  - uses: create_disk_image\n    with:\n      size: 1M\n"
+                        "      attach: {type: disk}\n  - name: silent\n    uses: run_console\n    with:\n"
+                        "      steps:\n        - wait: 'login: '\n          timeout: 3\n")
+    err = build_error(db, r)
+    assert ("step 2 (silent) failed: /login: / did not appear on the console within 3 s; the console "
+            "printed nothing (QEMU: the guest is running)") in err, err
+    assert "last console output" not in err
 
 
 @pytest.mark.vm

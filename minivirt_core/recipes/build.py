@@ -339,7 +339,10 @@ class Builder:
                 if "send" in cstep:
                     await self.console.send(self._fill(cstep["send"]))
                 if "wait" in cstep:
-                    await self.console.wait(self._fill(cstep["wait"]), timeout)
+                    try:
+                        await self.console.wait(self._fill(cstep["wait"]), timeout)
+                    except Timeout as e:
+                        raise Timeout(e.message + await self._qemu_state(), hint=e.hint) from e
             # The recipe's last console steps power the guest off; wait for QEMU to go.
             if not await process.wait_exit(st.pid, self.vm_dir, POWEROFF_WAIT):
                 raise Timeout(f"the build VM did not power off within {POWEROFF_WAIT:g} s")
@@ -348,6 +351,18 @@ class Builder:
             await self.console.close()
             self.console = None
         await self.vms.kill(self.vm_name)  # cleans runtime files
+
+    async def _qemu_state(self) -> str:
+        """What QEMU says of a guest that kept the console waiting, for the error: a guest
+        that printed nothing is told apart from one that stopped (paused, panicked)."""
+        from ..qemu import monitor
+
+        try:
+            status = await monitor.execute(self.vm_dir / layout.VM_QMP, "query-status", timeout=5)
+        except MinivirtError:
+            return ""
+        said = "" if self.console is None or self.console.buffer else "; the console printed nothing"
+        return f"{said} (QEMU: the guest is {status.get('status', 'in an unknown state')})"
 
     async def _ssh_poweroff(self, timeout: float) -> None:
         # The whole step's timeout for the command too: on a slow guest (a Debian first boot
