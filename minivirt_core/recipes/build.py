@@ -357,11 +357,11 @@ class Builder:
         that printed nothing is told apart from one that stopped (paused, panicked)."""
         from ..qemu import monitor
 
+        said = "" if self.console is None or self.console.buffer else "; the console printed nothing"
         try:
             status = await monitor.execute(self.vm_dir / layout.VM_QMP, "query-status", timeout=5)
-        except MinivirtError:
-            return ""
-        said = "" if self.console is None or self.console.buffer else "; the console printed nothing"
+        except MinivirtError:  # a QEMU whose threads deadlocked answers nothing
+            return f"{said} (QEMU did not answer its monitor within 5 s: QEMU itself may be hung)"
         return f"{said} (QEMU: the guest is {status.get('status', 'in an unknown state')})"
 
     async def _ssh_poweroff(self, timeout: float) -> None:
