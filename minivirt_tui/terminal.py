@@ -69,7 +69,8 @@ async def attach_console(vm_dir: Path, show_log: bool = True) -> None:
         reader = asyncio.ensure_future(_pump_console(console, out))
         forwarder = asyncio.ensure_future(forward_input())
         try:
-            await asyncio.wait([reader, done], return_when=asyncio.FIRST_COMPLETED)
+            waiting: list[asyncio.Future[Any]] = [reader, done]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (reader, forwarder):
                 task.cancel()

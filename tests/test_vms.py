@@ -217,6 +217,7 @@ def test_start_and_console_without_a_terminal(tiny_db: Path, tmp_path: Path) -> 
         finally:
             console.kill()
         assert console.returncode == 0, err_bytes
+        assert b"login:" in out  # the guest's output came through
         assert b"[the VM stopped]" in err_bytes and b"Traceback" not in err_bytes
     finally:
         miv(tiny_db, "destroy", "nt", rc=None)
