@@ -143,6 +143,12 @@ def test_the_disk_boots_minivirts_initramfs_which_attaches_the_seed_before_syste
     assert {"virtio_blk", "sr_mod", "isofs", "virtio_net", "virtio_rng"} <= set(mounted.split(":")[-1].split())
     assert first("Attached scsi CD-ROM sr0") < ours
     assert not any("cannot load" in line for line in dmesg[:systemd]), dmesg[:systemd]
+    # The console shows each step as it starts (`quiet` hides the kernel's own lines): a boot
+    # that hangs in the initramfs says where.
+    log = miv(db, "logs", "deb").stdout.decode(errors="replace")
+    line = next(line for line in log.splitlines() if line.startswith("minivirt initramfs: modules"))
+    assert line.endswith("; root /dev/vda2 mounted read-only; starting /sbin/init"), line
+    assert log.index(line) < log.index("Welcome to")
 
 
 def test_cloud_init_runs_through_the_direct_entry_point_with_the_boot_first(seeded_vm: tuple[Path, Path]) -> None:

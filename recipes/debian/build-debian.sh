@@ -331,7 +331,8 @@ while IFS=: read -r path deps; do
   n=${path##*/}; n=${n%%.ko*}; n=${n//-/_}
   module_path[$n]=$path; module_deps[$n]=$deps
 done < "$root/lib/modules/$kver/modules.dep"
-add_module() {  # add_module NAME ORDER_FILE: NAME after what it needs, each module once
+order="$ird/lib/modules/order"  # what /init loads, one at a time, in this order
+add_module() {  # add_module NAME: NAME after what it needs, each module once
   local m=${1//-/_} deps i d f
   [ -z "${loaded[$m]:-}" ] || return 0
   if [ -z "${module_path[$m]:-}" ]; then
@@ -339,20 +340,21 @@ add_module() {  # add_module NAME ORDER_FILE: NAME after what it needs, each mod
     echo "build-debian: kernel $kver has no module $1" >&2; exit 1
   fi
   read -ra deps <<< "${module_deps[$m]}"
-  for ((i = ${#deps[@]} - 1; i >= 0; i--)); do d=${deps[i]##*/}; add_module "${d%%.ko*}" "$2"; done
+  for ((i = ${#deps[@]} - 1; i >= 0; i--)); do d=${deps[i]##*/}; add_module "${d%%.ko*}"; done
   loaded[$m]=1
   f="$root/lib/modules/$kver/${module_path[$m]}"
   case $f in
     *.ko) cp "$f" "$ird/lib/modules/$m.ko" ;;
     *.ko.xz) xz -dc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko.zst) zstd -q -dc "$f" > "$ird/lib/modules/$m.ko" ;;
+    *.ko.zst)
+      command -v zstd >/dev/null || { echo "build-debian: kernel $kver's modules are zstd-compressed: apt-get install zstd" >&2; exit 3; }
+      zstd -q -dc "$f" > "$ird/lib/modules/$m.ko" ;;
     *) echo "build-debian: cannot unpack the module $f" >&2; exit 1 ;;
   esac
-  echo "$m" >> "$2"
+  echo "$m" >> "$order"
 }
-: > "$ird/lib/modules/root.order"; : > "$ird/lib/modules/more.order"
-for m in virtio_pci virtio_blk; do add_module "$m" "$ird/lib/modules/root.order"; done
-for m in ata_piix sr_mod isofs virtio_net virtio_rng; do add_module "$m" "$ird/lib/modules/more.order"; done
+: > "$order"
+for m in virtio_pci virtio_blk ata_piix sr_mod isofs virtio_net virtio_rng; do add_module "$m"; done
 (cd "$ird" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 > "$work/initrd")
 
 
