@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -250,7 +251,8 @@ def test_a_console_wait_on_a_guest_that_printed_nothing_says_so(db: Path, tmp_pa
                         "      steps:\n        - wait: 'login: '\n          timeout: 3\n")
     err = build_error(db, r)
     assert ("step 2 (silent) failed: /login: / did not appear on the console within 3 s; the console "
-            "printed nothing (QEMU: the guest is running)") in err, err
+            "printed nothing (QEMU: the guest is running; vCPU 0 ") in err, err
+    assert re.search(r"vCPU 0 (halted|busy) at [RE]IP=[0-9a-f]+ CPL=0\)", err), err  # where it is
     assert "last console output" not in err
 
 

@@ -60,6 +60,21 @@ def _tail(data: bytes | bytearray, limit: int = LAST_OUTPUT) -> str:
     return "\n".join("    " + line for line in text.strip().splitlines()[-15:])
 
 
+def _vcpus(registers: str) -> str:
+    """HMP's ``info registers -a`` in brief: each vCPU's instruction pointer, privilege level
+    and whether it is halted (firmware, kernel or user space; idle or spinning)."""
+    said = []
+    for block in re.split(r"^CPU#", registers, flags=re.M)[1:]:
+        ip = re.search(r"\b([RE]IP)=([0-9a-f]+)", block)
+        if ip is None:
+            continue
+        cpl, hlt = re.search(r"\bCPL=(\d)", block), re.search(r"\bHLT=(\d)", block)
+        state = "halted" if hlt and hlt.group(1) == "1" else "busy"
+        said.append(f"vCPU {block.split(maxsplit=1)[0]} {state} at {ip.group(1)}={ip.group(2)}"
+                    + (f" CPL={cpl.group(1)}" if cpl else ""))
+    return ", ".join(said)
+
+
 class _ConsoleSession:
     """The build VM's serial console: output pumped into a buffer, patterns awaited on it."""
 
@@ -354,15 +369,21 @@ class Builder:
 
     async def _qemu_state(self) -> str:
         """What QEMU says of a guest that kept the console waiting, for the error: a guest
-        that printed nothing is told apart from one that stopped (paused, panicked)."""
+        that printed nothing is told apart from one that stopped (paused, panicked), and for a
+        silent one, where its vCPUs are (firmware, kernel; halted or busy)."""
         from ..qemu import monitor
 
-        said = "" if self.console is None or self.console.buffer else "; the console printed nothing"
+        silent = self.console is not None and not self.console.buffer
+        said = "; the console printed nothing" if silent else ""
         try:
-            status = await monitor.execute(self.vm_dir / layout.VM_QMP, "query-status", timeout=5)
+            async with monitor.session(self.vm_dir / layout.VM_QMP) as client:
+                status = await monitor.run(client, "query-status")
+                registers = await monitor.hmp(client, "info registers -a") if silent else ""
         except MinivirtError:  # a QEMU whose threads deadlocked answers nothing
             return f"{said} (QEMU did not answer its monitor within 5 s: QEMU itself may be hung)"
-        return f"{said} (QEMU: the guest is {status.get('status', 'in an unknown state')})"
+        vcpus = _vcpus(registers)
+        where = f"; {vcpus}" if vcpus else ""
+        return f"{said} (QEMU: the guest is {status.get('status', 'in an unknown state')}{where})"
 
     async def _ssh_poweroff(self, timeout: float) -> None:
         # The whole step's timeout for the command too: on a slow guest (a Debian first boot
