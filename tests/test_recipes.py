@@ -256,6 +256,32 @@ def test_a_console_wait_on_a_guest_that_printed_nothing_says_so(db: Path, tmp_pa
     assert "last console output" not in err
 
 
+def test_a_cancelled_host_step_stops_its_whole_command(db: Path, tmp_path: Path) -> None:
+    """Regression: a host step cancelled by its timeout (or Ctrl-C) killed only its bash; what
+    that bash had started went on running (a Debian build's mmdebstrap, its mounts, writing
+    into the build VM's folder after the build removed it). Now the whole process group gets
+    SIGTERM, so traps clean up, then SIGKILL for what is left."""
+    marker = tmp_path / "cleaned"
+    r = write(tmp_path, "steps:\n  - name: slow\n    uses: host\n    timeout: 2\n    with:\n      run: |\n"
+                        f"        bash -c 'trap \"echo cleaned > {marker}; exit 0\" TERM; sleep 4321 & wait'\n")
+    err = build_error(db, r)
+    assert "step 1 (slow) did not finish within 2 s" in err, err
+    assert marker.read_text() == "cleaned\n"  # the command's own trap ran
+
+    def left() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.read_bytes() == b"sleep\x004321\x00":
+                    found.append(cmdline.parent.name)
+            except OSError:
+                pass
+        return found
+
+    assert left() == []  # nothing of it still runs
+    assert db_entries(db)["vms"] == [] and db_entries(db)["staging"] == []
+
+
 @pytest.mark.vm
 def test_keep_on_failure_keeps_the_build_vm(tiny_db: Path, tmp_path: Path) -> None:
     r = write(tmp_path, "from: tiny\nmemory: 200\nsteps:\n  - uses: run\n    with:\n      steps:\n"

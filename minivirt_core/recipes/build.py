@@ -40,6 +40,7 @@ EventCallback = Callable[[events.BuildEvent], None]
 DEFAULT_SSH_WAIT = 300.0
 DEFAULT_CONSOLE_WAIT = 300.0
 POWEROFF_WAIT = 600.0
+HOST_STOP_GRACE = 30.0  # how long a cancelled host step's commands may take to clean up
 LAST_OUTPUT = 1200
 
 
@@ -58,6 +59,26 @@ def _tail(data: bytes | bytearray, limit: int = LAST_OUTPUT) -> str:
     text = strip_queries(bytes(data[-limit:])).decode(errors="replace")
     text = re.sub(r"\x1b\[[0-9;?>=]*[A-Za-z]", "", text).replace("\r", "")
     return "\n".join("    " + line for line in text.strip().splitlines()[-15:])
+
+
+async def _stop_group(pgid: int, grace: float = HOST_STOP_GRACE) -> None:
+    """Stop a host command's process group: SIGTERM to all of it (mmdebstrap unmounts what
+    it mounted, the scripts' traps clean up), SIGKILL to what is left after ``grace`` s."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
 
 
 def _vcpus(registers: str) -> str:
@@ -313,9 +334,13 @@ class Builder:
                          attach: dict[str, str] | None = None) -> None:
         env = {**os.environ, "MINIVIRT_RECIPE_DIR": str(self.recipe.directory),
                "MINIVIRT_BUILD_DIR": str(self.vm_dir), "MINIVIRT_ARCH": self.arch}
+        # A process group of its own: a cancelled build (Ctrl-C, a step's timeout) stops the
+        # whole command, not only its bash, whose children once went on writing into the
+        # build VM's folder after the build had removed it.
         proc = await asyncio.create_subprocess_exec(
             "bash", "-e", "-o", "pipefail", "-c", self._fill(run), cwd=self.vm_dir, env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
         seen = bytearray()
         assert proc.stdout is not None
@@ -326,8 +351,8 @@ class Builder:
                 self.emit(events.Output("host", data))
             status = await proc.wait()
         except BaseException:
+            await _stop_group(proc.pid)
             if proc.returncode is None:
-                proc.kill()
                 await proc.wait()
             raise
         if status != 0:
