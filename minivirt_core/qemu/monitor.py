@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,3 +105,18 @@ async def try_execute(qmp_socket: Path, command: str, timeout: float = 3.0) -> b
         return True
     except (ExternalError, Timeout):
         return False
+
+
+def describe_vcpus(registers: str) -> str:
+    """HMP's ``info registers -a`` in brief: each vCPU's instruction pointer, privilege level
+    and whether it is halted (firmware, kernel or user space; idle or spinning)."""
+    said = []
+    for block in re.split(r"^CPU#", registers, flags=re.M)[1:]:
+        ip = re.search(r"\b([RE]IP)=([0-9a-f]+)", block)
+        if ip is None:
+            continue
+        cpl, hlt = re.search(r"\bCPL=(\d)", block), re.search(r"\bHLT=(\d)", block)
+        state = "halted" if hlt and hlt.group(1) == "1" else "busy"
+        said.append(f"vCPU {block.split(maxsplit=1)[0]} {state} at {ip.group(1)}={ip.group(2)}"
+                    + (f" CPL={cpl.group(1)}" if cpl else ""))
+    return ", ".join(said)

@@ -29,7 +29,7 @@ from ..errors import ExternalError, InvalidInput, MinivirtError, Timeout
 from ..hostinfo import host_arch, interpolate_arch
 from ..images import Image
 from ..qemu import process
-from ..tools import run_tool
+from ..tools import run_tool, stop_process_group
 from ..vms import VmManager
 from . import events, paths
 from .placeholders import fill
@@ -59,41 +59,6 @@ def _tail(data: bytes | bytearray, limit: int = LAST_OUTPUT) -> str:
     text = strip_queries(bytes(data[-limit:])).decode(errors="replace")
     text = re.sub(r"\x1b\[[0-9;?>=]*[A-Za-z]", "", text).replace("\r", "")
     return "\n".join("    " + line for line in text.strip().splitlines()[-15:])
-
-
-async def _stop_group(pgid: int, grace: float = HOST_STOP_GRACE) -> None:
-    """Stop a host command's process group: SIGTERM to all of it (mmdebstrap unmounts what
-    it mounted, the scripts' traps clean up), SIGKILL to what is left after ``grace`` s."""
-    import signal
-
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-
-
-def _vcpus(registers: str) -> str:
-    """HMP's ``info registers -a`` in brief: each vCPU's instruction pointer, privilege level
-    and whether it is halted (firmware, kernel or user space; idle or spinning)."""
-    said = []
-    for block in re.split(r"^CPU#", registers, flags=re.M)[1:]:
-        ip = re.search(r"\b([RE]IP)=([0-9a-f]+)", block)
-        if ip is None:
-            continue
-        cpl, hlt = re.search(r"\bCPL=(\d)", block), re.search(r"\bHLT=(\d)", block)
-        state = "halted" if hlt and hlt.group(1) == "1" else "busy"
-        said.append(f"vCPU {block.split(maxsplit=1)[0]} {state} at {ip.group(1)}={ip.group(2)}"
-                    + (f" CPL={cpl.group(1)}" if cpl else ""))
-    return ", ".join(said)
 
 
 class _ConsoleSession:
@@ -351,7 +316,7 @@ class Builder:
                 self.emit(events.Output("host", data))
             status = await proc.wait()
         except BaseException:
-            await _stop_group(proc.pid)
+            await stop_process_group(proc.pid, HOST_STOP_GRACE)
             if proc.returncode is None:
                 await proc.wait()
             raise
@@ -406,7 +371,7 @@ class Builder:
                 registers = await monitor.hmp(client, "info registers -a") if silent else ""
         except MinivirtError:  # a QEMU whose threads deadlocked answers nothing
             return f"{said} (QEMU did not answer its monitor within 5 s: QEMU itself may be hung)"
-        vcpus = _vcpus(registers)
+        vcpus = monitor.describe_vcpus(registers)
         where = f"; {vcpus}" if vcpus else ""
         return f"{said} (QEMU: the guest is {status.get('status', 'in an unknown state')}{where})"
 
